@@ -1,0 +1,51 @@
+# Everything installs into .venv. llama-cpp-python is source-only on PyPI: we build it once, portable
+# (a -march=native build crashes in the AMX kernels of some CPUs), into a cache keyed by its flags, so
+# pip's own wheel cache can never hand us a native build.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LLAMA_VERSION := 0.3.36
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable-avx2
+LLAMA_STAMP := $(VENV)/.llama-cpp-portable-$(LLAMA_VERSION)
+MODEL := huggingfacetb/smollm2-135m-instruct
+
+.PHONY: install run test bench lint clean
+
+install: $(LLAMA_STAMP) $(VENV)/.deps
+	@$(BIN)/python -m runtimes.llama_cpp.smoke
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(LLAMA_WHEELS)/.done:
+	mkdir -p $(LLAMA_WHEELS)
+	CMAKE_ARGS="$(LLAMA_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PYTHON) -m pip wheel --no-cache-dir --no-deps \
+		llama-cpp-python==$(LLAMA_VERSION) -w $(LLAMA_WHEELS)
+	touch $@
+
+$(LLAMA_STAMP): $(VENV)/bin/python $(LLAMA_WHEELS)/.done
+	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	touch $@
+
+$(VENV)/.deps: $(LLAMA_STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: install
+	$(BIN)/lms server start
+	$(BIN)/lms load $(MODEL) -y
+	@echo "lms is serving $(MODEL) on http://127.0.0.1:1234/v1 (stop it with: $(BIN)/lms daemon down)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check lms runtimes tests bench tools
+
+clean:
+	rm -rf $(VENV)

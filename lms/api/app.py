@@ -1,0 +1,78 @@
+"""Assembly of the public HTTP API (the routes every surface adds) into a Starlette app."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lms.api.errors import EXCEPTION_HANDLERS, error_body
+from lms.api.openai.chat import chat_completions
+from lms.api.openai.completions import completions
+from lms.api.openai.embeddings import embeddings
+from lms.api.openai.models import get_model, list_models
+
+log = logging.getLogger("lms.server")
+
+
+async def greeting(_request: Request):
+    return JSONResponse({"lmstudio": True})
+
+
+def api_routes() -> list[Route]:
+    return [
+        Route("/lmstudio-greeting", greeting),
+        Route("/v1/models", list_models),
+        Route("/v1/models/{model:path}", get_model),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]
+
+
+class RequireToken:
+    """When an API token is set, every request but the greeting needs `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/lmstudio-greeting" and scope["method"] != "OPTIONS":
+            headers = dict(scope["headers"])
+            given = headers.get(b"authorization", b"").decode()
+            given = given.removeprefix("Bearer ").strip() or headers.get(b"x-api-key", b"").decode()
+            if not secrets.compare_digest(given.encode(), self.token.encode()):
+                response = JSONResponse(error_body("Invalid or missing API token.", "invalid_request_error", None,
+                                                   "invalid_api_key"), status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class LogRequests:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            log.info("Received request: %s to %s", scope["method"], scope["path"])
+        await self.app(scope, receive, send)
+
+
+def build_public_app(state, *, cors: bool = False, api_token: str | None = None) -> Starlette:
+    middleware = [Middleware(LogRequests)]
+    if cors:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]))
+    if api_token:
+        middleware.append(Middleware(RequireToken, token=api_token))
+    app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.manager = state.manager
+    app.state.settings = state.settings
+    return app

@@ -1,0 +1,65 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lms.generation.request import GenerationError
+
+APIError = GenerationError  # one exception type from the worker to the wire
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(exc: GenerationError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+
+
+def from_validation(exc: ValidationError) -> GenerationError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    missing = first["type"] == "missing"
+    message = f"'{param}' is required" if missing else f"Invalid value for '{param}': {first['msg']}"
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more problems)"
+    return GenerationError(message, status=400, param=param,
+                           code="missing_required_parameter" if missing else "invalid_value")
+
+
+async def handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)  # type: ignore[arg-type]
+
+
+async def handle_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(from_validation(exc))  # type: ignore[arg-type]
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"Unknown endpoint: {request.method} {request.url.path}"
+        code = "unknown_url"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+        code = "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    return JSONResponse(error_body(message, "invalid_request_error", None, code), status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(f"Internal error: {exc}", "server_error", None, "internal_error"), status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    GenerationError: handle_api_error,
+    ValidationError: handle_validation_error,
+    HTTPException: handle_http_error,
+    Exception: handle_unexpected,
+}

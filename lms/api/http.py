@@ -1,0 +1,66 @@
+"""Plumbing shared by every surface: bounded JSON bodies, SSE, and cancelling work when the client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from lms.generation.request import GenerationError
+
+
+async def read_json(request: Request) -> dict:
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GenerationError(f"Request body is larger than the limit of {limit} bytes.", status=413,
+                              code="request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise GenerationError(f"Request body is larger than the limit of {limit} bytes.", status=413,
+                                  code="request_too_large")
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise GenerationError(f"The request body is not valid JSON: {exc}", status=400, code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise GenerationError("The request body must be a JSON object.", status=400, code="invalid_json")
+    return data
+
+
+def sse(events: AsyncIterator[dict | str]) -> StreamingResponse:
+    """Server-sent events: each dict is one `data:` line; a string is sent as it is (e.g. [DONE])."""
+
+    async def body():
+        async for event in events:
+            payload = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+            yield f"data: {payload}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def until_disconnect(request: Request, work: Awaitable):
+    """Run work, cancelling it if the client disconnects first (the body must already have been read)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise GenerationError("client disconnected", status=499, code="client_closed_request")
+    finally:
+        watcher.cancel()

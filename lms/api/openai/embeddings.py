@@ -1,0 +1,42 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lms.api.http import read_json, until_disconnect
+from lms.api.openai.schemas import EmbeddingBody
+
+
+def _encode(vector: list[float], encoding: str):
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+async def embeddings(request: Request):
+    body = EmbeddingBody.model_validate(await read_json(request))
+    inputs = body.inputs()
+    manager = request.app.state.manager
+    model = await manager.get_or_load(body.model, body.ttl)
+    result = await until_disconnect(request, manager.embed(model, inputs))
+    vectors = result["embeddings"]
+    if body.dimensions:
+        # Matryoshka-style truncation, renormalized so the vectors stay unit length.
+        vectors = [_renormalize(v[: body.dimensions]) for v in vectors]
+    return JSONResponse({
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": _encode(v, body.encoding_format), "index": i}
+                 for i, v in enumerate(vectors)],
+        "model": model.identifier,
+        "usage": {"prompt_tokens": result["prompt_tokens"], "total_tokens": result["prompt_tokens"]},
+    })
+
+
+def _renormalize(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]

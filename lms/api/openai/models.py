@@ -1,0 +1,30 @@
+"""GET /v1/models: with JIT loading on, every downloaded model (any of them can be asked for); else the loaded."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lms.api.errors import APIError
+from lms.store import catalog
+
+
+def _ids(request: Request) -> list[str]:
+    manager = request.app.state.manager
+    ids = list(manager.loaded)
+    if request.app.state.settings.jit_loading:
+        ids += [entry.model_key for entry in catalog.models() if entry.model_key not in ids]
+    return ids
+
+
+async def list_models(request: Request):
+    return JSONResponse({"object": "list", "data": [
+        {"id": model_id, "object": "model", "owned_by": "organization_owner"} for model_id in _ids(request)
+    ]})
+
+
+async def get_model(request: Request):
+    model_id = request.path_params["model"]
+    if model_id not in _ids(request):
+        raise APIError(f"Model '{model_id}' not found.", status=404, code="model_not_found", param="model")
+    return JSONResponse({"id": model_id, "object": "model", "owned_by": "organization_owner"})

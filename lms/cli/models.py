@@ -1,0 +1,223 @@
+"""lms ls, ps, load, unload, import."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lms.cli.output import fail, file_size, info, print_json, short_ttl, table, warn
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def ls(
+    model_key: Annotated[str | None, typer.Argument(help="List the variants of this model.")] = None,
+    llm: Annotated[bool, typer.Option("--llm", help="Only language models.")] = False,
+    embedding: Annotated[bool, typer.Option("--embedding", help="Only embedding models.")] = False,
+    variants: Annotated[bool, typer.Option("--variants", help="Show every variant of multi-variant models.")] = False,
+    json_: JsonFlag = False,
+):
+    """List the models you have downloaded."""
+    from lms.client import ensure_daemon
+
+    if model_key and variants:
+        fail("Cannot combine a model key argument with --variants.")
+    entries = ensure_daemon().get("/lms/models")
+    if model_key:
+        wanted = model_key.lower()
+        entries = [e for e in entries if e["modelKey"] == wanted] or [
+            e for e in entries if wanted in e["modelKey"]]
+        if not entries:
+            fail(f"No model found matching '{model_key}'.")
+        if json_:
+            print_json(entries)
+            return
+        info(f"Listing variants for {entries[0]['modelKey']}:")
+        print(_variant_table(entries))
+        return
+    total = len({e["modelKey"] for e in entries})
+    kinds = {k for k, on in (("llm", llm), ("embedding", embedding)) if on} or {"llm", "embedding"}
+    shown = [e for e in entries if e["type"] in kinds]
+    selected = [e for e in shown if e.get("selectedVariant", e["variantKey"]) == e["variantKey"]]
+    if json_:
+        if variants:
+            print_json([{"model": _strip(m), "variants": [_strip(v) for v in shown if v["modelKey"] == m["modelKey"]]}
+                        for m in selected])
+        else:
+            print_json([_strip(e) for e in selected])
+        return
+    if not entries:
+        print("You have not downloaded any models yet.")
+        return
+    if not selected:
+        print(f"You have {total} models, but none of them match the filter.")
+        return
+    disk = sum(e["sizeBytes"] for e in entries)
+    print(f"\nYou have {total} models, taking up {file_size(disk)} of disk space.\n")
+    for kind, title in (("llm", "LLM"), ("embedding", "EMBEDDING")):
+        rows = []
+        for entry in (e for e in selected if e["type"] == kind):
+            count = len(entry.get("variants") or [])
+            name = entry["modelKey"] + (f" ({count} variants)" if count > 1 else "")
+            rows.append([name, entry.get("paramsString") or "", entry.get("architecture") or "",
+                         file_size(entry["sizeBytes"]), "Local", _loaded_mark(entry["loadedInstances"])])
+            if variants and count > 1:
+                for variant in (v for v in shown if v["modelKey"] == entry["modelKey"]):
+                    mark = " * " if variant["variantKey"] == entry["selectedVariant"] else "   "
+                    rows.append([mark + variant["variantKey"], variant.get("paramsString") or "",
+                                 variant.get("architecture") or "", file_size(variant["sizeBytes"]), "Local", ""])
+        if rows:
+            print(table([title, "PARAMS", "ARCH", "SIZE", "DEVICE", ""], rows))
+            print()
+
+
+def _strip(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("loadedInstances", "variantKey")}
+
+
+def _loaded_mark(count: int) -> str:
+    return "" if not count else "✓ LOADED" if count == 1 else f"✓ LOADED ({count})"
+
+
+def _variant_table(entries: list[dict]) -> str:
+    rows = [[e["variantKey"], (e.get("quantization") or {}).get("name") or "", file_size(e["sizeBytes"]), e["path"]]
+            for e in entries]
+    return table(["VARIANT", "QUANT", "SIZE", "PATH"], rows)
+
+
+def ps(json_: JsonFlag = False):
+    """List the models loaded in memory."""
+    from lms.client import ensure_daemon
+
+    loaded = ensure_daemon().get("/lms/ps")
+    if json_:
+        print_json([{k: v for k, v in m.items() if k != "pid"} for m in loaded])
+        return
+    if not loaded:
+        info("No models are currently loaded.\n\nTo load a model, run: lms load <model path>")
+        return
+    now = time.time() * 1000
+    rows = []
+    for m in loaded:
+        ttl = ""
+        if m["ttlMs"]:
+            remaining = m["ttlMs"] - (now - m["lastUsedTime"]) if m["lastUsedTime"] else m["ttlMs"]
+            ttl = f"{short_ttl(remaining / 1000)} / {short_ttl(m['ttlMs'] / 1000)}"
+        rows.append([m["identifier"], m["modelKey"], m["status"].upper(), file_size(m["sizeBytes"]),
+                     str(m["contextLength"]), str(m["parallel"] or "-"), "Local", ttl])
+    print(table(["IDENTIFIER", "MODEL", "STATUS", "SIZE", "CONTEXT", "PARALLEL", "DEVICE", "TTL"], rows))
+
+
+def load(
+    model_key: Annotated[str, typer.Argument(help="The model to load: its key, a variant key or a unique part of it.")],
+    identifier: Annotated[str | None, typer.Option("--identifier", help="The identifier to serve it as.")] = None,
+    context_length: Annotated[int | None, typer.Option("-c", "--context-length", min=1,
+                                                       help="Context length in tokens.")] = None,
+    ttl: Annotated[int | None, typer.Option("--ttl", min=1, help="Unload after this many idle seconds.")] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Answer yes to every question.")] = False,
+    json_: JsonFlag = False,
+):
+    """Load a model into memory."""
+    from rich.console import Console
+
+    from lms.client import ensure_daemon
+
+    client = ensure_daemon()
+    body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl}
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    with console.status(f"Loading {model_key}", spinner="dots"):
+        loaded = client.post("/lms/load", body)
+    elapsed = time.perf_counter() - started
+    if json_:
+        print_json({k: v for k, v in loaded.items() if k != "pid"})
+        return
+    from lms.cli.output import memory_size
+
+    info(f"Model loaded successfully in {elapsed:.2f}s.")
+    info(f"({memory_size(loaded['sizeBytes'])})")
+    info(f'To use the model in the API/SDK, use the identifier "{loaded["identifier"]}".')
+
+
+def unload(
+    identifier: Annotated[str | None, typer.Argument(help="The identifier of the model to unload.")] = None,
+    all_: Annotated[bool, typer.Option("-a", "--all", help="Unload every loaded model.")] = False,
+    json_: JsonFlag = False,
+):
+    """Unload a model from memory."""
+    from lms.client import ensure_daemon
+
+    if all_ and identifier:
+        fail("Invalid Usage: --all cannot be combined with an identifier.")
+    client = ensure_daemon()
+    if all_:
+        for model in client.get("/lms/ps"):
+            info(f'Unloading "{model["identifier"]}"...')
+        unloaded = client.post("/lms/unload", {"all": True})["unloaded"]
+        if json_:
+            print_json(unloaded)
+        elif not unloaded:
+            info("No models to unload.")
+        else:
+            info(f"Unloaded {len(unloaded)} model{'s' if len(unloaded) != 1 else ''}.")
+        return
+    if identifier is None:
+        loaded = client.get("/lms/ps")
+        if not loaded:
+            fail('You don\'t have any models loaded. Use "lms load" to load a model.')
+        if len(loaded) > 1:
+            fail("Several models are loaded: name one (see lms ps), or use --all to unload them all.")
+        identifier = loaded[0]["identifier"]
+    from lms.client import DaemonError
+
+    try:
+        client.post("/lms/unload", {"identifier": identifier})
+    except DaemonError as exc:
+        if exc.status == 404:
+            fail(f'Model Not Found: no loaded model has the identifier "{identifier}". '
+                 "To see a list of loaded models, run: lms ps")
+        raise
+    if json_:
+        print_json([identifier])
+    else:
+        info(f'Model "{identifier}" unloaded.')
+
+
+def import_(
+    file_path: Annotated[Path, typer.Argument(help="The GGUF file to import.")],
+    user_repo: Annotated[str | None, typer.Option("--user-repo", help="Put it under models/<user>/<repo>.")] = None,
+    copy: Annotated[bool, typer.Option("-c", "--copy", help="Copy the file instead of moving it.")] = False,
+    hard_link: Annotated[bool, typer.Option("-L", "--hard-link", help="Create a hard link.")] = False,
+    symbolic_link: Annotated[bool, typer.Option("-l", "--symbolic-link", help="Create a symbolic link.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Guess user/repo from the file name; do not ask.")] = False,
+):
+    """Import a model file into the models folder (moves it unless told otherwise)."""
+    from lms.store.importer import ImportError_, plan_import, run_import
+
+    if sum((copy, hard_link, symbolic_link)) > 1:
+        fail("Choose at most one of --copy, --hard-link and --symbolic-link.")
+    mode = "copy" if copy else "hard-link" if hard_link else "symbolic-link" if symbolic_link else "move"
+    try:
+        plan = plan_import(file_path, user_repo, mode)
+    except ImportError_ as exc:
+        fail(str(exc))
+    if dry_run:
+        info(plan.describe(future=True))
+        info("But not actually doing it because of --dry-run")
+        return
+    if mode == "move" and not yes:
+        warn("lms import moves the file (use --copy, --hard-link or --symbolic-link to keep the original).")
+    run_import(plan)
+    info(plan.describe(future=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ls")(ls)
+    app.command("ps")(ps)
+    app.command("load")(load)
+    app.command("unload")(unload)
+    app.command("import")(import_)

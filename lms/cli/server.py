@@ -1,0 +1,96 @@
+"""lms server start|stop|status."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Annotated
+
+import typer
+
+from lms import config
+from lms.cli.output import fail, info, print_json, warn
+
+server_app = typer.Typer(help="Start, stop and inspect the HTTP server.", no_args_is_help=True)
+
+
+def _greets(port: int, bind: str) -> bool:
+    host = "127.0.0.1" if bind in ("0.0.0.0", "127.0.0.1", "localhost") else bind
+    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/lmstudio-greeting", timeout=0.5) as response:
+            return json.loads(response.read()).get("lmstudio") is True
+    except (OSError, ValueError):
+        return False
+
+
+@server_app.command("start")
+def start(
+    port: Annotated[int | None, typer.Option("-p", "--port", min=0, max=65535,
+                                             help="Port to listen on (default: the last one used, else 1234).")] = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Address to bind (default 127.0.0.1).")] = None,
+    cors: Annotated[bool, typer.Option("--cors", help="Allow cross-origin requests from any website.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+):
+    """Start the HTTP server (and the daemon, if it is not running)."""
+    from lms.client import ensure_daemon
+    from lms.daemon.http_server import is_loopback
+
+    settings = config.Settings.load()
+    if port is None:
+        port = config.read_json(config.server_config_path(), {}).get("port", settings.default_port)
+    bind = bind or os.environ.get("LMS_SERVER_HOST") or settings.default_bind
+    if not is_loopback(bind):
+        warn("Server will accept connections from the network. Only use this if you know what you are doing!")
+    if cors:
+        warn("CORS is enabled. This means any website you visit can use the LM Studio server.")
+    result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors})
+    for _ in range(5):
+        if _greets(result["port"], bind):
+            break
+        time.sleep(1)
+    else:
+        fail("Failed to verify the server is running. Please try to use another port.")
+    if json_:
+        print_json(result)
+    else:
+        info(f"Success! Server is now running on port {result['port']}")
+
+
+@server_app.command("stop")
+def stop():
+    """Stop the HTTP server. Requests in flight are ended."""
+    from lms.client import connect
+
+    client = connect()
+    if client is None or not client.get("/lms/server/status")["running"]:
+        fail("The server is not running.")
+    result = client.post("/lms/server/stop")
+    info(f"Stopped the server on port {result['port']}.")
+
+
+@server_app.command("status")
+def status(json_: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False):
+    """Say whether the HTTP server is running, and on which port."""
+    from lms.client import connect
+
+    client = connect()
+    state = client.get("/lms/server/status") if client else {"running": False}
+    if json_:
+        last = config.read_json(config.server_config_path(), {}).get("port")
+        result = {"running": state["running"]}
+        port = state.get("port", last)
+        if port is not None:
+            result["port"] = port
+        print_json(result)
+    elif state["running"]:
+        info(f"The server is running on port {state['port']}.")
+    else:
+        info("The server is not running.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(server_app, name="server")

@@ -1,0 +1,149 @@
+"""The CLI's client for the daemon's control socket; starts the daemon when a command needs it.
+
+It speaks HTTP over the unix socket with the standard library's http.client: importing a full HTTP client
+costs more start-up time than a whole `lms ps` may take.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+
+from lms import config
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error (its message is meant for the user)."""
+
+    def __init__(self, message: str, status: int = 0, code: str | None = None):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None):
+        super().__init__("lms", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _raise_for(status: int, body: bytes) -> None:
+    try:
+        error = json.loads(body)["error"]
+        raise DaemonError(error["message"], status, error.get("code"))
+    except (ValueError, KeyError, TypeError):
+        raise DaemonError(body.decode(errors="replace") or f"HTTP {status}", status) from None
+
+
+class DaemonClient:
+    def __init__(self, timeout: float | None = None):
+        self.path = str(config.socket_path())
+        self.timeout = timeout
+
+    def _open(self, method: str, path: str, body: dict | None, timeout: float | None):
+        connection = _UnixConnection(self.path, timeout if timeout is not None else self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        connection.request(method, path, body=payload, headers=headers)
+        return connection, connection.getresponse()
+
+    def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
+        connection, response = self._open(method, path, body, timeout)
+        try:
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            _raise_for(response.status, data)
+        return json.loads(data)
+
+    def get(self, path: str, timeout: float | None = None):
+        return self._call("GET", path, timeout=timeout)
+
+    def post(self, path: str, body: dict | None = None):
+        return self._call("POST", path, body or {})
+
+    def stream_events(self, path: str, body: dict) -> Iterator[dict]:
+        """POST and yield the `data:` objects of a server-sent event stream."""
+        connection, response = self._open("POST", path, body, None)
+        try:
+            if response.status >= 400:
+                _raise_for(response.status, response.read())
+            for raw in response:
+                line = raw.decode().rstrip("\r\n")
+                if not line.startswith("data: "):
+                    continue
+                if line[6:] == "[DONE]":
+                    return
+                event = json.loads(line[6:])
+                if "error" in event:
+                    raise DaemonError(event["error"]["message"], 500, event["error"].get("code"))
+                yield event
+        finally:
+            connection.close()
+
+
+def daemon_pid() -> int | None:
+    """The pid of a live daemon for this LMS_HOME, from its pid file (stale files are ignored)."""
+    try:
+        pid = int(config.pid_path().read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def connect() -> DaemonClient | None:
+    """A client for the running daemon, or None if none answers."""
+    if not config.socket_path().exists():
+        return None
+    client = DaemonClient()
+    try:
+        client.get("/lms/status", timeout=3)
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    return client
+
+
+def start_daemon(timeout: float = 60.0) -> int:
+    """Start the daemon in the background (detached from this terminal) and wait until it answers."""
+    log = open(config.logs_dir() / "daemon-stdio.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "lms.daemon"], stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=log, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if connect() is not None:
+            return daemon_pid() or process.pid
+        if process.poll() is not None and daemon_pid() is None:
+            raise DaemonError("The lms daemon failed to start; see " + str(config.logs_dir()))
+        time.sleep(0.05)
+    raise DaemonError("Timed out waiting for the lms daemon to start.")
+
+
+def ensure_daemon() -> DaemonClient:
+    client = connect()
+    if client is None:
+        if daemon_pid() is None:
+            with suppress(FileNotFoundError):
+                config.socket_path().unlink()  # stale socket of a daemon that died
+        start_daemon()
+        client = connect()
+        if client is None:
+            raise DaemonError("Failed to connect to the lms daemon.")
+    return client

@@ -1,0 +1,3 @@
+from lms.daemon.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""The control API the CLI talks to over the daemon's unix socket (mode 0600: only this user).
+
+It also serves the public API routes, so `lms chat` works whether or not the HTTP server is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from lms import __version__, config
+from lms.api.app import api_routes
+from lms.api.errors import EXCEPTION_HANDLERS, APIError
+from lms.api.http import read_json
+from lms.store import catalog
+
+
+class LoadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    identifier: str | None = None
+    context_length: int | None = Field(None, ge=1)
+    ttl: int | None = Field(None, ge=1)
+
+
+class ServerStartBody(BaseModel):
+    port: int = Field(1234, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+    cors: bool = False
+
+
+def _state(request: Request):
+    return request.app.state.daemon
+
+
+async def status(request: Request):
+    daemon = _state(request)
+    return JSONResponse({"status": "running", "pid": os.getpid(), "isDaemon": True, "version": __version__,
+                         "home": str(config.home()), "server": daemon.http.status(),
+                         "loaded": len(daemon.manager.loaded)})
+
+
+async def shutdown(request: Request):
+    asyncio.get_running_loop().call_later(0.05, _state(request).request_shutdown)
+    return JSONResponse({"status": "stopping"})
+
+
+async def list_downloaded(request: Request):
+    manager = _state(request).manager
+    counts: dict[str, int] = {}
+    for model in manager.loaded.values():
+        counts[model.entry.model_key] = counts.get(model.entry.model_key, 0) + 1
+    result = []
+    for entry in catalog.scan():
+        info = entry.info()
+        info["loadedInstances"] = counts.get(entry.model_key, 0) if entry.variant_key == entry.selected_variant else 0
+        info["variantKey"] = entry.variant_key
+        result.append(info)
+    return JSONResponse(result)
+
+
+async def resolve(request: Request):
+    body = await read_json(request)
+    entry = _state(request).manager.resolve(str(body.get("model") or ""))
+    return JSONResponse(entry.info())
+
+
+async def list_loaded(request: Request):
+    manager = _state(request).manager
+    return JSONResponse([m.ps_info() for m in sorted(manager.loaded.values(), key=lambda m: m.identifier)])
+
+
+async def load(request: Request):
+    body = LoadBody.model_validate(await read_json(request))
+    started = time.perf_counter()
+    model = await _state(request).manager.load(body.model, identifier=body.identifier,
+                                               context_length=body.context_length, ttl=body.ttl)
+    return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
+
+
+async def unload(request: Request):
+    body = await read_json(request)
+    manager = _state(request).manager
+    if body.get("all"):
+        return JSONResponse({"unloaded": await manager.unload_all()})
+    identifier = body.get("identifier")
+    if not identifier:
+        raise APIError("'identifier' is required", status=400, code="missing_required_parameter", param="identifier")
+    await manager.unload(identifier)
+    return JSONResponse({"unloaded": [identifier]})
+
+
+async def server_start(request: Request):
+    body = ServerStartBody.model_validate(await read_json(request))
+    result = await _state(request).http.start(body.port, body.bind, body.cors)
+    config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
+                                                    "cors": body.cors})
+    return JSONResponse(result)
+
+
+async def server_stop(request: Request):
+    return JSONResponse(await _state(request).http.stop())
+
+
+async def server_status(request: Request):
+    return JSONResponse(_state(request).http.status())
+
+
+def build_control_app(daemon) -> Starlette:
+    routes = [
+        Route("/lms/status", status),
+        Route("/lms/shutdown", shutdown, methods=["POST"]),
+        Route("/lms/models", list_downloaded),
+        Route("/lms/resolve", resolve, methods=["POST"]),
+        Route("/lms/ps", list_loaded),
+        Route("/lms/load", load, methods=["POST"]),
+        Route("/lms/unload", unload, methods=["POST"]),
+        Route("/lms/server/start", server_start, methods=["POST"]),
+        Route("/lms/server/stop", server_stop, methods=["POST"]),
+        Route("/lms/server/status", server_status),
+        *api_routes(),
+    ]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app.state.daemon = daemon
+    app.state.manager = daemon.manager
+    app.state.settings = daemon.settings
+    return app

@@ -1,0 +1,87 @@
+"""The public HTTP server, started and stopped at run time by `lms server start|stop`."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+
+import uvicorn
+
+from lms.api.app import build_public_app
+from lms.generation.request import GenerationError
+
+log = logging.getLogger("lms.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class RunningServer:
+    server: uvicorn.Server
+    task: asyncio.Task
+    port: int
+    bind: str
+    cors: bool
+
+
+class HTTPServerController:
+    def __init__(self, state):
+        self.state = state
+        self.running: RunningServer | None = None
+
+    def status(self) -> dict:
+        if self.running is None:
+            return {"running": False}
+        return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors}
+
+    async def start(self, port: int, bind: str, cors: bool) -> dict:
+        if self.running:
+            if (self.running.port, self.running.bind, self.running.cors) == (port, bind, cors):
+                return self.status()
+            await self.stop()
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+        except OSError as exc:
+            sock.close()
+            raise GenerationError(f"Cannot listen on {bind}:{port}: {exc.strerror or exc}", status=409,
+                                  code="port_in_use") from exc
+        sock.listen(2048)
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        app = build_public_app(self.state, cors=cors, api_token=self.state.settings.api_token or None)
+        config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=2, ws="none")
+        server = uvicorn.Server(config)
+        # _serve, not serve: the daemon owns signal handling, not this (second) server.
+        task = asyncio.create_task(server._serve(sockets=[sock]))
+        for _ in range(100):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            raise GenerationError(f"The HTTP server failed to start: {task.exception()}", status=500)
+        self.running = RunningServer(server, task, port, bind, cors)
+        log.info("Success! HTTP server listening on %s:%d%s", bind, port, " (CORS enabled)" if cors else "")
+        return self.status()
+
+    async def stop(self) -> dict:
+        running, self.running = self.running, None
+        if running is None:
+            raise GenerationError("The server is not running.", status=409, code="server_not_running")
+        running.server.should_exit = True
+        await running.task
+        log.info("Stopped the HTTP server on port %d", running.port)
+        return {"running": False, "port": running.port}

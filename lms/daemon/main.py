@@ -1,0 +1,94 @@
+"""The daemon process: `python -m lms.daemon`. One per LMS_HOME, guarded by a lock file."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import socket
+import sys
+import time
+from contextlib import suppress
+
+import uvicorn
+
+from lms import config
+from lms.daemon.control import build_control_app
+from lms.daemon.http_server import HTTPServerController
+from lms.manager.models import ModelManager
+from lms.store import catalog
+
+log = logging.getLogger("lms.daemon")
+
+
+class Daemon:
+    def __init__(self):
+        self.settings = config.Settings.load()
+        self.manager = ModelManager(self.settings)
+        self.http = HTTPServerController(self)
+        self.control: uvicorn.Server | None = None
+
+    def request_shutdown(self) -> None:
+        if self.control:
+            self.control.should_exit = True
+
+    async def run(self, control_socket: socket.socket) -> None:
+        self.manager.start()
+        app = build_control_app(self)
+        self.control = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                                                     timeout_graceful_shutdown=2, ws="none"))
+        log.info("daemon %d ready on %s", os.getpid(), config.socket_path())
+        await self.control.serve(sockets=[control_socket])  # returns on SIGTERM/SIGINT or /lms/shutdown
+        log.info("shutting down")
+        if self.http.running:
+            await self.http.stop()
+        await self.manager.close()
+
+
+def _configure_logging() -> None:
+    handler = logging.FileHandler(config.logs_dir() / f"{time.strftime('%Y-%m-%d')}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _bind_control_socket() -> socket.socket:
+    path = config.socket_path()
+    with suppress(FileNotFoundError):
+        path.unlink()  # stale: we hold the lock, so no live daemon owns it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def main() -> int:
+    lock = open(config.internal_dir() / "daemon.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another lms daemon is already running for this LMS_HOME", file=sys.stderr)
+        return 1
+    _configure_logging()
+    catalog.ensure_bundled_model()
+    sock = _bind_control_socket()
+    config.pid_path().write_text(str(os.getpid()))
+    try:
+        asyncio.run(Daemon().run(sock))
+    finally:
+        for path in (config.socket_path(), config.pid_path()):
+            with suppress(FileNotFoundError):
+                path.unlink()
+    log.info("daemon stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Engine-independent generation: the internal request and event model, chat templates, text streaming."""

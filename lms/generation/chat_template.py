@@ -1,0 +1,64 @@
+"""Rendering a model's own Jinja chat template (from its GGUF metadata) the way Hugging Face does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+# Used when a model ships no template: ChatML is what most small instruct models were tuned on.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _raise(message: str):
+    raise TemplateError(message)
+
+
+@lru_cache(maxsize=8)
+def _compile(source: str):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.filters["tojson"] = _tojson
+    return env.from_string(source)
+
+
+def _tojson(value, indent=None, ensure_ascii=False, **_):
+    import json
+
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii)
+
+
+def flatten_content(content) -> str:
+    """Content may be a string or OpenAI content parts; templates of text models expect a string."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def render(template: str | None, messages: list[dict], *, bos_token: str = "", eos_token: str = "",
+           tools: list[dict] | None = None, add_generation_prompt: bool = True, **extra) -> str:
+    normalized = []
+    for message in messages:
+        message = dict(message)
+        message["content"] = flatten_content(message.get("content"))
+        normalized.append(message)
+    try:
+        return _compile(template or CHATML).render(
+            messages=normalized, bos_token=bos_token, eos_token=eos_token, tools=tools,
+            add_generation_prompt=add_generation_prompt, **extra,
+        )
+    except TemplateError:
+        raise
+    except Exception as exc:  # a template bug must become a clear request error, not a crash
+        raise TemplateError(f"the model's chat template failed: {exc}") from exc

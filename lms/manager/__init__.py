@@ -1,0 +1,1 @@
+"""Loaded models: workers, their supervision, JIT loading and TTL."""

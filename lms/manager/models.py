@@ -1,0 +1,219 @@
+"""The model manager: which models are loaded, in which worker, and for how long.
+
+API code asks it for a model by name and gets a handle; it never loads anything itself. JIT loads are
+serialized per model key so concurrent first requests share one load instead of racing to load N copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from lms import config
+from lms.generation.request import GenerationError
+from lms.manager.worker import WorkerHandle
+from lms.store import catalog
+from lms.store.catalog import ModelEntry
+
+log = logging.getLogger("lms.manager")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class LoadedModel:
+    identifier: str
+    entry: ModelEntry
+    worker: WorkerHandle
+    context_length: int
+    ttl_seconds: int | None
+    jit: bool
+    last_used: int | None = None  # unix ms
+    active: int = 0  # requests queued or running, including the current one
+    status: str = "idle"
+    tasks: set = field(default_factory=set, repr=False)
+
+    def ps_info(self) -> dict:
+        info = self.entry.info()
+        info.update({
+            "identifier": self.identifier,
+            "ttlMs": self.ttl_seconds * 1000 if self.ttl_seconds else None,
+            "lastUsedTime": self.last_used,
+            "contextLength": self.context_length,
+            "status": self.status,
+            "queued": self.active,
+            "parallel": 1 if self.entry.type == "llm" else None,
+            "pid": self.worker.pid,
+        })
+        return info
+
+    def expired(self, now: int) -> bool:
+        if not self.ttl_seconds or self.active:
+            return False
+        reference = self.last_used or 0
+        return now - reference >= self.ttl_seconds * 1000
+
+
+class ModelManager:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.loaded: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reaper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_expired())
+
+    # --- lookup -------------------------------------------------------------------------------------
+
+    def find_loaded(self, name: str) -> LoadedModel | None:
+        if name in self.loaded:
+            return self.loaded[name]
+        wanted = name.lower()
+        for model in self.loaded.values():
+            if wanted in (model.identifier.lower(), model.entry.model_key, model.entry.variant_key):
+                return model
+        return None
+
+    def available_keys(self) -> list[str]:
+        return sorted({e.model_key for e in catalog.scan()} | set(self.loaded))
+
+    def resolve(self, name: str) -> ModelEntry:
+        try:
+            return catalog.resolve(name)
+        except catalog.ModelNotFound as exc:
+            raise GenerationError(
+                f"Model '{name}' not found. Available models: {', '.join(exc.available) or 'none'}.",
+                status=404, code="model_not_found", param="model") from exc
+        except catalog.AmbiguousModel as exc:
+            raise GenerationError(str(exc), status=400, code="ambiguous_model", param="model") from exc
+
+    # --- load and unload ------------------------------------------------------------------------------
+
+    def _new_identifier(self, entry: ModelEntry, wanted: str | None) -> str:
+        if wanted:
+            if wanted in self.loaded:
+                raise GenerationError(f"A model with identifier '{wanted}' is already loaded.", status=409,
+                                      code="identifier_in_use", param="identifier")
+            return wanted
+        identifier, n = entry.model_key, 2
+        while identifier in self.loaded:
+            identifier, n = f"{entry.model_key}:{n}", n + 1
+        return identifier
+
+    async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
+                   ttl: int | None = None, jit: bool = False) -> LoadedModel:
+        entry = self.resolve(name)
+        if context_length is None:
+            context_length = entry.max_context_length if entry.type == "embedding" else min(
+                self.settings.default_context_length, entry.max_context_length)
+        identifier = self._new_identifier(entry, identifier)
+        log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
+        worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit)
+        options = {"path": str(entry.path), "context_length": context_length,
+                   "embedding": entry.type == "embedding", "threads": self.settings.threads,
+                   "chat_template": entry.chat_template}
+        try:
+            loaded = await worker.request("load", runtime="llama.cpp", options=options)
+        except GenerationError as exc:
+            await worker.stop()
+            raise GenerationError(f"Failed to load model '{entry.model_key}': {exc.message}", status=500,
+                                  code="model_load_failed") from exc
+        model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
+                            context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
+                            last_used=now_ms())
+        self.loaded[identifier] = model
+        return model
+
+    async def get_or_load(self, name: str | None, ttl: int | None = None) -> LoadedModel:
+        """The model a request names: loaded already, or loaded now (JIT) with an idle TTL."""
+        if not name:
+            if len(self.loaded) == 1:
+                return next(iter(self.loaded.values()))
+            raise GenerationError("you must provide a model parameter", status=400, code="missing_required_parameter",
+                                  param="model")
+        if model := self.find_loaded(name):
+            return model
+        if not self.settings.jit_loading:
+            raise GenerationError(
+                f"Model '{name}' is not loaded. Loaded models: {', '.join(self.loaded) or 'none'}.",
+                status=404, code="model_not_found", param="model")
+        entry = self.resolve(name)
+        lock = self._locks.setdefault(entry.model_key, asyncio.Lock())
+        async with lock:
+            if model := self.find_loaded(entry.model_key) or self.find_loaded(name):
+                return model
+            return await self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds, jit=True)
+
+    async def unload(self, identifier: str) -> LoadedModel:
+        model = self.loaded.pop(identifier, None)
+        if model is None:
+            raise GenerationError(f"No loaded model has the identifier '{identifier}'.", status=404,
+                                  code="model_not_found", param="identifier")
+        log.info("unloading %s", identifier)
+        await model.worker.stop()
+        return model
+
+    async def unload_all(self) -> list[str]:
+        identifiers = list(self.loaded)
+        for identifier in identifiers:
+            await self.unload(identifier)
+        return identifiers
+
+    def _on_worker_exit(self, worker: WorkerHandle) -> None:
+        for identifier, model in list(self.loaded.items()):
+            if model.worker is worker:
+                log.error("worker of %s (pid %d) stopped: %s", identifier, worker.pid, worker.exit_detail)
+                del self.loaded[identifier]
+
+    async def _reap_expired(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = now_ms()
+            for model in [m for m in self.loaded.values() if m.expired(now)]:
+                log.info("TTL of %s expired after %ss idle", model.identifier, model.ttl_seconds)
+                with contextlib.suppress(GenerationError):
+                    await self.unload(model.identifier)
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        await self.unload_all()
+
+    # --- work -----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _busy(self, model: LoadedModel, status: str):
+        model.active += 1
+        model.status = status if model.active == 1 else model.status
+        model.last_used = now_ms()
+        try:
+            yield
+        finally:
+            model.active -= 1
+            model.last_used = now_ms()
+            if model.active == 0:
+                model.status = "idle"
+
+    async def generate(self, model: LoadedModel, request: dict) -> AsyncIterator[dict]:
+        if model.entry.type != "llm":
+            raise GenerationError(f"'{model.identifier}' is an embedding model and cannot generate text.",
+                                  status=400, code="model_not_supported", param="model")
+        async with self._busy(model, "processingPrompt"):
+            async for event in model.worker.call("generate", request=request):
+                if event["type"] == "prompt":
+                    model.status = "generating"
+                yield event
+
+    async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
+        if model.entry.type != "embedding":
+            raise GenerationError(f"'{model.identifier}' is not an embedding model.", status=400,
+                                  code="model_not_supported", param="model")
+        async with self._busy(model, "computingEmbedding"):
+            return await model.worker.request("embed", request={"inputs": inputs})

@@ -1,0 +1,130 @@
+"""The daemon's handle on one worker process: spawn, talk JSON lines over a socketpair, supervise.
+
+A worker that dies fails every request in flight with a 503 and tells the manager, which forgets the model;
+the next request for it loads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from lms.generation.request import GenerationError
+
+log = logging.getLogger("lms.worker")
+_ids = itertools.count(1)
+_STREAM_LIMIT = 64 * 1024 * 1024  # one embedding result can be a large line
+
+
+class WorkerDied(GenerationError):
+    def __init__(self, detail: str):
+        super().__init__(f"The model's worker process stopped unexpectedly ({detail}). "
+                         "The model was unloaded; the next request will load it again.",
+                         status=503, code="worker_died", type="server_error")
+
+
+class WorkerHandle:
+    def __init__(self, process: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, on_exit: Callable[[WorkerHandle], None]):
+        self.process = process
+        self.reader, self.writer = reader, writer
+        self.on_exit = on_exit
+        self.pending: dict[str, asyncio.Queue] = {}
+        self.alive = True
+        self.exit_detail = ""
+        self._reader_task = asyncio.create_task(self._read_loop())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    async def spawn(cls, log_path: Path, on_exit: Callable[[WorkerHandle], None]) -> WorkerHandle:
+        parent, child = socket.socketpair()
+        log_file = open(log_path, "ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "runtimes.worker", "--fd", str(child.fileno()),
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file, stderr=log_file, cwd=str(Path(__file__).resolve().parents[2]),
+            )
+        finally:
+            child.close()
+            log_file.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=_STREAM_LIMIT)
+        return cls(process, reader, writer, on_exit)
+
+    async def _read_loop(self) -> None:
+        try:
+            while line := await self.reader.readline():
+                message = json.loads(line)
+                queue = self.pending.get(message.pop("id", None))
+                if queue is not None:
+                    queue.put_nowait(message)
+        except (ConnectionError, ValueError) as exc:
+            log.warning("worker %s connection failed: %s", self.pid, exc)
+        code = await self.process.wait()
+        self.alive = False
+        self.exit_detail = f"signal {-code}" if code < 0 else f"exit code {code}"
+        for queue in self.pending.values():
+            queue.put_nowait(WorkerDied(self.exit_detail).event())
+        self.on_exit(self)
+
+    async def _send(self, message: dict) -> None:
+        self.writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        await self.writer.drain()
+
+    async def call(self, op: str, **payload) -> AsyncIterator[dict]:
+        """Send one request; yield its events until a terminal one. Closing the iterator early cancels it."""
+        if not self.alive:
+            raise WorkerDied(self.exit_detail)
+        request_id = f"r{next(_ids)}"
+        queue: asyncio.Queue = asyncio.Queue()
+        self.pending[request_id] = queue
+        finished = False
+        try:
+            await self._send({"op": op, "id": request_id, **payload})
+            while True:
+                event = await queue.get()
+                if event["type"] == "error":
+                    finished = True
+                    raise GenerationError.from_event(event)
+                finished = event["type"] in ("done", "loaded", "result")
+                yield event
+                if finished:
+                    return
+        finally:
+            self.pending.pop(request_id, None)
+            if not finished and self.alive:
+                try:
+                    await self._send({"op": "cancel", "id": request_id})
+                except (ConnectionError, RuntimeError):
+                    pass
+
+    async def request(self, op: str, **payload) -> dict:
+        """A call with a single answer."""
+        async for event in self.call(op, **payload):
+            return event
+        raise WorkerDied(self.exit_detail)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        if self.process.returncode is None:
+            try:
+                await self._send({"op": "shutdown", "id": "shutdown"})
+            except (ConnectionError, RuntimeError):
+                pass
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                os.kill(self.pid, signal.SIGKILL)
+                await self.process.wait()
+        self.writer.close()
+        await self._reader_task

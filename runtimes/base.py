@@ -1,0 +1,34 @@
+"""The protocol a worker drives: one loaded model that can generate (streaming, cancellable) and embed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+Emit = Callable[[dict], None]
+Cancelled = Callable[[], bool]
+
+
+class Engine(Protocol):
+    name: str
+    version: str
+
+    def info(self) -> dict:
+        """What was loaded: context length, model type, memory facts."""
+
+    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+        """Run one GenerationRequest (as a dict); emit its events; stop soon after cancelled() is true."""
+
+    def embed(self, request: dict) -> dict:
+        """Run one EmbeddingRequest (as a dict); return {"embeddings": [[float]], "prompt_tokens": int}."""
+
+    def tokenize(self, text: str) -> list[int]:
+        ...
+
+
+def load_engine(runtime: str, options: dict) -> Engine:
+    if runtime == "llama.cpp":
+        from runtimes.llama_cpp.engine import LlamaCppEngine
+
+        return LlamaCppEngine(**options)
+    raise ValueError(f"unknown runtime {runtime!r}")

@@ -1,0 +1,214 @@
+"""One GGUF model on llama-cpp-python: chat and raw generation with streaming and cancellation, embeddings.
+
+The decode loop is ours (over `Llama.generate`) so that we count tokens exactly, stop within one token of a
+cancel, handle stop strings across token boundaries, and report prompt tokens reused from the KV cache.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import random
+import time
+
+import llama_cpp
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp.llama_grammar import JSON_GBNF
+
+from lms.generation.chat_template import TemplateError, render
+from lms.generation.stops import StopMatcher
+from runtimes.base import Cancelled, Emit
+
+
+class EngineError(Exception):
+    def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.param = status, code, param
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+    version = llama_cpp.__version__
+
+    def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
+                 chat_template: str | None = None):
+        threads = threads or physical_cores()
+        self.embedding = embedding
+        options = dict(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
+                       embedding=embedding, verbose=False)
+        if embedding:
+            # Encoder models need a whole input in one micro-batch.
+            options.update(n_batch=context_length, n_ubatch=context_length)
+        self.llm = Llama(**options)
+        self.n_ctx = self.llm.n_ctx()
+        self.chat_template = chat_template
+        vocab = self.llm._model.vocab
+        self._vocab = vocab
+        self.bos_text = self._piece(self.llm.token_bos())
+        self.eos_text = self._piece(self.llm.token_eos())
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def info(self) -> dict:
+        return {"context_length": self.n_ctx, "engine": self.name, "engine_version": self.version,
+                "embedding": self.embedding, "n_vocab": self.llm.n_vocab()}
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def _prompt_tokens(self, request: dict) -> list[int]:
+        if request.get("messages") is not None:
+            try:
+                text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
+                              eos_token=self.eos_text, tools=request.get("tools"))
+            except TemplateError as exc:
+                raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
+            # The tokenizer adds BOS itself when the model wants it; don't double it.
+            if self.bos_text and text.startswith(self.bos_text):
+                text = text[len(self.bos_text):]
+            return self.tokenize(text)
+        return self.tokenize(request.get("prompt") or "")
+
+    def _grammar(self, request: dict) -> LlamaGrammar | None:
+        try:
+            if request.get("grammar"):
+                return LlamaGrammar.from_string(request["grammar"], verbose=False)
+            if request.get("json_schema") is not None:
+                return LlamaGrammar.from_json_schema(json.dumps(request["json_schema"]), verbose=False)
+            if request.get("json_object"):
+                return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        except Exception as exc:
+            raise EngineError(f"cannot build a grammar for the requested format: {exc}", 400,
+                              "invalid_format", "response_format") from exc
+        return None
+
+    def _logits_processor(self, logit_bias: dict | None):
+        if not logit_bias:
+            return None
+        n_vocab = self.llm.n_vocab()
+        bias = {}
+        for key, value in logit_bias.items():
+            token = int(key)
+            if not 0 <= token < n_vocab:
+                raise EngineError(f"logit_bias has a token id out of range: {token}", 400, "invalid_value",
+                                  "logit_bias")
+            bias[token] = float(value)
+
+        def apply(_input_ids, scores):
+            for token, value in bias.items():
+                scores[token] += value
+            return scores
+
+        return llama_cpp.LogitsProcessorList([apply])
+
+    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+        started = time.perf_counter()
+        prompt = self._prompt_tokens(request)
+        if len(prompt) >= self.n_ctx:
+            raise EngineError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
+                f"{len(prompt)} input tokens. Please reduce the length of the input.",
+                400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
+        budget = self.n_ctx - len(prompt)
+        max_tokens = request.get("max_tokens")
+        limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
+        sampling = request.get("sampling") or {}
+        seed = sampling.get("seed")
+        self.llm.set_seed(seed if seed is not None else random.randint(0, 2**31 - 1))
+        cached = self._cached_prefix(prompt)
+        grammar = self._grammar(request)
+        generator = self.llm.generate(
+            prompt,
+            temp=sampling.get("temperature", 0.8),
+            top_p=sampling.get("top_p", 0.95),
+            top_k=sampling.get("top_k", 40),
+            min_p=sampling.get("min_p", 0.05),
+            repeat_penalty=sampling.get("repeat_penalty", 1.1),
+            presence_penalty=sampling.get("presence_penalty", 0.0),
+            frequency_penalty=sampling.get("frequency_penalty", 0.0),
+            logits_processor=self._logits_processor(sampling.get("logit_bias")),
+            grammar=grammar,
+        )
+        stops = StopMatcher(request.get("stop") or [])
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        finish, count, first_token_at = "length", 0, None
+        try:
+            if limit == 0:
+                raise StopIteration
+            for token in generator:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                    emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached})
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                count += 1
+                text, hit = stops.feed(decoder.decode(self.llm.detokenize([token])))
+                if text:
+                    emit({"type": "text", "text": text})
+                if hit:
+                    finish = "stop"
+                    break
+                if count >= limit:
+                    break
+        except StopIteration:
+            pass
+        finally:
+            generator.close()
+        if finish != "stop" or not stops.stops:
+            tail = stops.flush() + decoder.decode(b"", final=True)
+            if tail and finish != "cancelled":
+                emit({"type": "text", "text": tail})
+        ended = time.perf_counter()
+        first_token_at = first_token_at or ended
+        decode_time = ended - first_token_at
+        emit({
+            "type": "done",
+            "finish_reason": finish,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": count,
+                      "total_tokens": len(prompt) + count, "cached_tokens": cached},
+            "stats": {
+                "time_to_first_token": first_token_at - started,
+                "generation_time": ended - started,
+                "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
+                "prompt_tokens": len(prompt), "predicted_tokens": count,
+            },
+        })
+
+    def _cached_prefix(self, prompt: list[int]) -> int:
+        """Prompt tokens the next decode will reuse from the KV cache (as Llama.generate decides it)."""
+        if self.llm.n_tokens == 0:
+            return 0
+        common = 0
+        for have, want in zip(self.llm._input_ids, prompt):
+            if have != want:
+                break
+            common += 1
+        return min(common, len(prompt) - 1)
+
+    def embed(self, request: dict) -> dict:
+        inputs = request["inputs"]
+        counts = [len(self.llm.tokenize(text.encode("utf-8"), add_bos=True)) for text in inputs]
+        for index, count in enumerate(counts):
+            if count > self.n_ctx:
+                raise EngineError(
+                    f"Input {index} has {count} tokens, more than this model's context length of {self.n_ctx}.",
+                    400, "context_length_exceeded", "input")
+        vectors = self.llm.embed(inputs, normalize=True, truncate=False)
+        return {"embeddings": vectors, "prompt_tokens": sum(counts)}

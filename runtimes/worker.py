@@ -1,0 +1,111 @@
+"""The worker process: holds one loaded model and serves the daemon over a socket of JSON lines.
+
+Messages from the daemon: `{"op": "load"|"generate"|"embed"|"cancel"|"shutdown", "id", ...}`.
+Messages to the daemon: events tagged with the request `id` (see lms.generation.request), plus
+`{"type": "loaded", "info"}` and `{"type": "result", ...}`. Requests run one at a time on the engine
+thread; the reader thread only queues them and marks cancellations, so a cancel lands within one token.
+When the daemon goes away (end of file on the socket) the worker exits: it never outlives its owner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import socket
+import sys
+import threading
+import traceback
+
+
+class Connection:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+        self.lock = threading.Lock()
+
+    def send(self, message: dict) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with self.lock:
+            self.sock.sendall(data)
+
+    def messages(self):
+        for line in self.reader:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _error(message: str, status: int = 500, code: str | None = None, param: str | None = None) -> dict:
+    return {"type": "error", "message": message, "status": status, "code": code, "param": param}
+
+
+def serve(conn: Connection) -> None:
+    jobs: queue.Queue[dict | None] = queue.Queue()
+    cancelled: set[str] = set()
+    state: dict = {"engine": None}
+
+    def run_job(job: dict) -> None:
+        request_id = job["id"]
+
+        def emit(event: dict) -> None:
+            conn.send({"id": request_id, **event})
+
+        op = job["op"]
+        try:
+            if op == "load":
+                from runtimes.base import load_engine
+
+                state["engine"] = load_engine(job["runtime"], job["options"])
+                emit({"type": "loaded", "info": state["engine"].info()})
+            elif op == "generate":
+                state["engine"].generate(job["request"], emit, lambda: request_id in cancelled)
+            elif op == "embed":
+                emit({"type": "result", **state["engine"].embed(job["request"])})
+            else:
+                emit(_error(f"unknown operation {op!r}", 400))
+        except Exception as exc:  # the request fails; the worker and its model stay up
+            status, code, param = getattr(exc, "status", 500), getattr(exc, "code", None), getattr(exc, "param", None)
+            if status >= 500:
+                traceback.print_exc()
+            emit(_error(str(exc) or type(exc).__name__, status, code, param))
+        finally:
+            cancelled.discard(request_id)
+
+    def engine_loop() -> None:
+        while (job := jobs.get()) is not None:
+            if job["id"] in cancelled and job["op"] != "load":
+                cancelled.discard(job["id"])
+                conn.send({"id": job["id"], "type": "done", "finish_reason": "cancelled", "usage": None, "stats": {}})
+                continue
+            run_job(job)
+
+    thread = threading.Thread(target=engine_loop, name="engine", daemon=True)
+    thread.start()
+    for message in conn.messages():
+        if message["op"] == "cancel":
+            cancelled.add(message["id"])
+        elif message["op"] == "shutdown":
+            break
+        else:
+            jobs.put(message)
+    # The daemon closed the socket or asked us to stop: leave now, without waiting for a decode to end.
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="lms model worker (started by the daemon)")
+    parser.add_argument("--fd", type=int, required=True, help="file descriptor of the socket to the daemon")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        serve(Connection(sock))
+    except (BrokenPipeError, ConnectionResetError):
+        os._exit(0)
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
