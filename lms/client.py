@@ -47,8 +47,8 @@ def _raise_for(status: int, body: bytes) -> None:
 
 
 class DaemonClient:
-    def __init__(self, timeout: float | None = None):
-        self.path = str(config.socket_path())
+    def __init__(self, timeout: float | None = None, path: str | None = None):
+        self.path = path or str(config.socket_path())
         self.timeout = timeout
 
     def _open(self, method: str, path: str, body: dict | None, timeout: float | None):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -34,14 +33,15 @@ def logs_dir() -> Path:
     return path
 
 
-def socket_path() -> Path:
+def socket_path(for_home: Path | None = None) -> Path:
     """The daemon's control socket. Unix socket paths are limited to ~107 bytes, so a deep LMS_HOME
     falls back to a short, per-home name in the temp directory."""
-    path = internal_dir() / "daemon.sock"
+    base = for_home or home()
+    path = base / ".internal" / "daemon.sock"
     if len(str(path)) < 100:
         return path
-    digest = hashlib.sha1(str(home().resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"lms-{digest}.sock"
+    digest = hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:16]
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"lms-{digest}.sock"
 
 
 def pid_path() -> Path:

@@ -1,39 +1,24 @@
-"""The `lms` command line: small commands over the daemon's control API."""
+"""The `lms` command line: small commands over the daemon's control API.
+
+Typer is imported only when a command needs it: the fast path (lms.cli.fast) answers the commands scripts
+poll without it.
+"""
 
 from __future__ import annotations
 
-import typer
-
-from lms import __version__
-
-app = typer.Typer(
-    name="lms",
-    help="lms: load, serve and chat with local language models (compatible with LM Studio's lms).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _register() -> None:
-    from lms.cli import chat, daemon, models, server, status
-
-    for module in (models, chat, server, daemon, status):
-        module.register(app)
+import sys
 
 
 def main() -> None:
-    from lms.cli.output import fail
+    from lms.cli import fast
     from lms.client import DaemonError
 
-    _register()
     try:
-        app()
+        if fast.run(sys.argv[1:]):
+            return
+        from lms.cli.app import build
+
+        build()()
     except DaemonError as exc:
-        try:
-            fail(str(exc))
-        except typer.Exit as exit_:
-            raise SystemExit(exit_.exit_code) from None
-
-
-__all__ = ["app", "main", "__version__"]
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

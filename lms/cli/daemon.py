@@ -58,20 +58,17 @@ def down(json_: JsonFlag = False):
 @daemon_app.command("status")
 def status(json_: JsonFlag = False):
     """Say whether the daemon is running."""
+    from lms.cli.fast import daemon_status_json
     from lms.client import connect
 
+    if json_:
+        return daemon_status_json()
     client = connect()
     if client is None:
-        if json_:
-            print_json({"status": "not-running"})
-        else:
-            info("The lms daemon is not running")
+        info("The lms daemon is not running")
         return
     state = client.get("/lms/status")
-    if json_:
-        print_json({"status": "running", "pid": state["pid"], "isDaemon": True})
-    else:
-        info(f"lms daemon v{state['version']} is running (PID: {state['pid']})")
+    info(f"lms daemon v{state['version']} is running (PID: {state['pid']})")
 
 
 def register(app: typer.Typer) -> None:

@@ -92,10 +92,11 @@ def ps(json_: JsonFlag = False):
     """List the models loaded in memory."""
     from lms.client import ensure_daemon
 
-    loaded = ensure_daemon().get("/lms/ps")
     if json_:
-        print_json([{k: v for k, v in m.items() if k != "pid"} for m in loaded])
-        return
+        from lms.cli.fast import ps_json
+
+        return ps_json()
+    loaded = ensure_daemon().get("/lms/ps")
     if not loaded:
         info("No models are currently loaded.\n\nTo load a model, run: lms load <model path>")
         return

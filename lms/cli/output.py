@@ -6,8 +6,6 @@ import json
 import sys
 from typing import NoReturn
 
-import typer
-
 
 def info(message: str = "") -> None:
     print(message, file=sys.stderr)
@@ -18,6 +16,8 @@ def warn(message: str) -> None:
 
 
 def fail(message: str) -> NoReturn:
+    import typer
+
     print(f"Error: {message}", file=sys.stderr)
     raise typer.Exit(1)
 

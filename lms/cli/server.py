@@ -75,18 +75,14 @@ def stop():
 @server_app.command("status")
 def status(json_: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False):
     """Say whether the HTTP server is running, and on which port."""
+    from lms.cli.fast import server_status_json
     from lms.client import connect
 
+    if json_:
+        return server_status_json()
     client = connect()
     state = client.get("/lms/server/status") if client else {"running": False}
-    if json_:
-        last = config.read_json(config.server_config_path(), {}).get("port")
-        result = {"running": state["running"]}
-        port = state.get("port", last)
-        if port is not None:
-            result["port"] = port
-        print_json(result)
-    elif state["running"]:
+    if state["running"]:
         info(f"The server is running on port {state['port']}.")
     else:
         info("The server is not running.")

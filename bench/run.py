@@ -1,0 +1,159 @@
+"""Side-by-side benchmark: lms over HTTP against raw llama-cpp-python, in one run, on the same model.
+
+Prints a table and writes bench/results.json. Targets (from the foundation issue):
+- streaming decode tok/s through /v1/chat/completions / raw llama-cpp-python >= 0.95
+- time to first token: lms - raw <= 15 ms
+- `lms ps --json` median wall time <= 250 ms; daemon idle RSS <= 120 MB
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lms.generation.chat_template import render  # noqa: E402
+from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
+
+TOKENS = 256
+ROUNDS = 3
+CONTEXT = 4096
+MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
+
+
+def threads() -> int:
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def raw_run(llm, prompt_tokens: list[int], eos: int) -> tuple[float, float]:
+    """(ttft seconds, decode tok/s) for one greedy 256-token run on bare llama-cpp-python."""
+    import llama_cpp
+
+    llm.reset()  # cold prompt, like the first request of a conversation
+
+    def ban_eos(_ids, scores):
+        scores[eos] -= 100
+        return scores
+
+    started = time.perf_counter()
+    first = None
+    count = 0
+    for _token in llm.generate(prompt_tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
+                               logits_processor=llama_cpp.LogitsProcessorList([ban_eos])):
+        now = time.perf_counter()
+        first = first or now
+        count += 1
+        if count == TOKENS:
+            break
+    ended = time.perf_counter()
+    return first - started, (count - 1) / (ended - first)
+
+
+def lms_run(base_url: str, eos: int, cold: bool) -> tuple[float, float]:
+    body = {"model": BUNDLED_KEY, "messages": MESSAGES, "stream": True, "max_tokens": TOKENS, "temperature": 0,
+            "logit_bias": {str(eos): -100}}
+    if cold:  # a different first message defeats the KV prefix cache, as raw_run's reset does
+        body["messages"] = [{"role": "system", "content": f"Run {time.time()}."}, *MESSAGES]
+    started = time.perf_counter()
+    first, count, last = None, 0, None
+    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=300) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            delta = json.loads(line[6:])["choices"]
+            if delta and delta[0]["delta"].get("content"):
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                count += 1
+    return first - started, (count - 1) / (last - first)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lms_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv/bin/lms"), *args], env=env, capture_output=True, text=True, check=True)
+
+
+def main() -> int:
+    from llama_cpp import Llama
+
+    model = bundled_model_file()
+    header = read_header(model)
+    home = Path(tempfile.mkdtemp(prefix="lms-bench-"))
+    env = dict(os.environ, LMS_HOME=str(home), LMS_THREADS=str(threads()))
+    port = free_port()
+    lms_cli(env, "server", "start", "-p", str(port))
+    lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "-y")
+    base_url = f"http://127.0.0.1:{port}"
+    results: dict = {"model": BUNDLED_KEY, "threads": threads(), "tokens": TOKENS, "rounds": ROUNDS}
+    try:
+        llm = Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads(), n_threads_batch=threads(),
+                    verbose=False)
+        eos = llm.token_eos()
+        text = render(header.metadata.get("tokenizer.chat_template"), MESSAGES)
+        prompt_tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
+        lms_run(base_url, eos, cold=True)  # warm both sides once
+        raw_run(llm, prompt_tokens, eos)
+        raw, served = [], []
+        for _ in range(ROUNDS):  # interleaved, so drift in machine load hits both alike
+            raw.append(raw_run(llm, prompt_tokens, eos))
+            served.append(lms_run(base_url, eos, cold=True))
+        del llm
+        raw_ttft, raw_tps = statistics.median(r[0] for r in raw), statistics.median(r[1] for r in raw)
+        lms_ttft, lms_tps = statistics.median(r[0] for r in served), statistics.median(r[1] for r in served)
+
+        timings = []
+        for _ in range(15):
+            started = time.perf_counter()
+            lms_cli(env, "ps", "--json")
+            timings.append(time.perf_counter() - started)
+        daemon_pid = int((home / ".internal" / "daemon.pid").read_text())
+        lms_cli(env, "unload", "--all")
+        time.sleep(1.0)
+        rss = psutil.Process(daemon_pid).memory_info().rss
+    finally:
+        subprocess.run([str(REPO / ".venv/bin/lms"), "daemon", "down"], env=env, capture_output=True)
+
+    rows = [
+        ("decode tok/s (raw llama-cpp-python)", f"{raw_tps:.1f}", ""),
+        ("decode tok/s (lms /v1/chat/completions)", f"{lms_tps:.1f}", ""),
+        ("decode ratio lms / raw", f"{lms_tps / raw_tps:.3f}", ">= 0.95"),
+        ("TTFT raw (ms)", f"{raw_ttft * 1000:.1f}", ""),
+        ("TTFT lms (ms)", f"{lms_ttft * 1000:.1f}", ""),
+        ("TTFT overhead lms - raw (ms)", f"{(lms_ttft - raw_ttft) * 1000:.1f}", "<= 15"),
+        ("lms ps --json median (ms)", f"{statistics.median(timings) * 1000:.0f}", "<= 250"),
+        ("daemon idle RSS (MB)", f"{rss / 1e6:.1f}", "<= 120"),
+    ]
+    results.update({
+        "raw_tokens_per_second": raw_tps, "lms_tokens_per_second": lms_tps, "decode_ratio": lms_tps / raw_tps,
+        "raw_ttft_ms": raw_ttft * 1000, "lms_ttft_ms": lms_ttft * 1000,
+        "ttft_overhead_ms": (lms_ttft - raw_ttft) * 1000,
+        "ps_json_median_ms": statistics.median(timings) * 1000, "daemon_idle_rss_mb": rss / 1e6,
+    })
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric'.ljust(width)}  {'value':>10}  target")
+    for name, value, target in rows:
+        print(f"{name.ljust(width)}  {value:>10}  {target}")
+    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

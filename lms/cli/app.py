@@ -1,0 +1,21 @@
+"""The Typer application: every command group registers itself here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="lms",
+    help="lms: load, serve and chat with local language models (compatible with LM Studio's lms).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def build() -> typer.Typer:
+    from lms.cli import chat, daemon, models, server, status
+
+    for module in (models, chat, server, daemon, status):
+        module.register(app)
+    return app

@@ -1,0 +1,115 @@
+"""Fixtures that run the real daemon, server and engine, each with its own LMS_HOME and free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHAT_MODEL = "huggingfacetb/smollm2-135m-instruct"
+EMBEDDING_MODEL = "sentence-transformers/all-minilm-l6-v2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Lms:
+    """One lms installation: an LMS_HOME, the CLI run against it, and the server port it uses."""
+
+    home: Path
+    port: int
+
+    @property
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["LMS_HOME"] = str(self.home)
+        env.pop("LMS_SERVER_HOST", None)
+        return env
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def run(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120):
+        result = subprocess.run([sys.executable, "-m", "lms", *args], env=self.env, capture_output=True,
+                                text=True, input=input, timeout=timeout, cwd=REPO)
+        if check and result.returncode != 0:
+            raise AssertionError(f"lms {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args: str):
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def control(self):
+        """The daemon's control API, as the CLI reaches it."""
+        from lms.client import DaemonClient
+        from lms.config import socket_path
+
+        return DaemonClient(path=str(socket_path(self.home)))
+
+    def link_model(self, source: Path, publisher: str, repo: str) -> None:
+        target = self.home / "models" / publisher / repo / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(source)
+
+    def stop(self) -> None:
+        self.run("daemon", "down", check=False, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def embedding_gguf() -> Path:
+    sys.path.insert(0, str(REPO))
+    from tools.minilm_gguf import ensure_minilm_gguf
+
+    return ensure_minilm_gguf()
+
+
+def _new_lms(path: Path) -> Lms:
+    path.mkdir(parents=True, exist_ok=True)
+    return Lms(home=path, port=free_port())
+
+
+@pytest.fixture
+def lms(tmp_path):
+    """A fresh installation with no daemon running; whatever the test starts is stopped after it."""
+    instance = _new_lms(tmp_path / "home")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, embedding_gguf):
+    """One shared daemon with the server on, the chat model loaded and the embedding model available."""
+    instance = _new_lms(tmp_path_factory.mktemp("served") / "home")
+    instance.link_model(embedding_gguf, "sentence-transformers", "all-MiniLM-L6-v2-GGUF")
+    previous = os.environ.get("LMS_MAX_BODY_BYTES")
+    os.environ["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
+    try:
+        instance.run("server", "start", "-p", str(instance.port))
+    finally:
+        if previous is None:
+            os.environ.pop("LMS_MAX_BODY_BYTES")
+        else:
+            os.environ["LMS_MAX_BODY_BYTES"] = previous
+    instance.run("load", CHAT_MODEL, "-y")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def client(served):
+    import openai
+
+    return openai.OpenAI(base_url=served.base_url + "/v1", api_key="lm-studio", max_retries=0, timeout=120)
