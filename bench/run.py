@@ -8,6 +8,7 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -18,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,17 +37,18 @@ def threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def raw_run(llm, prompt_tokens: list[int], eos: int) -> tuple[float, float]:
+def raw_run(llm, template: str | None, messages: list[dict], eos: int) -> tuple[float, float]:
     """(ttft seconds, decode tok/s) for one greedy 256-token run on bare llama-cpp-python."""
     import llama_cpp
 
-    llm.reset()  # cold prompt, like the first request of a conversation
+    started = time.perf_counter()
+    text = render(template, messages)
+    prompt_tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
 
     def ban_eos(_ids, scores):
         scores[eos] -= 100
         return scores
 
-    started = time.perf_counter()
     first = None
     count = 0
     for _token in llm.generate(prompt_tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
@@ -61,23 +62,30 @@ def raw_run(llm, prompt_tokens: list[int], eos: int) -> tuple[float, float]:
     return first - started, (count - 1) / (ended - first)
 
 
-def lms_run(base_url: str, eos: int, cold: bool) -> tuple[float, float]:
-    body = {"model": BUNDLED_KEY, "messages": MESSAGES, "stream": True, "max_tokens": TOKENS, "temperature": 0,
-            "logit_bias": {str(eos): -100}}
-    if cold:  # a different first message defeats the KV prefix cache, as raw_run's reset does
-        body["messages"] = [{"role": "system", "content": f"Run {time.time()}."}, *MESSAGES]
+def conversation(round_: int) -> list[dict]:
+    """A new system line each round: both sides start from a cold KV cache, on identical prompts."""
+    return [{"role": "system", "content": f"You are a storyteller (run {round_})."}, *MESSAGES]
+
+
+def lms_run(port: int, messages: list[dict], eos: int) -> tuple[float, float]:
+    """(ttft seconds, decode tok/s) for the same run streamed through /v1/chat/completions.
+
+    The client is the standard library's http.client, as light as curl, so that on a small machine the
+    measuring client takes as few cycles as possible from the engine it measures."""
+    body = json.dumps({"model": BUNDLED_KEY, "messages": messages, "stream": True, "max_tokens": TOKENS,
+                       "temperature": 0, "logit_bias": {str(eos): -100}})
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     started = time.perf_counter()
+    connection.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
     first, count, last = None, 0, None
-    with httpx.stream("POST", base_url + "/v1/chat/completions", json=body, timeout=300) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            delta = json.loads(line[6:])["choices"]
-            if delta and delta[0]["delta"].get("content"):
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                count += 1
+    for line in response:
+        if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            count += 1
+    connection.close()
     return first - started, (count - 1) / (last - first)
 
 
@@ -101,20 +109,18 @@ def main() -> int:
     port = free_port()
     lms_cli(env, "server", "start", "-p", str(port))
     lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "-y")
-    base_url = f"http://127.0.0.1:{port}"
     results: dict = {"model": BUNDLED_KEY, "threads": threads(), "tokens": TOKENS, "rounds": ROUNDS}
     try:
         llm = Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads(), n_threads_batch=threads(),
                     verbose=False)
         eos = llm.token_eos()
-        text = render(header.metadata.get("tokenizer.chat_template"), MESSAGES)
-        prompt_tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
-        lms_run(base_url, eos, cold=True)  # warm both sides once
-        raw_run(llm, prompt_tokens, eos)
+        template = header.metadata.get("tokenizer.chat_template")
+        lms_run(port, conversation(-1), eos)  # warm both sides once
+        raw_run(llm, template, conversation(-1), eos)
         raw, served = [], []
-        for _ in range(ROUNDS):  # interleaved, so drift in machine load hits both alike
-            raw.append(raw_run(llm, prompt_tokens, eos))
-            served.append(lms_run(base_url, eos, cold=True))
+        for round_ in range(ROUNDS):  # interleaved, so drift in machine load hits both alike
+            raw.append(raw_run(llm, template, conversation(round_), eos))
+            served.append(lms_run(port, conversation(round_), eos))
         del llm
         raw_ttft, raw_tps = statistics.median(r[0] for r in raw), statistics.median(r[1] for r in raw)
         lms_ttft, lms_tps = statistics.median(r[0] for r in served), statistics.median(r[1] for r in served)

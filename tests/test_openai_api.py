@@ -112,8 +112,10 @@ def test_json_schema_is_enforced(client):
 
 def test_json_object_is_enforced(client):
     completion = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Describe a dog in JSON."}], temperature=0,
-        max_tokens=60, response_format={"type": "json_object"})
+        model=CHAT_MODEL, messages=[{"role": "user", "content": 'Answer as JSON with the key "capital": what is '
+                                                                 'the capital of France?'}],
+        temperature=0, max_tokens=200, response_format={"type": "json_object"})
+    assert completion.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(completion.choices[0].message.content), dict)
 
 

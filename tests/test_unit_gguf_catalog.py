@@ -291,6 +291,17 @@ def test_models_returns_one_entry_per_key_the_selected_variant(models_root):
     assert multi[0].variant_key == multi[0].selected_variant == "pub/multi@q4_k_m"
 
 
+def test_selected_variant_is_the_entry_that_models_and_resolve_return(tmp_path):
+    root = tmp_path / "models"
+    write_gguf(root / "Org" / "Mixed-Case-GGUF" / "Model-Q8_0.gguf", file_type=Q8_0)
+    write_gguf(root / "Org" / "Mixed-Case-GGUF" / "Model-f16.gguf", file_type=F16)
+
+    listed = models(root)[0]
+
+    assert listed.variant_key == listed.selected_variant
+    assert resolve("org/mixed-case", scan(root)).variant_key == listed.selected_variant
+
+
 def test_two_different_models_in_one_folder_get_keys_from_their_file_names(tmp_path):
     root = tmp_path / "models"
     write_gguf(root / "Org" / "Mixed" / "Alpha-7B-Q4_K_M.gguf")
@@ -638,8 +649,6 @@ def test_import_refuses_a_second_import_of_the_same_file(lms_home, source_gguf):
         plan_import(source_gguf, None, "copy")
 
 
-@pytest.mark.xfail(strict=True, reason="plan_import resolves symlinks before taking the name: a link named "
-                                       "*.gguf to a blob (e.g. the Hugging Face cache) is refused")
 def test_import_of_a_symlinked_file_keeps_the_name_of_the_link(lms_home, tmp_path):
     blob = write_gguf(tmp_path / "blobs" / "5d41402abc4b2a76b9719d911017c592")
     link = tmp_path / "snapshots" / "model-Q4_K_M.gguf"

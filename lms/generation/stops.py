@@ -14,9 +14,10 @@ class StopMatcher:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out, False
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        # The stop that completes first in the text wins, however the text was chunked.
+        hits = [(i + len(s), i) for s, i in ((s, self.pending.find(s)) for s in self.stops) if i >= 0]
         if hits:
-            out = self.pending[: min(hits)]
+            out = self.pending[: min(hits)[1]]
             self.pending = ""
             return out, True
         hold = 0  # the longest tail of pending that starts some stop string

@@ -164,6 +164,7 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
             entry = _entry(key, path, root, publisher, header, projector)
             group.setdefault(key, []).append(entry)
         for members in group.values():
+            members.sort(key=lambda m: m.variant_key)  # the selected variant is the one models() returns
             variant_keys = [m.variant_key for m in members]
             for member in members:
                 member.variants = variant_keys

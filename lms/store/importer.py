@@ -32,7 +32,7 @@ class ImportPlan:
 
 
 def plan_import(source: Path, user_repo: str | None, mode: str) -> ImportPlan:
-    source = source.expanduser().resolve()
+    source = source.expanduser().absolute()  # not resolve(): a symlink keeps its own (model) name
     if not source.is_file():
         raise ImportError_(f"File not found: {source}")
     if source.suffix.lower() != ".gguf":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -48,7 +49,7 @@ class SamplingBody(_Body):
     @classmethod
     def _bias(cls, value):
         for key, bias in (value or {}).items():
-            if not key.lstrip("-").isdigit():
+            if not re.fullmatch(r"-?[0-9]+", key):
                 raise ValueError(f"keys must be token ids, got {key!r}")
             if not -100 <= bias <= 100:
                 raise ValueError("biases must be between -100 and 100")
