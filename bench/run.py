@@ -28,7 +28,7 @@ from lms.generation.chat_template import render  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
 
 TOKENS = 256
-ROUNDS = 3
+ROUNDS = 5
 CONTEXT = 4096
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 
@@ -51,8 +51,9 @@ def raw_run(llm, template: str | None, messages: list[dict], eos: int) -> tuple[
 
     first = None
     count = 0
-    for _token in llm.generate(prompt_tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
+    for token in llm.generate(prompt_tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
                                logits_processor=llama_cpp.LogitsProcessorList([ban_eos])):
+        llm.detokenize([token])  # any real consumer turns tokens into text
         now = time.perf_counter()
         first = first or now
         count += 1

@@ -20,15 +20,28 @@ import traceback
 
 
 class Connection:
+    """JSON lines both ways. Sending happens on its own thread: the engine thread only queues a message and
+    goes back to decoding, so encoding and the socket write overlap the next token's compute."""
+
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.reader = sock.makefile("rb")
-        self.lock = threading.Lock()
+        self.outbox: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        threading.Thread(target=self._send_loop, name="sender", daemon=True).start()
 
     def send(self, message: dict) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
-        with self.lock:
-            self.sock.sendall(data)
+        self.outbox.put(message)
+
+    def _send_loop(self) -> None:
+        while True:
+            batch = [self.outbox.get()]
+            while not self.outbox.empty():  # whatever piled up goes out in one write
+                batch.append(self.outbox.get_nowait())
+            data = b"".join(json.dumps(m, separators=(",", ":")).encode() + b"\n" for m in batch)
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                os._exit(0)  # the daemon is gone
 
     def messages(self):
         for line in self.reader:
