@@ -32,11 +32,10 @@ def _loaded(instance) -> dict:
 def test_client_disconnect_mid_stream_frees_the_worker(served):
     with httpx.stream("POST", served.base_url + "/v1/chat/completions", json={**LONG, "stream": True},
                       timeout=120) as response:
-        lines = 0
-        for line in response.iter_lines():
-            lines += line.startswith("data: ")
-            if lines >= 5:
-                break
+        lines = response.iter_lines()  # kept referenced: dropping it would close the stream early
+        received = 0
+        while received < 5:
+            received += next(lines).startswith("data: ")
         assert _loaded(served)[CHAT_MODEL]["status"] == "generating"
     # 3000 tokens would take ~40 s; a freed worker is idle again at once.
     assert _wait(lambda: _loaded(served)[CHAT_MODEL]["queued"] == 0, timeout=10)
