@@ -74,6 +74,18 @@ class DaemonClient:
     def post(self, path: str, body: dict | None = None):
         return self._call("POST", path, body or {})
 
+    def stream_lines(self, path: str, body: dict) -> Iterator[dict]:
+        """POST and yield the objects of a newline-delimited JSON stream."""
+        connection, response = self._open("POST", path, body, None)
+        try:
+            if response.status >= 400:
+                _raise_for(response.status, response.read())
+            for raw in response:
+                if raw.strip():
+                    yield json.loads(raw)
+        finally:
+            connection.close()
+
     def stream_events(self, path: str, body: dict) -> Iterator[dict]:
         """POST and yield the `data:` objects of a server-sent event stream."""
         connection, response = self._open("POST", path, body, None)

@@ -26,9 +26,10 @@ class Engine(Protocol):
         ...
 
 
-def load_engine(runtime: str, options: dict) -> Engine:
+def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
+    """Load a model; `progress` gets 0..1 as it loads and may return False to abort."""
     if runtime == "llama.cpp":
         from runtimes.llama_cpp.engine import LlamaCppEngine
 
-        return LlamaCppEngine(**options)
+        return LlamaCppEngine(**options, progress=progress)
     raise ValueError(f"unknown runtime {runtime!r}")

@@ -69,7 +69,15 @@ def serve(conn: Connection) -> None:
             if op == "load":
                 from runtimes.base import load_engine
 
-                state["engine"] = load_engine(job["runtime"], job["options"])
+                reported = [-1.0]
+
+                def progress(value: float) -> bool:
+                    if value - reported[0] >= 0.01 or value >= 1.0:  # at most one event per percent
+                        reported[0] = value
+                        emit({"type": "progress", "progress": round(value, 3)})
+                    return request_id not in cancelled
+
+                state["engine"] = load_engine(job["runtime"], job["options"], progress)
                 emit({"type": "loaded", "info": state["engine"].info()})
             elif op == "generate":
                 state["engine"].generate(job["request"], emit, lambda: request_id in cancelled)

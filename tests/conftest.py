@@ -58,6 +58,11 @@ class Lms:
 
         return DaemonClient(path=str(socket_path(self.home)))
 
+    def run_control_load(self, model: str):
+        """Load through the control API's streaming form, as `lms load` does."""
+        self.run("daemon", "up")
+        return self.control().stream_lines("/lms/load", {"model": model, "stream": True})
+
     def link_model(self, source: Path, publisher: str, repo: str) -> None:
         target = self.home / "models" / publisher / repo / source.name
         target.parent.mkdir(parents=True, exist_ok=True)

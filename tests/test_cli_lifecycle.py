@@ -175,3 +175,49 @@ def test_jit_load_on_first_request_and_once_under_concurrency(lms):
     [model] = lms.json("ps")
     assert model["ttlMs"] == 3_600_000  # JIT default idle TTL: 60 minutes
     assert time.time() * 1000 - model["lastUsedTime"] < 60_000
+
+
+def test_load_streams_progress_to_the_end(lms):
+    events = list(lms.run_control_load(CHAT_MODEL))
+    progress = [e["progress"] for e in events if "progress" in e]
+    assert progress and progress == sorted(progress) and progress[-1] == 1.0
+    assert events[-1]["loaded"]["identifier"] == CHAT_MODEL
+
+
+def test_interactive_chat_ctrl_c_stops_the_answer_not_the_program(lms):
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    lms.run("load", CHAT_MODEL, "-y")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "lms", "chat", CHAT_MODEL], stdin=follower, stdout=follower,
+                               stderr=follower, env=lms.env, close_fds=True)
+    os.close(follower)
+    screen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while marker not in screen:
+            assert time.monotonic() < deadline, screen.decode(errors="replace")
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                screen += os.read(leader, 4096)
+
+    try:
+        read_until(b"> ")
+        os.write(leader, b"Write a very long story about a dragon, with many chapters.\n")
+        time.sleep(1.5)  # the answer is streaming now
+        process.send_signal(signal.SIGINT)
+        read_until(b"Generation interrupted by user with Ctrl^C")
+        read_until(b"> ")
+        assert process.poll() is None  # still chatting
+        os.write(leader, b"/exit\n")
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)

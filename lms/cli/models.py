@@ -127,11 +127,25 @@ def load(
     from lms.client import ensure_daemon
 
     client = ensure_daemon()
-    body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl}
+    body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl,
+            "stream": True}
     console = Console(stderr=True)
     started = time.perf_counter()
-    with console.status(f"Loading {model_key}", spinner="dots"):
-        loaded = client.post("/lms/load", body)
+    loaded = None
+    try:
+        with console.status(f"Loading {model_key}", spinner="dots") as spinner:
+            for event in client.stream_lines("/lms/load", body):
+                if "progress" in event:
+                    spinner.update(f"Loading {model_key} {event['progress'] * 100:.0f}%")
+                elif "error" in event:
+                    fail(event["error"]["message"])
+                else:
+                    loaded = event["loaded"]
+    except KeyboardInterrupt:
+        info("Load cancelled.")
+        raise typer.Exit(1) from None
+    if loaded is None:
+        fail("The daemon ended the load without an answer.")
     elapsed = time.perf_counter() - started
     if json_:
         print_json({k: v for k, v in loaded.items() if k != "pid"})

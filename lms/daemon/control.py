@@ -6,19 +6,21 @@ It also serves the public API routes, so `lms chat` works whether or not the HTT
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from lms import __version__, config
 from lms.api.app import api_routes
 from lms.api.errors import EXCEPTION_HANDLERS, APIError
 from lms.api.http import read_json
+from lms.generation.request import GenerationError
 from lms.store import catalog
 
 
@@ -28,6 +30,7 @@ class LoadBody(BaseModel):
     identifier: str | None = None
     context_length: int | None = Field(None, ge=1)
     ttl: int | None = Field(None, ge=1)
+    stream: bool = False
 
 
 class ServerStartBody(BaseModel):
@@ -78,11 +81,39 @@ async def list_loaded(request: Request):
 
 
 async def load(request: Request):
+    """Load a model. With `"stream": true` the answer is NDJSON: `{"progress": 0..1}` lines, then
+    `{"loaded": {...}}` or `{"error": {...}}`; a client that goes away cancels the load."""
     body = LoadBody.model_validate(await read_json(request))
+    manager = _state(request).manager
     started = time.perf_counter()
-    model = await _state(request).manager.load(body.model, identifier=body.identifier,
-                                               context_length=body.context_length, ttl=body.ttl)
-    return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
+    options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl)
+    if not body.stream:
+        model = await manager.load(body.model, **options)
+        return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
+    manager.resolve(body.model)  # a missing model is a plain 404, before the stream starts
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def run():
+        try:
+            model = await manager.load(body.model, progress=lambda p: events.put_nowait({"progress": p}),
+                                       **options)
+            events.put_nowait({"loaded": {"loadTimeSeconds": round(time.perf_counter() - started, 3),
+                                          **model.ps_info()}})
+        except GenerationError as exc:
+            events.put_nowait({"error": {"message": exc.message, "code": exc.code}})
+
+    async def lines():
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                event = await events.get()
+                yield json.dumps(event) + "\n"
+                if "progress" not in event:
+                    return
+        finally:
+            task.cancel()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 async def unload(request: Request):

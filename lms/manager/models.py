@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from lms import config
@@ -108,7 +108,9 @@ class ModelManager:
         return identifier
 
     async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
-                   ttl: int | None = None, jit: bool = False) -> LoadedModel:
+                   ttl: int | None = None, jit: bool = False,
+                   progress: Callable[[float], None] | None = None) -> LoadedModel:
+        """Load a model in a new worker. Cancelling this (a client that gives up) stops the load."""
         entry = self.resolve(name)
         if context_length is None:
             context_length = entry.max_context_length if entry.type == "embedding" else min(
@@ -119,12 +121,23 @@ class ModelManager:
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
                    "chat_template": entry.chat_template}
+        loaded = None
         try:
-            loaded = await worker.request("load", runtime="llama.cpp", options=options)
+            async for event in worker.call("load", runtime="llama.cpp", options=options):
+                if event["type"] == "progress" and progress:
+                    progress(event["progress"])
+                elif event["type"] == "loaded":
+                    loaded = event
         except GenerationError as exc:
             await worker.stop()
             raise GenerationError(f"Failed to load model '{entry.model_key}': {exc.message}", status=500,
                                   code="model_load_failed") from exc
+        except BaseException:
+            await worker.stop()
+            raise
+        if loaded is None:
+            await worker.stop()
+            raise GenerationError(f"Failed to load model '{entry.model_key}'.", status=500, code="model_load_failed")
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms())
@@ -149,7 +162,9 @@ class ModelManager:
         async with lock:
             if model := self.find_loaded(entry.model_key) or self.find_loaded(name):
                 return model
-            return await self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds, jit=True)
+            # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
+            return await asyncio.shield(self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds,
+                                                  jit=True))
 
     async def unload(self, identifier: str) -> LoadedModel:
         model = self.loaded.pop(identifier, None)

@@ -7,10 +7,12 @@ cancel, handle stop strings across token boundaries, and report prompt tokens re
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import random
 import time
+from collections.abc import Callable
 
 import llama_cpp
 from llama_cpp import Llama, LlamaGrammar
@@ -36,12 +38,38 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+Progress = Callable[[float], bool]  # gets 0..1; returns False to abort the load
+
+
+@contextlib.contextmanager
+def _reporting_progress(progress: Progress | None):
+    """llama-cpp-python has no load-progress option; give llama.cpp's own callback to the model params it
+    creates, for the duration of one load."""
+    if progress is None:
+        yield
+        return
+    library = llama_cpp.llama_cpp
+    original = library.llama_model_default_params
+    callback = library.llama_progress_callback(lambda value, _data: bool(progress(value)))
+
+    def params_with_progress():
+        params = original()
+        params.progress_callback = callback
+        return params
+
+    library.llama_model_default_params = params_with_progress
+    try:
+        yield
+    finally:
+        library.llama_model_default_params = original
+
+
 class LlamaCppEngine:
     name = "llama.cpp"
     version = llama_cpp.__version__
 
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, progress: Progress | None = None):
         threads = threads or physical_cores()
         self.embedding = embedding
         options = dict(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
@@ -49,7 +77,11 @@ class LlamaCppEngine:
         if embedding:
             # Encoder models need a whole input in one micro-batch.
             options.update(n_batch=context_length, n_ubatch=context_length)
-        self.llm = Llama(**options)
+        with _reporting_progress(progress):
+            try:
+                self.llm = Llama(**options)
+            except ValueError as exc:
+                raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
         self.n_ctx = self.llm.n_ctx()
         self.chat_template = chat_template
         vocab = self.llm._model.vocab
