@@ -62,6 +62,9 @@ class Settings:
     threads: int = 0  # 0: one per physical core
     default_port: int = 1234
     default_bind: str = "127.0.0.1"
+    responses_max_age_days: int = 30  # stored /v1/responses older than this are dropped
+    responses_max_count: int = 10_000  # and beyond this many, the oldest go
+    reasoning_field: str = "reasoning"  # chat completions: "reasoning", or "reasoning_content" (DeepSeek style)
     api_token: str = ""  # when set, the HTTP API requires `Authorization: Bearer <token>`
 
     @classmethod

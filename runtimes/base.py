@@ -25,6 +25,9 @@ class Engine(Protocol):
     def tokenize(self, text: str) -> list[int]:
         ...
 
+    def count(self, request: dict) -> int:
+        """Prompt tokens of a GenerationRequest (as a dict), template applied."""
+
 
 def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
     """Load a model; `progress` gets 0..1 as it loads and may return False to abort."""

@@ -83,6 +83,8 @@ def serve(conn: Connection) -> None:
                 state["engine"].generate(job["request"], emit, lambda: request_id in cancelled)
             elif op == "embed":
                 emit({"type": "result", **state["engine"].embed(job["request"])})
+            elif op == "count":
+                emit({"type": "result", "prompt_tokens": state["engine"].count(job["request"])})
             else:
                 emit(_error(f"unknown operation {op!r}", 400))
         except Exception as exc:  # the request fails; the worker and its model stay up

@@ -114,3 +114,12 @@ def _alive(pid: int) -> bool:
             return handle.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_daemon_never_loads_the_engine_library(served):
+    """A crash in llama.cpp can only take a worker down: the daemon process never maps the library."""
+    pid = served.json("daemon", "status")["pid"]
+    maps = open(f"/proc/{pid}/maps").read()
+    assert "libllama" not in maps and "libggml" not in maps
+    worker = _loaded(served)[CHAT_MODEL]["pid"]
+    assert "libllama" in open(f"/proc/{worker}/maps").read()

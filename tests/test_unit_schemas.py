@@ -233,7 +233,8 @@ def test_tool_messages_keep_their_extra_fields_and_missing_content_becomes_empty
 
     assert request.messages[1] == {"role": "assistant", "content": "", "tool_calls": [tool_call]}
     assert request.messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
-    assert request.tools == [{"type": "function", "function": {"name": "f"}}]
+    assert request.tools == [{"type": "function", "function": {"name": "f", "description": "",
+                                                               "parameters": {"type": "object"}}}]
 
 
 def test_include_usage_follows_stream_options():

@@ -18,6 +18,7 @@ from lms.api.openai.chat import chat_completions
 from lms.api.openai.completions import completions
 from lms.api.openai.embeddings import embeddings
 from lms.api.openai.models import get_model, list_models
+from lms.api.responses.routes import routes as responses_routes
 
 log = logging.getLogger("lms.server")
 
@@ -34,6 +35,7 @@ def api_routes() -> list[Route]:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        *responses_routes(),
     ]
 
 
@@ -75,4 +77,5 @@ def build_public_app(state, *, cors: bool = False, api_token: str | None = None)
     app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.manager = state.manager
     app.state.settings = state.settings
+    app.state.responses = state.responses
     return app

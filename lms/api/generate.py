@@ -27,6 +27,9 @@ class Outcome:
     finish_reason: str = "stop"
     usage: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    logprobs: list[dict] = field(default_factory=list)
+    reasoning: str = ""
+    tool_calls: list[dict] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -50,15 +53,21 @@ async def primed(events: AsyncIterator[dict]) -> AsyncIterator[dict]:
 
 
 async def collect(events: AsyncIterator[dict]) -> Outcome:
-    outcome, parts = Outcome(), []
+    """Gather engine events (text) or semantic events (content, reasoning, tool calls) into one outcome."""
+    outcome, parts, thoughts = Outcome(), [], []
     async for event in events:
-        if event["type"] == "text":
+        if event["type"] in ("text", "content"):
             parts.append(event["text"])
+            outcome.logprobs.extend(event.get("logprobs") or ())
+        elif event["type"] == "reasoning":
+            thoughts.append(event["text"])
+        elif event["type"] == "tool_call":
+            outcome.tool_calls.append(event)
         elif event["type"] == "done":
             outcome.finish_reason = event["finish_reason"]
             outcome.usage = event.get("usage") or {}
             outcome.stats = event.get("stats") or {}
-    outcome.text = "".join(parts)
+    outcome.text, outcome.reasoning = "".join(parts), "".join(thoughts)
     return outcome
 
 
@@ -69,7 +78,7 @@ def openai_usage(usage: dict) -> dict:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": usage.get("cached_tokens", 0)},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
     }
 
 

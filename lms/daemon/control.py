@@ -162,4 +162,5 @@ def build_control_app(daemon) -> Starlette:
     app.state.daemon = daemon
     app.state.manager = daemon.manager
     app.state.settings = daemon.settings
+    app.state.responses = daemon.responses
     return app

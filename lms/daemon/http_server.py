@@ -65,7 +65,7 @@ class HTTPServerController:
         port = sock.getsockname()[1]
         app = build_public_app(self.state, cors=cors, api_token=self.state.settings.api_token or None)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=2, ws="none", http=HTTP_PROTOCOL)
+                                timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)
         # _serve, not serve: the daemon owns signal handling, not this (second) server.
         task = asyncio.create_task(server._serve(sockets=[sock]))

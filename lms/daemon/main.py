@@ -14,6 +14,7 @@ from contextlib import suppress
 import uvicorn
 
 from lms import config
+from lms.api.responses.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.manager.models import ModelManager
@@ -26,6 +27,9 @@ class Daemon:
     def __init__(self):
         self.settings = config.Settings.load()
         self.manager = ModelManager(self.settings)
+        self.responses = ResponseStore(config.home() / "lms.db",
+                                       max_age_seconds=self.settings.responses_max_age_days * 86400,
+                                       max_count=self.settings.responses_max_count)
         self.http = HTTPServerController(self)
         self.control: uvicorn.Server | None = None
 
@@ -44,6 +48,7 @@ class Daemon:
         if self.http.running:
             await self.http.stop()
         await self.manager.close()
+        self.responses.close()
 
 
 def _configure_logging() -> None:

@@ -25,6 +25,11 @@ class Sampling:
     seed: int | None = None
     logit_bias: dict[str, float] | None = None  # token id (as a string, as JSON keys are) -> bias
 
+    @classmethod
+    def overriding(cls, **values) -> Sampling:
+        """Defaults, with every value a request gave (None means not given)."""
+        return cls(**{key: value for key, value in values.items() if value is not None})
+
 
 @dataclass
 class GenerationRequest:
@@ -37,6 +42,9 @@ class GenerationRequest:
     json_schema: dict | None = None  # constrain output to this schema (by grammar)
     json_object: bool = False  # constrain output to any JSON object
     tools: list[dict] | None = None  # handed to the chat template
+    logprobs: int | None = None  # None: none; N >= 0: each token's logprob and its N most likely alternatives
+    reasoning_start: str | None = None  # "detect": output may open with <think>; "inside": the prompt opened it
+    template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)
 
     def to_dict(self) -> dict:
         return asdict(self)

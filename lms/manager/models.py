@@ -226,6 +226,10 @@ class ModelManager:
                     model.status = "generating"
                 yield event
 
+    async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
+        """Prompt tokens of these messages under the model's chat template."""
+        return (await model.worker.request("count", request={"messages": messages}))["prompt_tokens"]
+
     async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
         if model.entry.type != "embedding":
             raise GenerationError(f"'{model.identifier}' is not an embedding model.", status=400,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama, LlamaGrammar
 from llama_cpp.llama_grammar import JSON_GBNF
 
@@ -64,6 +65,46 @@ def _reporting_progress(progress: Progress | None):
         library.llama_model_default_params = original
 
 
+def _token_entry(piece: bytes, logprob: float) -> dict:
+    return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
+
+
+def _text_event(text: str, logprobs: list[dict]) -> dict:
+    """A text event; logprobs of the tokens behind it (held back by stop strings or UTF-8) ride along."""
+    event = {"type": "text", "text": text}
+    if logprobs:
+        event["logprobs"] = logprobs[:]
+        logprobs.clear()
+    return event
+
+
+class _ReasoningCounter:
+    """Counts generated tokens that fall inside a leading <think> block (real tokens, for usage)."""
+
+    def __init__(self, start: str | None):
+        self.state = "inside" if start == "inside" else "maybe" if start == "detect" else "off"
+        self.text = ""
+        self.tokens = 0
+        self.undecided = 0
+
+    def add(self, piece: str) -> None:
+        if self.state == "off":
+            return
+        self.text += piece
+        if self.state == "maybe":
+            stripped = self.text.lstrip()
+            if len(stripped) < len("<think>") and "<think>".startswith(stripped):
+                self.undecided += 1
+                return
+            self.state = "inside" if stripped.startswith("<think>") else "off"
+            if self.state == "off":
+                return
+            self.tokens += self.undecided
+        self.tokens += 1
+        if "</think>" in self.text:
+            self.state = "off"
+
+
 class LlamaCppEngine:
     name = "llama.cpp"
     version = llama_cpp.__version__
@@ -83,6 +124,7 @@ class LlamaCppEngine:
             except ValueError as exc:
                 raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
         self.n_ctx = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
         self.chat_template = chat_template
         vocab = self.llm._model.vocab
         self._vocab = vocab
@@ -101,18 +143,23 @@ class LlamaCppEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def _prompt_tokens(self, request: dict) -> list[int]:
+    def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
+        """The prompt's tokens, and whether the chat template itself opened a <think> block."""
         if request.get("messages") is not None:
             try:
                 text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
-                              eos_token=self.eos_text, tools=request.get("tools"))
+                              eos_token=self.eos_text, tools=request.get("tools"),
+                              **(request.get("template_options") or {}))
             except TemplateError as exc:
                 raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
             # The tokenizer adds BOS itself when the model wants it; don't double it.
             if self.bos_text and text.startswith(self.bos_text):
                 text = text[len(self.bos_text):]
-            return self.tokenize(text)
-        return self.tokenize(request.get("prompt") or "")
+            return self.tokenize(text), text.rstrip().endswith("<think>")
+        return self.tokenize(request.get("prompt") or ""), False
+
+    def count(self, request: dict) -> int:
+        return len(self._prompt_tokens(request)[0])
 
     def _grammar(self, request: dict) -> LlamaGrammar | None:
         try:
@@ -148,7 +195,7 @@ class LlamaCppEngine:
 
     def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
         started = time.perf_counter()
-        prompt = self._prompt_tokens(request)
+        prompt, opened_think = self._prompt_tokens(request)
         if len(prompt) >= self.n_ctx:
             raise EngineError(
                 f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
@@ -176,14 +223,19 @@ class LlamaCppEngine:
         )
         stops = StopMatcher(request.get("stop") or [])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        finish, count, first_token_at = "length", 0, None
+        top_logprobs = request.get("logprobs")  # None: no logprobs; N: the chosen token's and N alternatives
+        reasoning_start = request.get("reasoning_start")
+        if reasoning_start and opened_think:
+            reasoning_start = "inside"
+        reasoning = _ReasoningCounter(reasoning_start)
+        pending_logprobs: list[dict] = []
+        finish, count, first_token_at, hit_stop_string = "length", 0, None, False
         try:
-            if limit == 0:
-                raise StopIteration
-            for token in generator:
+            for token in generator if limit > 0 else ():
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
-                    emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached})
+                    emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached,
+                          "reasoning_open": reasoning_start == "inside"})
                 if cancelled():
                     finish = "cancelled"
                     break
@@ -191,22 +243,24 @@ class LlamaCppEngine:
                     finish = "stop"
                     break
                 count += 1
-                text, hit = stops.feed(decoder.decode(self.llm.detokenize([token])))
+                piece = self.llm.detokenize([token])
+                if top_logprobs is not None:
+                    pending_logprobs.append(self._logprobs(token, piece, top_logprobs))
+                decoded = decoder.decode(piece)
+                reasoning.add(decoded)
+                text, hit_stop_string = stops.feed(decoded)
                 if text:
-                    emit({"type": "text", "text": text})
-                if hit:
+                    emit(_text_event(text, pending_logprobs))
+                if hit_stop_string:
                     finish = "stop"
                     break
                 if count >= limit:
                     break
-        except StopIteration:
-            pass
         finally:
             generator.close()
-        if finish != "stop" or not stops.stops:
-            tail = stops.flush() + decoder.decode(b"", final=True)
-            if tail and finish != "cancelled":
-                emit({"type": "text", "text": tail})
+        tail = "" if hit_stop_string else stops.flush() + decoder.decode(b"", final=True)
+        if finish != "cancelled" and (tail or pending_logprobs):
+            emit(_text_event(tail, pending_logprobs))
         ended = time.perf_counter()
         first_token_at = first_token_at or ended
         decode_time = ended - first_token_at
@@ -214,7 +268,8 @@ class LlamaCppEngine:
             "type": "done",
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": count,
-                      "total_tokens": len(prompt) + count, "cached_tokens": cached},
+                      "total_tokens": len(prompt) + count, "cached_tokens": cached,
+                      "reasoning_tokens": reasoning.tokens},
             "stats": {
                 "time_to_first_token": first_token_at - started,
                 "generation_time": ended - started,
@@ -222,6 +277,20 @@ class LlamaCppEngine:
                 "prompt_tokens": len(prompt), "predicted_tokens": count,
             },
         })
+
+    def _logprobs(self, token: int, piece: bytes, top: int) -> dict:
+        """The chosen token's log-probability under the model's raw distribution, and the top alternatives."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.n_vocab,))
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        entry = _token_entry(piece, float(logprobs[token]))
+        if top:
+            best = np.argpartition(-logprobs, top)[:top]
+            best = best[np.argsort(-logprobs[best])]
+            entry["top_logprobs"] = [_token_entry(self.llm.detokenize([int(t)]), float(logprobs[t])) for t in best]
+        else:
+            entry["top_logprobs"] = []
+        return entry
 
     def _cached_prefix(self, prompt: list[int]) -> int:
         """Prompt tokens the next decode will reuse from the KV cache (as Llama.generate decides it)."""

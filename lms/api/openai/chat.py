@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lms.api.generate import collect, error_chunk, new_id, openai_usage, primed
 from lms.api.http import read_json, sse, until_disconnect
 from lms.api.openai.schemas import ChatCompletionBody
+from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
+from lms.generation.tools import render_tool_calls_as_text, template_knows_tool_calls
+
+
+def _tool_call(event: dict, index: int | None = None) -> dict:
+    call = {"id": event["call_id"], "type": "function",
+            "function": {"name": event["name"], "arguments": event["arguments"]}}
+    return call if index is None else {"index": index, **call}
 
 
 async def chat_completions(request: Request):
     body = ChatCompletionBody.model_validate(await read_json(request))
-    generation = body.to_request().to_dict()
+    generation = body.to_request()
     manager = request.app.state.manager
     model = await manager.get_or_load(body.model, body.ttl)
-    events = manager.generate(model, generation)
+    if not template_knows_tool_calls(model.entry.chat_template):
+        generation.messages = render_tool_calls_as_text(generation.messages)
+    options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=body.tool_plan())
+    events = semantic_events(manager.generate(model, generation.to_dict()), options)
+    reasoning_field = request.app.state.settings.reasoning_field
     completion_id = new_id("chatcmpl-")
     if body.stream:
-        return sse(_stream(completion_id, model.identifier, await primed(events), body.include_usage))
+        return sse(_stream(completion_id, model.identifier, await primed(events), body, reasoning_field))
     outcome = await until_disconnect(request, collect(events))
+    message = {"role": "assistant", "content": outcome.text}
+    if outcome.reasoning:
+        message[reasoning_field] = outcome.reasoning
+    if outcome.tool_calls:
+        message["tool_calls"] = [_tool_call(call) for call in outcome.tool_calls]
     return JSONResponse({
         "id": completion_id,
         "object": "chat.completion",
@@ -29,33 +48,40 @@ async def chat_completions(request: Request):
         "system_fingerprint": model.identifier,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": outcome.text},
-            "logprobs": None,
+            "message": message,
+            "logprobs": {"content": outcome.logprobs} if body.logprobs else None,
             "finish_reason": outcome.finish_reason,
         }],
         "usage": openai_usage(outcome.usage),
     })
 
 
-async def _stream(completion_id: str, model: str, events, include_usage: bool):
-    import time
-
+async def _stream(completion_id: str, model: str, events, body: ChatCompletionBody, reasoning_field: str):
     created = int(time.time())
+    include_usage = body.include_usage
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+    def chunk(delta: dict, finish_reason: str | None = None, token_logprobs: list | None = None) -> dict:
         data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                             "logprobs": {"content": token_logprobs} if body.logprobs and token_logprobs else None}]}
         if include_usage:
             data["usage"] = None
         return data
 
     yield chunk({"role": "assistant", "content": ""})
+    calls = 0
     try:
         async for event in events:
-            if event["type"] == "text":
-                yield chunk({"content": event["text"]})
-            elif event["type"] == "done":
+            kind = event["type"]
+            if kind == "content":
+                yield chunk({"content": event["text"]}, token_logprobs=event.get("logprobs"))
+            elif kind == "reasoning":
+                yield chunk({reasoning_field: event["text"]})
+            elif kind == "tool_call":
+                yield chunk({"tool_calls": [_tool_call(event, calls)]})
+                calls += 1
+            elif kind == "done":
                 yield chunk({}, event["finish_reason"])
                 if include_usage:
                     yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,

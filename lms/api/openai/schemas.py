@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lms.generation.request import GenerationError, GenerationRequest, Sampling
+from lms.generation.tools import ToolPlan, plan_tools
 
 
 class _Body(BaseModel):
@@ -56,11 +57,9 @@ class SamplingBody(_Body):
         return value
 
     def sampling(self) -> Sampling:
-        defaults = Sampling()
-        values = {name: getattr(self, name) for name in
-                  ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
-                   "repeat_penalty", "seed", "logit_bias")}
-        return Sampling(**{k: v if v is not None else getattr(defaults, k) for k, v in values.items()})
+        return Sampling.overriding(**{name: getattr(self, name) for name in (
+            "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
+            "seed", "logit_bias")})
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -111,19 +110,64 @@ class ResponseFormat(_Body):
 class ChatCompletionBody(SamplingBody):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=-1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     tools: list[dict] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool = True
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    grammar: str | None = None  # a GBNF grammar, as llama-server accepts
+
+    def function_tools(self) -> list[dict]:
+        """Chat-format tools, flattened to the shape every surface shares: {name, description, parameters}."""
+        flat = []
+        for index, tool in enumerate(self.tools or []):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
+                raise GenerationError("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
+                                      status=400, code="invalid_value", param=f"tools[{index}]")
+            flat.append({"name": function["name"], "description": function.get("description"),
+                         "parameters": function.get("parameters"), "strict": function.get("strict")})
+        return flat
+
+    def tool_plan(self) -> ToolPlan:
+        tools = self.function_tools()
+        choice = self.tool_choice if self.tool_choice is not None else "auto"
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            name = (choice.get("function") or {}).get("name")
+            if name not in {t["name"] for t in tools}:
+                raise GenerationError(f"tool_choice names an unknown function {name!r}.", status=400,
+                                      code="invalid_value", param="tool_choice")
+            choice = {"type": "function", "name": name}
+        elif choice not in ("auto", "none", "required"):
+            raise GenerationError("tool_choice must be 'auto', 'none', 'required' or a function.", status=400,
+                                  code="invalid_value", param="tool_choice")
+        if choice == "required" and not tools:
+            raise GenerationError("tool_choice 'required' needs tools.", status=400, code="invalid_value",
+                                  param="tool_choice")
+        return plan_tools(tools, choice, parallel=self.parallel_tool_calls)
 
     def to_request(self) -> GenerationRequest:
+        plan = self.tool_plan()
+        effort = self.reasoning_effort
         request = GenerationRequest(
             messages=[m.for_template() for m in self.messages], sampling=self.sampling(),
-            max_tokens=self.max_new_tokens(), stop=self.stops(), tools=self.tools,
+            max_tokens=self.max_new_tokens(), stop=self.stops(), tools=plan.template_tools, grammar=self.grammar,
+            json_schema=plan.json_schema, reasoning_start=None if effort == "none" else "detect",
+            template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
         )
         if self.max_completion_tokens not in (None, -1):
             request.max_tokens = self.max_completion_tokens
+        if self.top_logprobs is not None and not self.logprobs:
+            raise GenerationError("'top_logprobs' requires 'logprobs' to be true", status=400, code="invalid_value",
+                                  param="top_logprobs")
+        if self.logprobs:
+            request.logprobs = self.top_logprobs or 0
         fmt = self.response_format
-        if fmt and fmt.type == "json_object":
+        if plan.forced:
+            pass  # the tool-call grammar wins over any response format
+        elif fmt and fmt.type == "json_object":
             request.json_object = True
         elif fmt and fmt.type == "json_schema":
             if fmt.json_schema is None:

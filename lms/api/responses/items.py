@@ -1,0 +1,161 @@
+"""Open Responses items: validating input items, turning an item list into chat messages, building output items.
+
+Items are kept as plain dicts (the wire shape) so they can be stored, echoed and compacted without loss.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from lms.generation.request import GenerationError
+
+_ALPHABET = string.ascii_lowercase + string.digits
+TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "reasoning_text"}
+INPUT_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction"}
+ROLES = {"user", "assistant", "system", "developer"}
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _bad(message: str, param: str) -> GenerationError:
+    return GenerationError(message, status=400, code="invalid_value", param=param)
+
+
+def normalize_input(value) -> list[dict]:
+    """The request's `input` as a list of items, each with an id (a string is one user message)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
+                 "content": [{"type": "input_text", "text": value}]}]
+    if not isinstance(value, list):
+        raise _bad("'input' must be a string or an array of items", "input")
+    return [_normalize_item(item, f"input[{i}]") for i, item in enumerate(value)]
+
+
+def _normalize_item(item, param: str) -> dict:
+    if not isinstance(item, dict):
+        raise _bad(f"'{param}' must be an object", param)
+    item = dict(item)
+    kind = item.setdefault("type", "message")
+    if kind not in INPUT_ITEM_TYPES:
+        raise _bad(f"'{param}.type' {kind!r} is not a supported input item type", f"{param}.type")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ROLES:
+            raise _bad(f"'{param}.role' must be one of {sorted(ROLES)}", f"{param}.role")
+        content = item.get("content")
+        if isinstance(content, str):
+            part_type = "output_text" if role == "assistant" else "input_text"
+            item["content"] = [{"type": part_type, "text": content}]
+        elif isinstance(content, list):
+            item["content"] = [_normalize_part(part, f"{param}.content[{j}]") for j, part in enumerate(content)]
+        else:
+            raise _bad(f"'{param}.content' must be a string or an array of content parts", f"{param}.content")
+        if item.get("phase") not in (None, "commentary", "final_answer"):
+            raise _bad(f"'{param}.phase' must be 'commentary' or 'final_answer'", f"{param}.phase")
+        item.setdefault("status", "completed")
+        item.setdefault("id", new_id("msg"))
+    elif kind == "function_call":
+        for key in ("call_id", "name", "arguments"):
+            if not isinstance(item.get(key), str):
+                raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
+        item.setdefault("status", "completed")
+        item.setdefault("id", new_id("fc"))
+    elif kind == "function_call_output":
+        if not isinstance(item.get("call_id"), str):
+            raise _bad(f"'{param}.call_id' must be a string", f"{param}.call_id")
+        output = item.get("output")
+        if not isinstance(output, (str, list)):
+            raise _bad(f"'{param}.output' must be a string or an array of content parts", f"{param}.output")
+        item.setdefault("status", "completed")
+        item.setdefault("id", new_id("fco"))
+    elif kind == "item_reference":
+        if not isinstance(item.get("id"), str):
+            raise _bad(f"'{param}.id' must be a string", f"{param}.id")
+    elif kind == "compaction":
+        if not isinstance(item.get("encrypted_content"), str):
+            raise _bad(f"'{param}.encrypted_content' must be a string", f"{param}.encrypted_content")
+        item.setdefault("id", new_id("cmp"))
+    elif kind == "reasoning":
+        item.setdefault("summary", [])
+        item.setdefault("id", new_id("rs"))
+    return item
+
+
+def _normalize_part(part, param: str) -> dict:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise _bad(f"'{param}' must be a content part object with a type", param)
+    kind = part["type"]
+    if kind in TEXT_PARTS or kind == "refusal":
+        key = "refusal" if kind == "refusal" else "text"
+        if not isinstance(part.get(key), str):
+            raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
+    elif kind == "input_image":
+        if not isinstance(part.get("image_url"), str) and not isinstance(part.get("file_id"), str):
+            raise _bad(f"'{param}.image_url' must be a URL string", f"{param}.image_url")
+    elif kind not in ("input_file", "input_video"):
+        raise _bad(f"'{param}.type' {kind!r} is not a supported content part", f"{param}.type")
+    return part
+
+
+def part_text(part: dict) -> str:
+    if part["type"] == "refusal":
+        return part.get("refusal", "")
+    return part.get("text", "") if part["type"] in TEXT_PARTS else ""
+
+
+def images_of(items: list[dict]) -> list[str]:
+    return [part["image_url"] for item in items if item.get("type") == "message"
+            for part in item["content"] if part["type"] == "input_image" and part.get("image_url")]
+
+
+def to_messages(items: list[dict], instructions: str | None) -> list[dict]:
+    """Chat-template messages for a context of items (already expanded: no references or compactions)."""
+    messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
+    calls: set[str] = set()
+    for index, item in enumerate(items):
+        kind = item["type"]
+        if kind == "message":
+            role = "system" if item["role"] == "developer" else item["role"]
+            messages.append({"role": role, "content": "".join(part_text(p) for p in item["content"])})
+        elif kind == "function_call":
+            calls.add(item["call_id"])
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            last = messages[-1] if messages else None
+            if last and last["role"] == "assistant" and last.get("tool_calls") is not None:
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            if item["call_id"] not in calls:
+                raise GenerationError(
+                    f"No function call with call_id '{item['call_id']}' was found for the function_call_output "
+                    f"at input position {index}.", status=400, code="invalid_function_call_output",
+                    param="input")
+            output = item["output"]
+            text = output if isinstance(output, str) else "".join(part_text(p) for p in output)
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        # reasoning items are the model's own earlier thoughts: templates drop them, and so do we
+    return messages
+
+
+# --- output items -------------------------------------------------------------------------------------------
+
+def message_item(item_id: str, text: str, status: str, logprobs: list | None) -> dict:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": [part]}
+
+
+def reasoning_item(item_id: str, text: str, status: str) -> dict:
+    return {"id": item_id, "type": "reasoning", "status": status, "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
+            "arguments": arguments}

@@ -1,0 +1,145 @@
+"""The body of POST /v1/responses (and a WebSocket `response.create`), validated, with tool normalization."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lms.generation.request import GenerationError
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema_: dict | None = Field(None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    def echo(self) -> dict:
+        if self.type != "json_schema":
+            return {"type": self.type}
+        return {"type": "json_schema", "name": self.name or "response", "schema": self.schema_ or {},
+                "description": self.description, "strict": self.strict}
+
+
+class TextOptions(_Body):
+    format: TextFormat = Field(default_factory=TextFormat)
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningOptions(_Body):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class StreamOptions(_Body):
+    include_obfuscation: bool | None = None
+
+
+INCLUDABLE = {"message.output_text.logprobs", "reasoning.encrypted_content", "message.input_image.image_url",
+              "file_search_call.results", "web_search_call.results", "code_interpreter_call.outputs",
+              "computer_call_output.output.image_url", "web_search_call.action.sources"}
+
+
+class CreateResponse(_Body):
+    model: str | None = None
+    input: Any = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    background: bool = False
+    tools: list[dict] = Field(default_factory=list)
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    include: list[str] = Field(default_factory=list)
+    text: TextOptions = Field(default_factory=TextOptions)
+    reasoning: ReasoningOptions | None = None
+    truncation: Literal["auto", "disabled"] = "disabled"
+    metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: Literal["auto", "default", "flex", "priority", "scale"] | None = None
+    user: str | None = None
+    # Extensions that llama.cpp users expect (llama-server accepts them too) and LM Studio's per-request TTL.
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, ge=0)
+    seed: int | None = None
+    grammar: str | None = None
+    ttl: int | None = Field(None, ge=1)
+
+    @field_validator("include")
+    @classmethod
+    def _known_include(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in INCLUDABLE]
+        if unknown:
+            raise ValueError(f"unknown include value(s): {', '.join(unknown)}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value):
+        if value and (len(value) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in value.items())):
+            raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
+        return value
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return "message.output_text.logprobs" in self.include
+
+    def function_tools(self) -> list[dict]:
+        """Tools in the normalized shape the response echoes: every key present."""
+        normalized = []
+        for index, tool in enumerate(self.tools):
+            kind = tool.get("type")
+            if kind != "function":
+                raise GenerationError(f"Tool type {kind!r} is not supported here; use function tools.",
+                                      status=400, code="unsupported_tool_type", param=f"tools[{index}].type")
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise GenerationError("Every function tool needs a name.", status=400,
+                                      code="missing_required_parameter", param=f"tools[{index}].name")
+            normalized.append({"type": "function", "name": tool["name"], "description": tool.get("description"),
+                               "parameters": tool.get("parameters"), "strict": tool.get("strict")})
+        return normalized
+
+    def normalized_tool_choice(self, tools: list[dict]):
+        choice = self.tool_choice
+        names = {t["name"] for t in tools}
+        if choice in ("auto", "none", "required"):
+            if choice == "required" and not tools:
+                raise GenerationError("tool_choice 'required' needs at least one tool.", status=400,
+                                      code="invalid_value", param="tool_choice")
+            return choice
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            if choice.get("name") not in names:
+                raise GenerationError(f"tool_choice names an unknown function {choice.get('name')!r}.", status=400,
+                                      code="invalid_value", param="tool_choice.name")
+            return {"type": "function", "name": choice["name"]}
+        if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+            allowed = choice.get("tools") or []
+            mode = choice.get("mode", "auto")
+            if mode not in ("auto", "required") or not isinstance(allowed, list):
+                raise GenerationError("allowed_tools needs a tools list and mode 'auto' or 'required'.", status=400,
+                                      code="invalid_value", param="tool_choice")
+            for tool in allowed:
+                if tool.get("name") not in names:
+                    raise GenerationError(f"allowed_tools names an unknown function {tool.get('name')!r}.",
+                                          status=400, code="invalid_value", param="tool_choice.tools")
+            return {"type": "allowed_tools", "mode": mode,
+                    "tools": [{"type": "function", "name": t["name"]} for t in allowed]}
+        raise GenerationError("tool_choice must be 'auto', 'none', 'required', a function or allowed_tools.",
+                              status=400, code="invalid_value", param="tool_choice")

@@ -1,0 +1,185 @@
+"""HTTP, SSE and WebSocket endpoints of /v1/responses, plus retrieval, deletion, input items and compaction."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from lms.api.errors import from_validation
+from lms.api.http import read_json, until_disconnect
+from lms.api.responses import compaction
+from lms.api.responses.items import new_id, normalize_input, to_messages
+from lms.api.responses.request import CreateResponse
+from lms.api.responses.runner import ResponseRun, Session, previous_not_found
+from lms.generation.request import GenerationError
+
+WEBSOCKET_LIFETIME_SECONDS = 60 * 60
+
+
+def _session(app, local: dict | None = None) -> Session:
+    return Session(manager=app.state.manager, store=app.state.responses, local=local)
+
+
+def _not_found(response_id: str) -> GenerationError:
+    return GenerationError(f"No response found with id '{response_id}'.", status=404, code="not_found",
+                           param="response_id", type="not_found")
+
+
+async def create(request: Request):
+    body = CreateResponse.model_validate(await read_json(request))
+    if body.background:
+        raise GenerationError("Background mode is not supported; stream the response instead.", status=400,
+                              code="unsupported_parameter", param="background")
+    run = ResponseRun(body, _session(request.app))
+    events = run.events()
+    if body.stream:
+        first = await anext(events)  # errors before the first event are plain HTTP errors
+
+        async def sse():
+            yield _sse(first)
+            async for event in events:
+                yield _sse(event)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def finish():
+        failure = None
+        async for event in events:
+            if event["type"] == "error":
+                failure = event["error"]
+        return failure
+
+    failure = await until_disconnect(request, finish())
+    if failure:
+        raise GenerationError(failure["message"], status=500 if failure["code"] != "worker_died" else 503,
+                              code=failure["code"], type="server_error")
+    return JSONResponse(run.response)
+
+
+def _sse(event: dict) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+async def retrieve(request: Request):
+    stored = request.app.state.responses.get(request.path_params["response_id"])
+    if stored is None:
+        raise _not_found(request.path_params["response_id"])
+    return JSONResponse(stored.response)
+
+
+async def delete(request: Request):
+    response_id = request.path_params["response_id"]
+    if not request.app.state.responses.delete(response_id):
+        raise _not_found(response_id)
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+async def input_items(request: Request):
+    response_id = request.path_params["response_id"]
+    params = request.query_params
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise GenerationError("'order' must be 'asc' or 'desc'", status=400, code="invalid_value", param="order")
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise GenerationError("'limit' must be between 1 and 100", status=400, code="invalid_value", param="limit")
+    page = request.app.state.responses.list_input_items(response_id, after=params.get("after"), limit=limit,
+                                                        order=order)
+    if page is None:
+        raise _not_found(response_id)
+    items, has_more = page
+    return JSONResponse({"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                         "last_id": items[-1]["id"] if items else None, "has_more": has_more})
+
+
+async def compact(request: Request):
+    """Pack a conversation (input, or a previous response's whole context) into one compaction item."""
+    body = await read_json(request)
+    model_name = body.get("model")
+    if not isinstance(model_name, str) or not model_name:
+        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+    session = _session(request.app)
+    items: list[dict] = []
+    if body.get("previous_response_id"):
+        stored = session.find(body["previous_response_id"])
+        if stored is None:
+            raise previous_not_found(body["previous_response_id"])
+        items = stored.context + stored.response.get("output", [])
+    items += normalize_input(body.get("input"))
+    manager = request.app.state.manager
+    model = await manager.get_or_load(model_name, body.get("ttl"))
+    expanded = []
+    for item in items:  # nested compactions flatten into the new one
+        expanded.extend(compaction.unseal(item["encrypted_content"]) if item["type"] == "compaction" else [item])
+    tokens = await manager.count_tokens(model, to_messages(
+        [i for i in expanded if i["type"] != "function_call_output"], body.get("instructions")))
+    item = {"id": new_id("cmp"), "type": "compaction", "encrypted_content": compaction.seal(expanded),
+            "created_by": model.identifier}
+    return JSONResponse({
+        "id": new_id("resp", 48), "object": "response.compaction", "created_at": int(time.time()),
+        "output": [item],
+        "usage": {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens,
+                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+    })
+
+
+async def websocket(socket: WebSocket):
+    """WebSocket mode: `response.create` messages in, the same events out; one response at a time, and a
+    connection-local cache so `store: false` turns can be continued on this connection (and only here)."""
+    await socket.accept()
+    session = _session(socket.app, local={})
+    opened = time.monotonic()
+    try:
+        while True:
+            message = await socket.receive_text()
+            if time.monotonic() - opened > WEBSOCKET_LIFETIME_SECONDS:
+                await _ws_error(socket, GenerationError("The connection reached its 60-minute limit; reconnect.",
+                                                        status=400, code="websocket_connection_limit_reached"))
+                await socket.close()
+                return
+            try:
+                data = json.loads(message)
+                if not isinstance(data, dict) or data.get("type") != "response.create":
+                    raise GenerationError("Messages must be JSON objects of type 'response.create'.", status=400,
+                                          code="invalid_message", param="type")
+                data = {k: v for k, v in data.items() if k not in ("type", "stream", "stream_options", "background")}
+                run = ResponseRun(CreateResponse.model_validate(data), session)
+                async for event in run.events():
+                    if event["type"] == "error":
+                        continue  # over WebSocket the turn's one terminal message is response.failed
+                    await socket.send_text(json.dumps(event, separators=(",", ":")))
+            except ValueError as exc:  # bad JSON or a validation error
+                error = from_validation(exc) if isinstance(exc, ValidationError) else GenerationError(
+                    f"The message is not valid JSON: {exc}", status=400, code="invalid_json")
+                await _ws_error(socket, error)
+            except GenerationError as exc:
+                await _ws_error(socket, exc)
+    except WebSocketDisconnect:
+        return
+
+
+async def _ws_error(socket: WebSocket, error: GenerationError) -> None:
+    await socket.send_text(json.dumps({"type": "error", "status": error.status, "error": {
+        "type": error.type, "code": error.code or "server_error", "message": error.message, "param": error.param}}))
+
+
+def routes() -> list:
+    return [
+        Route("/v1/responses", create, methods=["POST"]),
+        WebSocketRoute("/v1/responses", websocket),
+        Route("/v1/responses/compact", compact, methods=["POST"]),
+        Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
+        Route("/v1/responses/{response_id}", delete, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
+    ]

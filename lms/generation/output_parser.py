@@ -1,0 +1,230 @@
+"""Splitting a model's streamed output into reasoning, visible content and tool calls.
+
+Pure text in, semantic events out, for any chunking of the text: the result for a full output is the same
+whether it arrives whole or a character at a time. Text that might still become a tool call is held back;
+everything else streams out at once. Nothing is ever dropped: what fails to parse as a call is content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Literal
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_ALPHABET = string.ascii_letters + string.digits
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+@dataclass
+class ParsedEvent:
+    kind: Literal["reasoning", "content", "tool_call"]
+    text: str = ""
+    name: str | None = None
+    arguments: str | None = None
+    call_id: str | None = None
+
+
+def new_call_id() -> str:
+    return "call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def _call_from(value, names: set[str] | None) -> ParsedEvent | None:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    arguments = value.get("arguments", value.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            return None
+    if not isinstance(arguments, dict) or (names is not None and value["name"] not in names):
+        return None
+    return ParsedEvent("tool_call", name=value["name"], call_id=new_call_id(),
+                       arguments=json.dumps(arguments, separators=(",", ":"), ensure_ascii=False))
+
+
+def parse_calls(text: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """A whole text that is one call object, or a list of them, as calls; else None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    values = value if isinstance(value, list) else [value]
+    calls = [_call_from(v, names) for v in values]
+    if not calls or any(c is None for c in calls):
+        return None
+    return calls
+
+
+def _prefix_overlap(text: str, marker: str) -> int:
+    """Length of the longest tail of text that is a proper prefix of marker."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:size]):
+            return size
+    return 0
+
+
+class OutputParser:
+    def __init__(self, *, reasoning: bool = True, starts_in_reasoning: bool = False, tools: bool = False,
+                 forced_tool_json: bool = False, tool_names: set[str] | None = None):
+        self.tools, self.forced, self.names = tools or forced_tool_json, forced_tool_json, tool_names
+        # phases: "start" (may open <think>), "reasoning", "content"
+        self.phase = "reasoning" if starts_in_reasoning and reasoning else "start" if reasoning else "content"
+        self.buffer = ""  # text not yet emitted
+        self.strip_leading = False  # drop whitespace right after </think>
+        self.whole: str | None = None  # whole-output mode: text that may be a bare/fenced call, held to the end
+        self.seen_content = False  # whether any content (or a call) was produced
+        self.pending_ws = ""  # whitespace after a call: content only if more content follows
+        self.after_call = False
+
+    # --- public ---------------------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> list[ParsedEvent]:
+        self.buffer += text
+        return self._drain(final=False)
+
+    def finish(self) -> list[ParsedEvent]:
+        return self._drain(final=True)
+
+    # --- machinery --------------------------------------------------------------------------------------------
+
+    def _drain(self, final: bool) -> list[ParsedEvent]:
+        events: list[ParsedEvent] = []
+        while True:
+            before = (self.phase, len(self.buffer), self.whole is None)
+            if self.phase == "start":
+                self._start(final)
+                if self.phase == "start":
+                    break
+            elif self.phase == "reasoning":
+                events += self._reasoning(final)
+            else:
+                events += self._content(final)
+            if (self.phase, len(self.buffer), self.whole is None) == before:
+                break
+        return _merge(events)
+
+    def _start(self, final: bool) -> None:
+        stripped = self.buffer.lstrip()
+        if stripped.startswith(THINK_OPEN):
+            self.buffer = stripped[len(THINK_OPEN):]
+            self.phase = "reasoning"
+        elif final or not THINK_OPEN.startswith(stripped) or not stripped and len(self.buffer) > 64:
+            self.phase = "content"
+        # else: still might be "<think>": wait for more
+
+    def _reasoning(self, final: bool) -> list[ParsedEvent]:
+        end = self.buffer.find(THINK_CLOSE)
+        if end >= 0:
+            text, self.buffer = self.buffer[:end], self.buffer[end + len(THINK_CLOSE):]
+            self.phase, self.strip_leading = "content", True
+            return [ParsedEvent("reasoning", text)] if text else []
+        keep = 0 if final else _prefix_overlap(self.buffer, THINK_CLOSE)
+        text = self.buffer[: len(self.buffer) - keep]
+        self.buffer = self.buffer[len(text):]
+        return [ParsedEvent("reasoning", text)] if text else []
+
+    def _content(self, final: bool) -> list[ParsedEvent]:
+        if self.strip_leading:
+            stripped = self.buffer.lstrip()
+            if not stripped and not final:
+                self.buffer = ""
+                return []
+            self.buffer, self.strip_leading = stripped, False
+        if self.forced:
+            if not final:
+                return []
+            text, self.buffer = self.buffer, ""
+            calls = parse_calls(text.strip(), None) if text.strip() else []
+            return calls if calls is not None else [ParsedEvent("content", text)] if text else []
+        if not self.tools:
+            text, self.buffer = self.buffer, ""
+            return self._emit_content(text)
+        if self.whole is not None or (not self.seen_content and self._may_be_whole_call()):
+            return self._whole_call(final)
+        return self._tagged(final)
+
+    def _may_be_whole_call(self) -> bool:
+        stripped = self.buffer.lstrip()
+        if not stripped:
+            return True  # only whitespace so far: undecided
+        return stripped[0] in "{[" or stripped.startswith("```") or "```".startswith(stripped)
+
+    def _whole_call(self, final: bool) -> list[ParsedEvent]:
+        self.whole = (self.whole or "") + self.buffer
+        self.buffer = ""
+        stripped = self.whole.strip()
+        if stripped and not (stripped[0] in "{[" or stripped.startswith("```") or "```".startswith(stripped)):
+            text, self.whole = self.whole, None  # it turned out to be prose
+            self.buffer = text
+            self.seen_content = True
+            return self._tagged(final)
+        if not final:
+            return []
+        text, self.whole = self.whole, None
+        fenced = _FENCE.match(text)
+        calls = parse_calls((fenced.group(1) if fenced else text).strip(), self.names) if text.strip() else None
+        if calls:
+            self.seen_content = True
+            return calls
+        self.buffer = text
+        self.seen_content = True
+        return self._tagged(final)
+
+    def _tagged(self, final: bool) -> list[ParsedEvent]:
+        """Hermes-style <tool_call>…</tool_call> blocks inside prose."""
+        events: list[ParsedEvent] = []
+        while True:
+            start = self.buffer.find(CALL_OPEN)
+            if start < 0:
+                keep = 0 if final else _prefix_overlap(self.buffer, CALL_OPEN)
+                text = self.buffer[: len(self.buffer) - keep]
+                self.buffer = self.buffer[len(text):]
+                events += self._emit_content(text, final=final)
+                return events
+            end = self.buffer.find(CALL_CLOSE, start)
+            if end < 0:
+                events += self._emit_content(self.buffer[:start])
+                self.buffer = self.buffer[start:]
+                if final:
+                    text, self.buffer = self.buffer, ""
+                    events += self._emit_content(text, final=True)
+                return events
+            events += self._emit_content(self.buffer[:start])
+            raw = self.buffer[start:end + len(CALL_CLOSE)]
+            self.buffer = self.buffer[end + len(CALL_CLOSE):]
+            calls = parse_calls(raw[len(CALL_OPEN):-len(CALL_CLOSE)].strip(), self.names)
+            if calls:
+                self.pending_ws = ""
+                self.seen_content = True
+                events += calls
+                self.after_call = True
+            else:
+                events += self._emit_content(raw)
+
+    def _emit_content(self, text: str, final: bool = False) -> list[ParsedEvent]:
+        """Content, except that whitespace right after a call waits to see if more content follows."""
+        if not text:
+            return []
+        if self.after_call:
+            if not text.strip():
+                self.pending_ws += text
+                return []
+            text, self.pending_ws, self.after_call = self.pending_ws + text, "", False
+        self.seen_content = True
+        return [ParsedEvent("content", text)]
+
+
+def _merge(events: list[ParsedEvent]) -> list[ParsedEvent]:
+    merged: list[ParsedEvent] = []
+    for event in events:
+        if merged and event.kind != "tool_call" and merged[-1].kind == event.kind:
+            merged[-1].text += event.text
+        else:
+            merged.append(event)
+    return merged

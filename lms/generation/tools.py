@@ -1,0 +1,98 @@
+"""How a request's function tools and tool choice shape generation, for every API surface.
+
+- `auto`: the tools go to the chat template and calls are parsed out of the model's own output format.
+- `required`, a named function, or `allowed_tools` in required mode: a JSON-schema grammar forces a call
+  object (or an array of them when parallel calls are allowed), so every model obeys, whatever its training.
+- `none`: no tools reach the template; nothing is parsed as a call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass
+class ToolPlan:
+    template_tools: list[dict] | None = None  # OpenAI chat-format tools for the chat template
+    json_schema: dict | None = None  # set when calls are forced by grammar
+    parse_calls: bool = False
+    forced: bool = False
+    allowed_names: set[str] | None = None
+    max_calls: int | None = None
+
+
+def _call_schema(tool: dict) -> dict:
+    parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+    return {"type": "object", "properties": {"name": {"const": tool["name"]}, "arguments": parameters},
+            "required": ["name", "arguments"], "additionalProperties": False}
+
+
+def forced_call_schema(tools: list[dict], parallel: bool) -> dict:
+    one = _call_schema(tools[0]) if len(tools) == 1 else {"anyOf": [_call_schema(t) for t in tools]}
+    if not parallel:
+        return one
+    return {"type": "array", "items": one, "minItems": 1}
+
+
+def plan_tools(tools: list[dict], choice, *, parallel: bool = True, max_calls: int | None = None) -> ToolPlan:
+    """`tools` are normalized function tools ({name, description, parameters}); `choice` is "auto", "none",
+    "required", {"type": "function", "name"} or {"type": "allowed_tools", "mode", "tools": [{"name"}]}."""
+    if not tools or choice == "none":
+        return ToolPlan()
+    template_tools = [{"type": "function", "function": {"name": t["name"], "description": t.get("description") or "",
+                                                        "parameters": t.get("parameters") or {"type": "object"}}}
+                      for t in tools]
+    plan = ToolPlan(template_tools=template_tools, max_calls=max_calls)
+    if max_calls == 1:
+        parallel = False
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        chosen = [t for t in tools if t["name"] == choice["name"]]
+        plan.json_schema, plan.forced = forced_call_schema(chosen, parallel=False), True
+        plan.allowed_names = {choice["name"]}
+        return plan
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        names = {t["name"] for t in choice["tools"]}
+        plan.allowed_names = names
+        if choice.get("mode") == "required":
+            allowed = [t for t in tools if t["name"] in names]
+            plan.json_schema, plan.forced = forced_call_schema(allowed, parallel), True
+        else:
+            plan.parse_calls = True
+        return plan
+    if choice == "required":
+        plan.json_schema, plan.forced = forced_call_schema(tools, parallel), True
+        plan.allowed_names = {t["name"] for t in tools}
+        return plan
+    plan.parse_calls = True
+    plan.allowed_names = {t["name"] for t in tools}
+    return plan
+
+
+def template_supports_tools(template: str | None) -> bool:
+    return bool(template) and "tools" in template
+
+
+def template_knows_tool_calls(template: str | None) -> bool:
+    return bool(template) and "tool_calls" in template
+
+
+def render_tool_calls_as_text(messages: list[dict]) -> list[dict]:
+    """For templates that know nothing of tool calls: show the model its own calls in the Hermes format."""
+    rendered = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = "\n".join(
+                "<tool_call>\n" + json.dumps({"name": c["function"]["name"],
+                                              "arguments": _json_or_text(c["function"]["arguments"])})
+                + "\n</tool_call>" for c in message["tool_calls"])
+            message = {"role": "assistant", "content": (message.get("content") or "") + calls}
+        rendered.append(message)
+    return rendered
+
+
+def _json_or_text(arguments: str):
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
