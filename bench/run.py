@@ -90,6 +90,43 @@ def lms_run(port: int, messages: list[dict], eos: int) -> tuple[float, float]:
     return first - started, (count - 1) / (last - first)
 
 
+def responses_ttft(port: int, body: dict) -> tuple[float, dict]:
+    """Time to the first output_text delta of a streamed /v1/responses request, and the final response."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    started = time.perf_counter()
+    connection.request("POST", "/v1/responses", body=json.dumps({**body, "stream": True}),
+                       headers={"Content-Type": "application/json"})
+    first, final = None, None
+    for line in connection.getresponse():
+        if line.startswith(b"data: {"):
+            event = json.loads(line[6:])
+            if event["type"] == "response.output_text.delta" and first is None:
+                first = time.perf_counter() - started
+            if event["type"] in ("response.completed", "response.incomplete"):
+                final = event["response"]
+    connection.close()
+    return first, final
+
+
+def cached_follow_up(port: int) -> dict:
+    """A >= 1,500-token conversation: TTFT of a previous_response_id follow-up against the same request cold."""
+    story = " ".join(f"Day {i}: the keeper climbed the stairs, lit the lamp, and wrote in the log." for i in range(90))
+    first_turn = {"model": BUNDLED_KEY, "input": f"Here is my diary.\n{story}\nRemember it.", "temperature": 0,
+                  "max_output_tokens": 32}
+    _, first = responses_ttft(port, first_turn)
+    question = [{"type": "message", "role": "user", "content": "On which day did the keeper first light the lamp?"}]
+    follow = {"model": BUNDLED_KEY, "previous_response_id": first["id"], "input": question, "temperature": 0,
+              "max_output_tokens": 16}
+    warm_ttft, warm = responses_ttft(port, follow)
+    responses_ttft(port, {"model": BUNDLED_KEY, "input": "Unrelated: name a colour.", "max_output_tokens": 4})
+    full_input = [{"type": "message", "role": "user", "content": first_turn["input"]}, *first["output"], *question]
+    cold_ttft, cold = responses_ttft(port, {"model": BUNDLED_KEY, "input": full_input, "temperature": 0,
+                                            "max_output_tokens": 16})
+    return {"conversation_tokens": cold["usage"]["input_tokens"], "cold_ttft_ms": cold_ttft * 1000,
+            "follow_up_ttft_ms": warm_ttft * 1000, "follow_up_cached_tokens":
+            warm["usage"]["input_tokens_details"]["cached_tokens"], "ratio": warm_ttft / cold_ttft}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,6 +160,7 @@ def main() -> int:
             raw.append(raw_run(llm, template, conversation(round_), eos))
             served.append(lms_run(port, conversation(round_), eos))
         del llm
+        follow_up = cached_follow_up(port)
         raw_ttft, raw_tps = statistics.median(r[0] for r in raw), statistics.median(r[1] for r in raw)
         lms_ttft, lms_tps = statistics.median(r[0] for r in served), statistics.median(r[1] for r in served)
 
@@ -147,12 +185,17 @@ def main() -> int:
         ("TTFT overhead lms - raw (ms)", f"{(lms_ttft - raw_ttft) * 1000:.1f}", "<= 15"),
         ("lms ps --json median (ms)", f"{statistics.median(timings) * 1000:.0f}", "<= 250"),
         ("daemon idle RSS (MB)", f"{rss / 1e6:.1f}", "<= 120"),
+        (f"/v1/responses cold TTFT, {follow_up['conversation_tokens']} tokens (ms)",
+         f"{follow_up['cold_ttft_ms']:.0f}", ""),
+        ("/v1/responses follow-up TTFT (ms)", f"{follow_up['follow_up_ttft_ms']:.0f}", ""),
+        ("follow-up / cold TTFT", f"{follow_up['ratio']:.3f}", "<= 0.25"),
     ]
     results.update({
         "raw_tokens_per_second": raw_tps, "lms_tokens_per_second": lms_tps, "decode_ratio": lms_tps / raw_tps,
         "raw_ttft_ms": raw_ttft * 1000, "lms_ttft_ms": lms_ttft * 1000,
         "ttft_overhead_ms": (lms_ttft - raw_ttft) * 1000,
         "ps_json_median_ms": statistics.median(timings) * 1000, "daemon_idle_rss_mb": rss / 1e6,
+        "responses_follow_up": follow_up,
     })
     width = max(len(r[0]) for r in rows)
     print(f"{'metric'.ljust(width)}  {'value':>10}  target")

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHAT_MODEL = "huggingfacetb/smollm2-135m-instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-minilm-l6-v2"
+TOOL_MODEL = "qwen/qwen2.5-coder-0.5b-instruct"
 
 
 def free_port() -> int:
@@ -95,10 +96,19 @@ def lms(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def served(tmp_path_factory, embedding_gguf):
+def tool_model_gguf() -> Path:
+    sys.path.insert(0, str(REPO))
+    from tools.qwen_coder_gguf import ensure_qwen_coder_gguf
+
+    return ensure_qwen_coder_gguf()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     """One shared daemon with the server on, the chat model loaded and the embedding model available."""
     instance = _new_lms(tmp_path_factory.mktemp("served") / "home")
     instance.link_model(embedding_gguf, "sentence-transformers", "all-MiniLM-L6-v2-GGUF")
+    instance.link_model(tool_model_gguf, "Qwen", "Qwen2.5-Coder-0.5B-Instruct-GGUF")
     previous = os.environ.get("LMS_MAX_BODY_BYTES")
     os.environ["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
     try:
