@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from lms.api.errors import error_body, error_response, from_validation
 from lms.api.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
-from lms.generation.request import GenerationError, GenerationRequest, Sampling
+from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
 
 USER = {"role": "user", "content": "Hi"}
 
@@ -213,10 +213,17 @@ def test_text_content_parts_are_joined():
     assert request.messages == [{"role": "user", "content": "Hello, world"}]
 
 
-def test_an_image_content_part_is_a_400():
+def test_an_image_content_part_becomes_a_marker_and_a_url():
     body = chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+
+    assert body.to_request().messages[0]["content"] == "What is this?" + IMAGE_MARKER
+    assert body.messages[0].image_urls() == ["data:image/png;base64,AAAA"]
+
+
+def test_an_audio_content_part_is_a_400():
+    body = chat(messages=[{"role": "user", "content": [{"type": "input_audio", "text": "x"}]}])
 
     with pytest.raises(GenerationError) as caught:
         body.to_request()

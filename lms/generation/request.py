@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# Where an image sits in a message's text; the worker swaps in its engine's own media marker.
+IMAGE_MARKER = "<__lms_image__>"
+
 
 @dataclass
 class Sampling:
@@ -45,6 +48,7 @@ class GenerationRequest:
     logprobs: int | None = None  # None: none; N >= 0: each token's logprob and its N most likely alternatives
     reasoning_start: str | None = None  # "detect": output may open with <think>; "inside": the prompt opened it
     template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)
+    images: list[str] = field(default_factory=list)  # base64 image bytes, one per IMAGE_MARKER in the messages
 
     def to_dict(self) -> dict:
         return asdict(self)

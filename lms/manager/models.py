@@ -120,7 +120,8 @@ class ModelManager:
         worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit)
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
-                   "chat_template": entry.chat_template}
+                   "chat_template": entry.chat_template,
+                   "projector": str(entry.projector) if entry.projector else None}
         loaded = None
         try:
             async for event in worker.call("load", runtime="llama.cpp", options=options):

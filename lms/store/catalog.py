@@ -46,6 +46,7 @@ class ModelEntry:
     vision: bool
     trained_for_tool_use: bool
     chat_template: str | None = field(default=None, repr=False)
+    projector: Path | None = None  # a vision projector (mmproj) beside the model
     variants: list[str] = field(default_factory=list)
     selected_variant: str | None = None
 
@@ -78,6 +79,7 @@ class ModelEntry:
     def as_dict(self) -> dict:
         data = asdict(self)
         data["path"] = str(self.path)
+        data["projector"] = str(self.projector) if self.projector else None
         return data
 
 
@@ -152,7 +154,8 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
         publisher = rel_folder.parts[0]
         bases = {_strip_quant(f.stem).lower() for f in files}
         repo_key = re.sub(r"-gguf$", "", rel_folder.parts[1].lower())
-        projector = any(_is_projector(p) for p in folder.iterdir())
+        projectors = sorted(p for p in folder.iterdir() if _is_projector(p) and p.name.lower().endswith(".gguf"))
+        projector = projectors[0] if projectors else None
         group: dict[str, list[ModelEntry]] = {}
         for path in sorted(files):
             try:
@@ -174,7 +177,8 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
     return entries
 
 
-def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader, projector: bool) -> ModelEntry:
+def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader,
+           projector: Path | None) -> ModelEntry:
     arch = header.architecture
     is_embedding = arch in EMBEDDING_ARCHITECTURES or header.arch_value("pooling_type") not in (None, 0)
     template = header.metadata.get("tokenizer.chat_template")
@@ -193,7 +197,8 @@ def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader,
         params_string=params_string(header),
         quantization=quant,
         max_context_length=int(header.arch_value("context_length", 2048) or 2048),
-        vision=projector,
+        vision=projector is not None,
+        projector=projector,
         trained_for_tool_use=bool(template and "tools" in template),
         chat_template=template,
     )

@@ -6,6 +6,7 @@ cancel, handle stop strings across token boundaries, and report prompt tokens re
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import json
@@ -22,6 +23,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from lms.generation.chat_template import TemplateError, render
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
+from runtimes.llama_cpp.vision import Projector, VisionError
 
 
 class EngineError(Exception):
@@ -110,7 +112,7 @@ class LlamaCppEngine:
     version = llama_cpp.__version__
 
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
-                 chat_template: str | None = None, progress: Progress | None = None):
+                 chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None):
         threads = threads or physical_cores()
         self.embedding = embedding
         options = dict(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
@@ -125,6 +127,10 @@ class LlamaCppEngine:
                 raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
+        try:
+            self.projector = Projector(self.llm, projector, threads) if projector else None
+        except VisionError as exc:
+            raise EngineError(str(exc), 500, "model_load_failed") from exc
         self.chat_template = chat_template
         vocab = self.llm._model.vocab
         self._vocab = vocab
@@ -144,7 +150,10 @@ class LlamaCppEngine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
-        """The prompt's tokens, and whether the chat template itself opened a <think> block."""
+        """The prompt's tokens, and whether the chat template itself opened a <think> block.
+
+        With images, the prompt is evaluated into the context here (through the projector): the tokens returned
+        are then the context's own history, which the decode loop finds already cached."""
         if request.get("messages") is not None:
             try:
                 text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
@@ -155,8 +164,26 @@ class LlamaCppEngine:
             # The tokenizer adds BOS itself when the model wants it; don't double it.
             if self.bos_text and text.startswith(self.bos_text):
                 text = text[len(self.bos_text):]
-            return self.tokenize(text), text.rstrip().endswith("<think>")
+            opened_think = text.rstrip().endswith("<think>")
+            if request.get("images"):
+                return self._evaluate_with_images(text, request["images"]), opened_think
+            return self.tokenize(text), opened_think
         return self.tokenize(request.get("prompt") or ""), False
+
+    def _evaluate_with_images(self, text: str, images: list[str]) -> list[int]:
+        if self.projector is None:
+            raise EngineError("This model has no vision projector: it cannot take images.", 400,
+                              "model_not_supported", "messages")
+        try:
+            return self.projector.evaluate(self.llm, text, [base64.b64decode(image) for image in images])
+        except VisionError as exc:
+            if str(exc).startswith("context:"):
+                count = int(str(exc).split(":")[1])
+                raise EngineError(
+                    f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
+                    f"{count} input tokens (images included). Please reduce the length of the input.",
+                    400, "context_length_exceeded", "messages") from exc
+            raise EngineError(str(exc), 400, "invalid_image", "messages") from exc
 
     def count(self, request: dict) -> int:
         return len(self._prompt_tokens(request)[0])
@@ -207,7 +234,7 @@ class LlamaCppEngine:
         sampling = request.get("sampling") or {}
         seed = sampling.get("seed")
         self.llm.set_seed(seed if seed is not None else random.randint(0, 2**31 - 1))
-        cached = self._cached_prefix(prompt)
+        cached = 0 if request.get("images") else self._cached_prefix(prompt)
         grammar = self._grammar(request)
         generator = self.llm.generate(
             prompt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 from starlette.requests import Request
@@ -9,6 +10,7 @@ from starlette.responses import JSONResponse
 
 from lms.api.generate import collect, error_chunk, new_id, openai_usage, primed
 from lms.api.http import read_json, sse, until_disconnect
+from lms.api.images import load_image
 from lms.api.openai.schemas import ChatCompletionBody
 from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
@@ -28,6 +30,12 @@ async def chat_completions(request: Request):
     model = await manager.get_or_load(body.model, body.ttl)
     if not template_knows_tool_calls(model.entry.chat_template):
         generation.messages = render_tool_calls_as_text(generation.messages)
+    image_urls = [url for message in body.messages for url in message.image_urls()]
+    if image_urls and not model.entry.vision:
+        raise GenerationError(f"Model '{model.identifier}' does not accept images: it has no vision projector "
+                              "(an mmproj file beside the model).", status=400, code="model_not_supported",
+                              param="messages")
+    generation.images = [base64.b64encode(await load_image(url, "messages")).decode() for url in image_urls]
     options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=body.tool_plan())
     events = semantic_events(manager.generate(model, generation.to_dict()), options)
     reasoning_field = request.app.state.settings.reasoning_field

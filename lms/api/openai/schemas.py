@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lms.generation.request import GenerationError, GenerationRequest, Sampling
+from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
 from lms.generation.tools import ToolPlan, plan_tools
 
 
@@ -83,13 +83,27 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        urls = []
+        for part in self.content:
+            if part.type == "image_url":
+                url = part.image_url.get("url") if isinstance(part.image_url, dict) else part.image_url
+                if not isinstance(url, str):
+                    raise GenerationError("An image_url part needs image_url.url.", status=400,
+                                          code="invalid_value", param="messages")
+                urls.append(url)
+        return urls
+
     def for_template(self) -> dict:
         message = self.model_dump(exclude_none=True)
         if isinstance(self.content, list):
-            if any(part.type != "text" for part in self.content):
-                raise GenerationError("This model accepts only text content parts.", status=400,
+            if any(part.type not in ("text", "image_url") for part in self.content):
+                raise GenerationError("Only text and image_url content parts are supported.", status=400,
                                       code="unsupported_content", param="messages")
-            message["content"] = "".join(part.text or "" for part in self.content)
+            message["content"] = "".join(IMAGE_MARKER if part.type == "image_url" else part.text or ""
+                                         for part in self.content)
         message.setdefault("content", "")
         if message["role"] == "developer":
             message["role"] = "system"  # templates know system, not developer

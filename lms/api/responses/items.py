@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import string
 
-from lms.generation.request import GenerationError
+from lms.generation.request import IMAGE_MARKER, GenerationError
 
 _ALPHABET = string.ascii_lowercase + string.digits
 TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "reasoning_text"}
@@ -105,6 +105,8 @@ def _normalize_part(part, param: str) -> dict:
 def part_text(part: dict) -> str:
     if part["type"] == "refusal":
         return part.get("refusal", "")
+    if part["type"] == "input_image":
+        return IMAGE_MARKER
     return part.get("text", "") if part["type"] in TEXT_PARTS else ""
 
 

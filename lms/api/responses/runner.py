@@ -6,11 +6,13 @@ its sequence number) and leaves the finished response resource in `self.response
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from lms.api.generate import primed
+from lms.api.images import load_image
 from lms.api.responses import compaction
 from lms.api.responses.items import (
     function_call_item,
@@ -24,7 +26,7 @@ from lms.api.responses.items import (
 from lms.api.responses.request import CreateResponse
 from lms.api.responses.store import ResponseStore, StoredResponse
 from lms.api.semantic import ParseOptions, semantic_events
-from lms.generation.request import GenerationError, GenerationRequest, Sampling
+from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
 from lms.generation.tools import plan_tools, render_tool_calls_as_text, template_knows_tool_calls
 from lms.manager.models import LoadedModel, ModelManager
 
@@ -179,16 +181,18 @@ class ResponseRun:
             raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
         self.context = self._build_context()
         self.model = await manager.get_or_load(self.body.model, self.body.ttl)
-        if images_of(self.context):
-            reason = "it has no vision projector" if not self.model.entry.vision else \
-                "image input is not implemented for its runtime yet"
-            raise GenerationError(f"Model '{self.model.identifier}' does not accept images: {reason}.", status=400,
+        images = images_of(self.context)
+        if images and not self.model.entry.vision:
+            raise GenerationError(f"Model '{self.model.identifier}' does not accept images: it has no vision "
+                                  "projector (an mmproj file beside the model).", status=400,
                                   code="model_not_supported", param="input")
+        image_data = [base64.b64encode(await load_image(url, "input")).decode() for url in images]
         messages = to_messages(self.context, self.body.instructions)
         if not template_knows_tool_calls(self.model.entry.chat_template):
             messages = render_tool_calls_as_text(messages)
         while True:
             request, options = self._generation_request(messages)
+            request.images = image_data
             try:
                 return await primed(manager.generate(self.model, request.to_dict())), options
             except GenerationError as exc:
@@ -202,7 +206,7 @@ class ResponseRun:
         if self.body.truncation != "auto":
             return None
         for index, message in enumerate(messages[:-1]):
-            if message["role"] != "system":
+            if message["role"] != "system" and IMAGE_MARKER not in message["content"]:
                 return messages[:index] + messages[index + 1:]
         return None
 
