@@ -1,0 +1,115 @@
+"""Image loading in the daemon: data URLs, fetching from a real local HTTP server, and the refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import struct
+import threading
+import zlib
+
+import pytest
+
+from lms.api import images
+from lms.api.images import decode_data_url, forbidden_address, load_image
+from lms.generation.request import GenerationError
+
+
+def png(width: int = 2, height: int = 2) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        routes = {
+            "/heart.png": (200, "image/png", png()),
+            "/page.html": (200, "text/html", b"<html></html>"),
+            "/missing.png": (404, "text/plain", b"no"),
+            "/huge.png": (200, "image/png", b"\x00" * 4096),
+        }
+        if self.path == "/to-metadata":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+            self.end_headers()
+            return
+        if self.path == "/to-heart":
+            self.send_response(302)
+            self.send_header("Location", "/heart.png")
+            self.end_headers()
+            return
+        status, kind, body = routes[self.path]
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def load(url: str) -> bytes:
+    return asyncio.run(load_image(url, "input"))
+
+
+def test_data_url_round_trip():
+    data = png()
+    assert decode_data_url("data:image/png;base64," + base64.b64encode(data).decode(), "input") == data
+
+
+@pytest.mark.parametrize("url", ["data:text/plain;base64,aGk=", "data:image/png,rawbytes"])
+def test_bad_data_urls_are_400(url):
+    with pytest.raises(GenerationError) as error:
+        decode_data_url(url, "input")
+    assert error.value.status == 400 and error.value.code == "invalid_image"
+
+
+def test_fetches_an_image_and_follows_a_redirect(image_server):
+    assert load(image_server + "/heart.png") == png()
+    assert load(image_server + "/to-heart") == png()
+
+
+@pytest.mark.parametrize("path,message", [
+    ("/page.html", "did not return an image"),
+    ("/missing.png", "HTTP 404"),
+    ("/to-metadata", "link-local"),
+])
+def test_refusals(image_server, path, message):
+    with pytest.raises(GenerationError) as error:
+        load(image_server + path)
+    assert error.value.status == 400 and message in error.value.message
+
+
+def test_size_cap(image_server, monkeypatch):
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1000)
+    with pytest.raises(GenerationError) as error:
+        load(image_server + "/huge.png")
+    assert "larger than" in error.value.message
+
+
+@pytest.mark.parametrize("address,forbidden", [
+    ("169.254.169.254", True), ("fe80::1", True), ("100.100.100.200", True), ("fd00:ec2::254", True),
+    ("::ffff:169.254.169.254", True), ("127.0.0.1", False), ("10.0.0.8", False), ("8.8.8.8", False),
+])
+def test_forbidden_addresses(address, forbidden):
+    assert forbidden_address(address) is forbidden
+
+
+def test_other_schemes_are_refused():
+    with pytest.raises(GenerationError):
+        load("file:///etc/passwd")
