@@ -222,3 +222,16 @@ def test_truncation(served):
         assert auto.json()["truncation"] == "auto"
     finally:
         served.run("unload", "tiny-responses")
+
+
+def test_chain_survives_a_daemon_restart(lms):
+    lms.run("server", "start", "-p", str(lms.port))
+    client = openai.OpenAI(base_url=lms.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
+    first = client.responses.create(model=CHAT_MODEL, input="My dog is called Rex.", max_output_tokens=20)
+    lms.run("daemon", "down")
+    lms.run("server", "start", "-p", str(lms.port))
+    second = client.responses.create(model=CHAT_MODEL, previous_response_id=first.id, input="What is my dog called?",
+                                     max_output_tokens=20)
+    assert second.previous_response_id == first.id
+    assert second.usage.input_tokens > first.usage.input_tokens
+    assert client.responses.retrieve(first.id).id == first.id
