@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHAT_MODEL = "huggingfacetb/smollm2-135m-instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-minilm-l6-v2"
 TOOL_MODEL = "qwen/qwen2.5-coder-0.5b-instruct"
+VISION_MODEL = "lms-test/smollm2-135m-vision"  # the bundled model with a random-weight projector beside it
 
 
 def free_port() -> int:
@@ -109,6 +110,12 @@ def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     instance = _new_lms(tmp_path_factory.mktemp("served") / "home")
     instance.link_model(embedding_gguf, "sentence-transformers", "all-MiniLM-L6-v2-GGUF")
     instance.link_model(tool_model_gguf, "Qwen", "Qwen2.5-Coder-0.5B-Instruct-GGUF")
+    from lms.store.catalog import bundled_model_file
+    from tools.make_projector import ensure_projector
+
+    vision_dir = instance.home / "models" / "lms-test" / "smollm2-135m-vision"
+    instance.link_model(bundled_model_file(), "lms-test", "smollm2-135m-vision")
+    ensure_projector(vision_dir)
     previous = os.environ.get("LMS_MAX_BODY_BYTES")
     os.environ["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
     try:

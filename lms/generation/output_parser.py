@@ -16,6 +16,7 @@ from typing import Literal
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+FENCE = "```"
 _ALPHABET = string.ascii_letters + string.digits
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
@@ -59,6 +60,51 @@ def parse_calls(text: str, names: set[str] | None) -> list[ParsedEvent] | None:
     if not calls or any(c is None for c in calls):
         return None
     return calls
+
+
+def _next_candidate(text: str) -> tuple[int, str]:
+    """Where the next possible call starts in text, and its kind ("tag", "json" or "fence")."""
+    found = [(i, kind) for i, kind in ((text.find(CALL_OPEN), "tag"), (text.find("{"), "json"),
+                                       (text.find(FENCE), "fence")) if i >= 0]
+    return min(found) if found else (-1, "")
+
+
+def _candidate_end(text: str, start: int, kind: str) -> int:
+    """The index just past a complete candidate, or -1 if it is not closed yet."""
+    if kind == "tag":
+        end = text.find(CALL_CLOSE, start)
+        return end + len(CALL_CLOSE) if end >= 0 else -1
+    if kind == "fence":
+        end = text.find(FENCE, start + len(FENCE))
+        return end + len(FENCE) if end >= 0 else -1
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return -1
+
+
+def _candidate_body(raw: str, kind: str) -> str:
+    if kind == "tag":
+        return raw[len(CALL_OPEN):-len(CALL_CLOSE)].strip()
+    if kind == "fence":
+        fenced = _FENCE.match(raw)
+        return fenced.group(1).strip() if fenced else ""
+    return raw
 
 
 def _prefix_overlap(text: str, marker: str) -> int:
@@ -177,18 +223,19 @@ class OutputParser:
         return self._tagged(final)
 
     def _tagged(self, final: bool) -> list[ParsedEvent]:
-        """Hermes-style <tool_call>…</tool_call> blocks inside prose."""
+        """Calls inside prose: Hermes-style <tool_call>…</tool_call> blocks, and JSON call objects or fenced
+        blocks after some text ("Here it is: {"name": …}"). Candidates are held until they close."""
         events: list[ParsedEvent] = []
         while True:
-            start = self.buffer.find(CALL_OPEN)
+            start, kind = _next_candidate(self.buffer)
             if start < 0:
-                keep = 0 if final else _prefix_overlap(self.buffer, CALL_OPEN)
+                keep = 0 if final else max(_prefix_overlap(self.buffer, CALL_OPEN), _prefix_overlap(self.buffer, FENCE))
                 text = self.buffer[: len(self.buffer) - keep]
                 self.buffer = self.buffer[len(text):]
                 events += self._emit_content(text, final=final)
                 return events
-            end = self.buffer.find(CALL_CLOSE, start)
-            if end < 0:
+            end = _candidate_end(self.buffer, start, kind)
+            if end < 0:  # still open: hold it (or give it up as content at the end)
                 events += self._emit_content(self.buffer[:start])
                 self.buffer = self.buffer[start:]
                 if final:
@@ -196,14 +243,13 @@ class OutputParser:
                     events += self._emit_content(text, final=True)
                 return events
             events += self._emit_content(self.buffer[:start])
-            raw = self.buffer[start:end + len(CALL_CLOSE)]
-            self.buffer = self.buffer[end + len(CALL_CLOSE):]
-            calls = parse_calls(raw[len(CALL_OPEN):-len(CALL_CLOSE)].strip(), self.names)
+            raw, self.buffer = self.buffer[start:end], self.buffer[end:]
+            calls = parse_calls(_candidate_body(raw, kind), self.names)
             if calls:
                 self.pending_ws = ""
                 self.seen_content = True
-                events += calls
                 self.after_call = True
+                events += calls
             else:
                 events += self._emit_content(raw)
 

@@ -1,0 +1,58 @@
+"""Images through a model with a vision projector (a random-weight one: the plumbing is what is tested)."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import VISION_MODEL
+from tests.test_unit_images import Handler, png  # noqa: F401  (the local image server's handler)
+
+DATA_URL = "data:image/png;base64," + base64.b64encode(png(32, 32)).decode()
+
+
+def test_vision_model_is_listed_with_vision(served):
+    models = {m["modelKey"]: m for m in served.json("ls")}
+    assert models[VISION_MODEL]["vision"] is True
+    assert not any("mmproj" in m["path"] for m in models.values())
+
+
+def test_responses_image_input_adds_image_tokens(client):
+    text_only = client.responses.create(model=VISION_MODEL, input="What is in the picture?", max_output_tokens=8)
+    with_image = client.responses.create(model=VISION_MODEL, max_output_tokens=8, input=[{
+        "type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What is in the picture?"},
+            {"type": "input_image", "image_url": DATA_URL}]}])
+    assert with_image.status in ("completed", "incomplete")
+    assert with_image.usage.input_tokens == text_only.usage.input_tokens + 16  # 16 image tokens from the projector
+
+
+def test_chat_completions_image_url_from_a_local_server(client):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/heart.png"
+        completion = client.chat.completions.create(model=VISION_MODEL, max_tokens=8, messages=[{
+            "role": "user", "content": [{"type": "text", "text": "Describe it."},
+                                        {"type": "image_url", "image_url": {"url": url}}]}])
+        assert completion.usage.prompt_tokens > 16
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(model=VISION_MODEL, max_tokens=8, messages=[{
+                "role": "user", "content": [{"type": "image_url", "image_url": {
+                    "url": f"http://127.0.0.1:{server.server_address[1]}/page.html"}}]}])
+        assert error.value.body["code"] == "invalid_image"
+    finally:
+        server.shutdown()
+
+
+def test_undecodable_image_is_a_400(served):
+    response = httpx.post(served.base_url + "/v1/responses", timeout=60, json={
+        "model": VISION_MODEL, "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}]}]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
