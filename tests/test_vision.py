@@ -52,7 +52,7 @@ def test_chat_completions_image_url_from_a_local_server(client):
 
 
 def test_undecodable_image_is_a_400(served):
+    garbage = "data:image/png;base64," + base64.b64encode(b"not a png").decode()
     response = httpx.post(served.base_url + "/v1/responses", timeout=60, json={
-        "model": VISION_MODEL, "input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}]}]})
+        "model": VISION_MODEL, "input": [{"role": "user", "content": [{"type": "input_image", "image_url": garbage}]}]})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
