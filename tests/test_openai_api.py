@@ -164,3 +164,36 @@ def test_unlimited_max_tokens_is_accepted(served, path):
     body |= {"messages": QUESTION} if "chat" in path else {"prompt": "Paris is"}
     response = httpx.post(served.base_url + path, json=body, timeout=120)
     assert response.status_code == 200, response.text
+
+
+THINK_GRAMMAR = ('root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\nthought ::= [a-zA-Z ,.]{5,80}\n'
+                 'answer ::= [a-zA-Z ,.]{1,80}')
+
+
+def test_chat_reasoning_is_separated(client):
+    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0,
+                                                extra_body={"grammar": THINK_GRAMMAR})
+    message = completion.choices[0].message
+    assert message.reasoning.strip() and "<think>" not in message.content
+    details = completion.usage.completion_tokens_details
+    assert 0 < details.reasoning_tokens < completion.usage.completion_tokens
+    chunks = list(client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, stream=True,
+                                                 extra_body={"grammar": THINK_GRAMMAR}))
+    streamed = "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks if c.choices)
+    assert streamed == message.reasoning
+
+
+def test_reasoning_effort_none_turns_parsing_off(client):
+    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0,
+                                                reasoning_effort="none", extra_body={"grammar": THINK_GRAMMAR})
+    assert completion.choices[0].message.content.startswith("<think>")
+
+
+def test_required_tool_choice_on_a_model_without_tool_training(client):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    completion = client.chat.completions.create(model=CHAT_MODEL, messages=[
+        {"role": "user", "content": "Weather in Paris?"}], tools=tools, tool_choice="required", temperature=0)
+    [call] = completion.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    assert completion.choices[0].finish_reason == "tool_calls"

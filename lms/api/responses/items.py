@@ -97,7 +97,10 @@ def _normalize_part(part, param: str) -> dict:
     elif kind == "input_image":
         if not isinstance(part.get("image_url"), str) and not isinstance(part.get("file_id"), str):
             raise _bad(f"'{param}.image_url' must be a URL string", f"{param}.image_url")
-    elif kind not in ("input_file", "input_video"):
+    elif kind in ("input_file", "input_video"):
+        raise GenerationError(f"'{param}': {kind} parts are not supported by local models; send text or images.",
+                              status=400, code="unsupported_content", param=param)
+    else:
         raise _bad(f"'{param}.type' {kind!r} is not a supported content part", f"{param}.type")
     return part
 
