@@ -74,36 +74,33 @@ class DaemonClient:
     def post(self, path: str, body: dict | None = None):
         return self._call("POST", path, body or {})
 
-    def stream_lines(self, path: str, body: dict) -> Iterator[dict]:
-        """POST and yield the objects of a newline-delimited JSON stream."""
+    def _raw_lines(self, path: str, body: dict) -> Iterator[bytes]:
         connection, response = self._open("POST", path, body, None)
         try:
             if response.status >= 400:
                 _raise_for(response.status, response.read())
-            for raw in response:
-                if raw.strip():
-                    yield json.loads(raw)
+            yield from response
         finally:
             connection.close()
 
+    def stream_lines(self, path: str, body: dict) -> Iterator[dict]:
+        """POST and yield the objects of a newline-delimited JSON stream."""
+        for raw in self._raw_lines(path, body):
+            if raw.strip():
+                yield json.loads(raw)
+
     def stream_events(self, path: str, body: dict) -> Iterator[dict]:
         """POST and yield the `data:` objects of a server-sent event stream."""
-        connection, response = self._open("POST", path, body, None)
-        try:
-            if response.status >= 400:
-                _raise_for(response.status, response.read())
-            for raw in response:
-                line = raw.decode().rstrip("\r\n")
-                if not line.startswith("data: "):
-                    continue
-                if line[6:] == "[DONE]":
-                    return
-                event = json.loads(line[6:])
-                if "error" in event:
-                    raise DaemonError(event["error"]["message"], 500, event["error"].get("code"))
-                yield event
-        finally:
-            connection.close()
+        for raw in self._raw_lines(path, body):
+            line = raw.decode().rstrip("\r\n")
+            if not line.startswith("data: "):
+                continue
+            if line[6:] == "[DONE]":
+                return
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise DaemonError(event["error"]["message"], 500, event["error"].get("code"))
+            yield event
 
 
 def daemon_pid() -> int | None:

@@ -26,26 +26,26 @@ def print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
 
-def file_size(size: int | None) -> str:
-    """Files and downloads: base 1000, as LM Studio prints them."""
+def _scaled(size: int | None, base: int, units: tuple[str, ...]) -> str:
     if size is None:
         return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.2f} {unit}" if unit != "B" else f"{size} B"
-        size /= 1000
-    return f"{size:.2f} TB"
+    if size < base:
+        return f"{size} {units[0]}"
+    for unit in units[1:-1]:
+        size /= base
+        if size < base:
+            return f"{size:.2f} {unit}"
+    return f"{size / base:.2f} {units[-1]}"
+
+
+def file_size(size: int | None) -> str:
+    """Files and downloads: base 1000, as LM Studio prints them."""
+    return _scaled(size, 1000, ("B", "KB", "MB", "GB", "TB"))
 
 
 def memory_size(size: int | None) -> str:
     """Memory: base 1024."""
-    if size is None:
-        return ""
-    for unit in ("Bytes", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.2f} {unit}" if unit != "Bytes" else f"{size} Bytes"
-        size /= 1024
-    return f"{size:.2f} TiB"
+    return _scaled(size, 1024, ("Bytes", "KiB", "MiB", "GiB", "TiB"))
 
 
 def duration(seconds: float) -> str:
