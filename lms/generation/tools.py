@@ -96,3 +96,26 @@ def _json_or_text(arguments: str):
         return json.loads(arguments)
     except ValueError:
         return arguments
+
+
+TOOL_PROMPT = """You can call these tools (JSON Schema signatures):
+{tools}
+
+To call a tool, answer with one or more blocks, and nothing else, each exactly like this:
+<tool_call>
+{{"name": "<tool name>", "arguments": {{<arguments as JSON>}}}}
+</tool_call>
+Call a tool only when it helps answer; otherwise answer normally."""
+
+
+def describe_tools_if_needed(messages: list[dict], plan: ToolPlan, template: str | None) -> list[dict]:
+    """A model whose chat template ignores `tools` (SmolLM2, many base chat models) is told about the tools in
+    a system message, in the Hermes format the output parser reads back. Forced calls need no such prompt: the
+    grammar already holds every name and argument schema."""
+    if not plan.template_tools or plan.forced or template_supports_tools(template):
+        return messages
+    signatures = "\n".join(json.dumps(tool["function"], ensure_ascii=False) for tool in plan.template_tools)
+    prompt = TOOL_PROMPT.format(tools=signatures)
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{prompt}"}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]

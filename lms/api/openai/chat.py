@@ -14,7 +14,7 @@ from lms.api.images import load_image
 from lms.api.openai.schemas import ChatCompletionBody
 from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
-from lms.generation.tools import render_tool_calls_as_text, template_knows_tool_calls
+from lms.generation.tools import describe_tools_if_needed, render_tool_calls_as_text, template_knows_tool_calls
 
 
 def _tool_call(event: dict, index: int | None = None) -> dict:
@@ -28,15 +28,17 @@ async def chat_completions(request: Request):
     generation = body.to_request()
     manager = request.app.state.manager
     model = await manager.get_or_load(body.model, body.ttl)
+    plan = body.tool_plan()
     if not template_knows_tool_calls(model.entry.chat_template):
         generation.messages = render_tool_calls_as_text(generation.messages)
+    generation.messages = describe_tools_if_needed(generation.messages, plan, model.entry.chat_template)
     image_urls = [url for message in body.messages for url in message.image_urls()]
     if image_urls and not model.entry.vision:
         raise GenerationError(f"Model '{model.identifier}' does not accept images: it has no vision projector "
                               "(an mmproj file beside the model).", status=400, code="model_not_supported",
                               param="messages")
     generation.images = [base64.b64encode(await load_image(url, "messages")).decode() for url in image_urls]
-    options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=body.tool_plan())
+    options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=plan)
     events = semantic_events(manager.generate(model, generation.to_dict()), options)
     reasoning_field = request.app.state.settings.reasoning_field
     completion_id = new_id("chatcmpl-")

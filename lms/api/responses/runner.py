@@ -27,7 +27,12 @@ from lms.api.responses.request import CreateResponse
 from lms.api.responses.store import ResponseStore, StoredResponse
 from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
-from lms.generation.tools import plan_tools, render_tool_calls_as_text, template_knows_tool_calls
+from lms.generation.tools import (
+    describe_tools_if_needed,
+    plan_tools,
+    render_tool_calls_as_text,
+    template_knows_tool_calls,
+)
 from lms.manager.models import LoadedModel, ModelManager
 
 
@@ -192,6 +197,7 @@ class ResponseRun:
             messages = render_tool_calls_as_text(messages)
         while True:
             request, options = self._generation_request(messages)
+            request.messages = describe_tools_if_needed(messages, options.tools, self.model.entry.chat_template)
             request.images = image_data
             try:
                 return await primed(manager.generate(self.model, request.to_dict())), options
