@@ -158,12 +158,23 @@ def test_embeddings_single_string_and_base64(served):
     assert abs(sum(x * x for x in vector) - 1.0) < 1e-3
 
 
+@pytest.fixture(scope="module")
+def small_context(served):
+    """A second instance with a 256-token context: 'until the context is full' ends in seconds."""
+    served.run("load", CHAT_MODEL, "--identifier", "unlimited-256", "-c", "256", "-y")
+    yield "unlimited-256"
+    served.run("unload", "unlimited-256")
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
-def test_unlimited_max_tokens_is_accepted(served, path):
-    body = {"model": CHAT_MODEL, "max_tokens": -1, "temperature": 0}
+def test_unlimited_max_tokens_runs_to_the_end_of_the_context(served, small_context, path):
+    body = {"model": small_context, "max_tokens": -1, "temperature": 0, "logit_bias": {"2": -100}}
     body |= {"messages": QUESTION} if "chat" in path else {"prompt": "Paris is"}
-    response = httpx.post(served.base_url + path, json=body, timeout=120)
+    response = httpx.post(served.base_url + path, json=body, timeout=300)
     assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["choices"][0]["finish_reason"] == "length"
+    assert data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"] == 256
 
 
 THINK_GRAMMAR = ('root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\nthought ::= [a-zA-Z ,.]{5,80}\n'
