@@ -64,9 +64,10 @@ class Session:
                 self.local.pop(next(iter(self.local)))
 
     def evict(self, response_id: str) -> None:
+        """A failed continuation drops the id from the connection's cache (the spec's rule). Stored responses
+        stay: a client's mistake must not delete a persisted conversation."""
         if self.local is not None:
             self.local.pop(response_id, None)
-        self.store.delete(response_id)
 
 
 @dataclass
