@@ -76,6 +76,32 @@ CASES = [
      [("tool_call", "get_time", {"city": "Rome"})]),
     ("unclosed call at the end", "Checking <tool_call>{\"name\": ", {"tools": True, "tool_names": NAMES},
      [("content", 'Checking <tool_call>{"name": ')]),
+    # model families
+    ("llama 3 python_tag", '<|python_tag|>{"name": "get_weather", "parameters": {"location": "Paris"}}',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "Paris"})]),
+    ("llama 3 two calls", '<|python_tag|>{"name": "get_time", "parameters": {}}; '
+                          '{"name": "get_weather", "parameters": {"location": "Oslo"}}',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_time", {}),
+                                           ("tool_call", "get_weather", {"location": "Oslo"})]),
+    ("mistral list", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"location": "Lyon"}}]',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "Lyon"})]),
+    ("mistral name[ARGS]", '[TOOL_CALLS]get_weather[ARGS]{"location": "Nice"}[TOOL_CALLS]get_time[ARGS]{}',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "Nice"}),
+                                           ("tool_call", "get_time", {})]),
+    ("qwen3-coder xml", "<tool_call>\n<function=get_weather>\n<parameter=location>\nSan Francisco, CA\n"
+                        "</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "San Francisco, CA",
+                                                                          "days": 3})]),
+    ("glm arg_key", "<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Rome</arg_value>\n</tool_call>",
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "Rome"})]),
+    ("deepseek v3", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+                    '{"location": "Tokyo"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "Tokyo"})]),
+    ("deepseek v3.1", '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{"city": "Seoul"}'
+                      "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_time", {"city": "Seoul"})]),
+    ("text before a llama call", 'Sure. <|python_tag|>{"name": "get_time", "parameters": {}}',
+     {"tools": True, "tool_names": NAMES}, [("content", "Sure. "), ("tool_call", "get_time", {})]),
 ]
 
 

@@ -17,8 +17,18 @@ from typing import Literal
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 FENCE = "```"
+# Tool-call openers of the model families, and what closes them (None: the end of the output).
+MARKERS = {
+    "tag": (CALL_OPEN, CALL_CLOSE),  # Hermes, Qwen 2.5/3 (JSON), Qwen3-Coder (<function=…>), GLM (<arg_key>)
+    "python_tag": ("<|python_tag|>", None),  # Llama 3.x
+    "mistral": ("[TOOL_CALLS]", None),  # Mistral: a JSON list, or name[ARGS]{…} in newer templates
+    "deepseek": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),  # DeepSeek V3 / R1
+}
 _ALPHABET = string.ascii_letters + string.digits
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+_OPENERS = [opener for opener, _ in MARKERS.values()] + [FENCE]
 
 
 @dataclass
@@ -63,20 +73,29 @@ def parse_calls(text: str, names: set[str] | None) -> list[ParsedEvent] | None:
 
 
 def _next_candidate(text: str) -> tuple[int, str]:
-    """Where the next possible call starts in text, and its kind ("tag", "json" or "fence")."""
-    found = [(i, kind) for i, kind in ((text.find(CALL_OPEN), "tag"), (text.find("{"), "json"),
-                                       (text.find(FENCE), "fence")) if i >= 0]
+    """Where the next possible call starts in text, and its kind (a MARKERS key, "json" or "fence")."""
+    found = [(text.find(opener), kind) for kind, (opener, _) in MARKERS.items()]
+    found += [(text.find("{"), "json"), (text.find(FENCE), "fence")]
+    found = [(i, kind) for i, kind in found if i >= 0]
     return min(found) if found else (-1, "")
 
 
-def _candidate_end(text: str, start: int, kind: str) -> int:
+def _candidate_end(text: str, start: int, kind: str, final: bool) -> int:
     """The index just past a complete candidate, or -1 if it is not closed yet."""
-    if kind == "tag":
-        end = text.find(CALL_CLOSE, start)
-        return end + len(CALL_CLOSE) if end >= 0 else -1
+    if kind in MARKERS:
+        opener, closer = MARKERS[kind]
+        if closer is None:
+            return len(text) if final else -1
+        end = text.find(closer, start + len(opener))
+        return end + len(closer) if end >= 0 else -1
     if kind == "fence":
         end = text.find(FENCE, start + len(FENCE))
         return end + len(FENCE) if end >= 0 else -1
+    return _json_end(text, start)
+
+
+def _json_end(text: str, start: int) -> int:
+    """The index just past the JSON object starting at start, or -1 if it does not close."""
     depth, in_string, escaped = 0, False, False
     for index in range(start, len(text)):
         char = text[index]
@@ -98,13 +117,92 @@ def _candidate_end(text: str, start: int, kind: str) -> int:
     return -1
 
 
-def _candidate_body(raw: str, kind: str) -> str:
-    if kind == "tag":
-        return raw[len(CALL_OPEN):-len(CALL_CLOSE)].strip()
+def _candidate_calls(raw: str, kind: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    if kind == "json":
+        return parse_calls(raw, names)
     if kind == "fence":
         fenced = _FENCE.match(raw)
-        return fenced.group(1).strip() if fenced else ""
-    return raw
+        return parse_calls(fenced.group(1).strip(), names) if fenced else None
+    opener, closer = MARKERS[kind]
+    body = raw[len(opener): len(raw) - len(closer) if closer else len(raw)].strip()
+    if kind == "tag":
+        if body.startswith("<function="):
+            return _xml_calls(body, names)
+        if "<arg_key>" in body:
+            return _glm_call(body, names)
+        return parse_calls(body, names)
+    if kind == "python_tag":
+        return parse_calls(body, names) or _each(body.split(";"), names)
+    if kind == "mistral":
+        return parse_calls(body, names) or _mistral_calls(body, names)
+    return _deepseek_calls(body, names)
+
+
+def _each(parts: list[str], names: set[str] | None) -> list[ParsedEvent] | None:
+    calls = [parse_calls(part.strip(), names) for part in parts if part.strip()]
+    if not calls or any(c is None for c in calls):
+        return None
+    return [call for group in calls for call in group]
+
+
+def _value(text: str):
+    """An XML-style argument value: JSON when it reads as JSON (numbers, booleans, objects), else the string."""
+    text = text.strip("\n")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+_XML_FUNCTION = re.compile(r"<function=([^>\n]+)>(.*?)</function>", re.DOTALL)
+_XML_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)</parameter>", re.DOTALL)
+
+
+def _xml_calls(body: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """Qwen3-Coder: <function=NAME><parameter=KEY>value</parameter>…</function>."""
+    calls = [_call_from({"name": name.strip(), "arguments": {k.strip(): _value(v) for k, v in
+                                                              _XML_PARAMETER.findall(inner)}}, names)
+             for name, inner in _XML_FUNCTION.findall(body)]
+    return calls if calls and all(calls) else None
+
+
+def _glm_call(body: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """GLM 4.5: NAME, then <arg_key>KEY</arg_key><arg_value>VALUE</arg_value> pairs."""
+    name = body.split("<arg_key>", 1)[0].strip()
+    keys = re.findall(r"<arg_key>(.*?)</arg_key>", body, re.DOTALL)
+    values = re.findall(r"<arg_value>(.*?)</arg_value>", body, re.DOTALL)
+    if not name or len(keys) != len(values):
+        return None
+    call = _call_from({"name": name, "arguments": {k.strip(): _value(v) for k, v in zip(keys, values)}}, names)
+    return [call] if call else None
+
+
+def _mistral_calls(body: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """Newer Mistral templates: NAME[ARGS]{json}, possibly several, each after its own [TOOL_CALLS]."""
+    calls, rest = [], body
+    while rest.strip():
+        name, marker, rest = rest.strip().removeprefix(MARKERS["mistral"][0]).partition("[ARGS]")
+        end = _json_end(rest, rest.find("{")) if marker and "{" in rest else -1
+        if end < 0:
+            return None
+        calls.append(_call_from({"name": name.strip(), "arguments": rest[rest.find("{"):end]}, names))
+        rest = rest[end:]
+    return calls if calls and all(calls) else None
+
+
+def _deepseek_calls(body: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """DeepSeek: <｜tool▁call▁begin｜>[function]<｜tool▁sep｜>NAME + fenced JSON (V3) or NAME<｜tool▁sep｜>JSON."""
+    calls = []
+    for segment in re.findall(r"<｜tool▁call▁begin｜>(.*?)<｜tool▁call▁end｜>", body, re.DOTALL):
+        left, _, right = segment.partition("<｜tool▁sep｜>")
+        if left.strip() == "function":
+            name, _, arguments = right.partition("\n")
+            fenced = _FENCE.match(arguments)
+            arguments = fenced.group(1) if fenced else arguments
+        else:
+            name, arguments = left, right
+        calls.append(_call_from({"name": name.strip(), "arguments": arguments.strip() or "{}"}, names))
+    return calls if calls and all(calls) else None
 
 
 def _prefix_overlap(text: str, marker: str) -> int:
@@ -229,12 +327,12 @@ class OutputParser:
         while True:
             start, kind = _next_candidate(self.buffer)
             if start < 0:
-                keep = 0 if final else max(_prefix_overlap(self.buffer, CALL_OPEN), _prefix_overlap(self.buffer, FENCE))
+                keep = 0 if final else max(_prefix_overlap(self.buffer, marker) for marker in _OPENERS)
                 text = self.buffer[: len(self.buffer) - keep]
                 self.buffer = self.buffer[len(text):]
                 events += self._emit_content(text, final=final)
                 return events
-            end = _candidate_end(self.buffer, start, kind)
+            end = _candidate_end(self.buffer, start, kind, final)
             if end < 0:  # still open: hold it (or give it up as content at the end)
                 events += self._emit_content(self.buffer[:start])
                 self.buffer = self.buffer[start:]
@@ -244,7 +342,7 @@ class OutputParser:
                 return events
             events += self._emit_content(self.buffer[:start])
             raw, self.buffer = self.buffer[start:end], self.buffer[end:]
-            calls = parse_calls(_candidate_body(raw, kind), self.names)
+            calls = _candidate_calls(raw, kind, self.names)
             if calls:
                 self.pending_ws = ""
                 self.seen_content = True

@@ -270,7 +270,9 @@ class LlamaCppEngine:
                     finish = "stop"
                     break
                 count += 1
-                piece = self.llm.detokenize([token])
+                # Special tokens are text here: tool-call markers such as <|python_tag|> or [TOOL_CALLS] are
+                # control tokens, and the output parser needs to see them (end-of-generation ones stop above).
+                piece = self.llm.detokenize([token], special=True)
                 if top_logprobs is not None:
                     pending_logprobs.append(self._logprobs(token, piece, top_logprobs))
                 decoded = decoder.decode(piece)
