@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from lms.generation.harmony import HarmonyParser, is_harmony
 from lms.generation.output_parser import OutputParser
 from lms.generation.tools import ToolPlan
 
@@ -21,10 +22,13 @@ from lms.generation.tools import ToolPlan
 class ParseOptions:
     reasoning: bool = True
     tools: ToolPlan | None = None
+    template: str | None = None  # the model's chat template: it tells the output format family
 
 
-def _parser(options: ParseOptions, reasoning_open: bool) -> OutputParser:
+def _parser(options: ParseOptions, reasoning_open: bool) -> OutputParser | HarmonyParser:
     plan = options.tools or ToolPlan()
+    if is_harmony(options.template) and not plan.forced:
+        return HarmonyParser(reasoning=options.reasoning, tools=plan.parse_calls, tool_names=plan.allowed_names)
     return OutputParser(reasoning=options.reasoning and not plan.forced, starts_in_reasoning=reasoning_open,
                         tools=plan.parse_calls or plan.forced, forced_tool_json=plan.forced,
                         tool_names=plan.allowed_names)

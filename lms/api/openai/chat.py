@@ -38,7 +38,7 @@ async def chat_completions(request: Request):
                               "(an mmproj file beside the model).", status=400, code="model_not_supported",
                               param="messages")
     generation.images = [base64.b64encode(await load_image(url, "messages")).decode() for url in image_urls]
-    options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=plan)
+    options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=plan, template=model.entry.chat_template)
     events = semantic_events(manager.generate(model, generation.to_dict()), options)
     reasoning_field = request.app.state.settings.reasoning_field
     completion_id = new_id("chatcmpl-")

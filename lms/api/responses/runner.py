@@ -178,7 +178,7 @@ class ResponseRun:
             reasoning_start=None if effort == "none" else "detect",
             template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
         )
-        return request, ParseOptions(reasoning=effort != "none", tools=plan)
+        return request, ParseOptions(reasoning=effort != "none", tools=plan, template=self.model.entry.chat_template)
 
     async def _start(self) -> tuple[AsyncIterator[dict], ParseOptions]:
         """Everything that can fail before the first event: on failure the client gets a plain error."""
