@@ -103,7 +103,8 @@ def test_import_modes_and_dry_run(lms, embedding_gguf, tmp_path):
     dry = lms.run("import", str(copy), "--user-repo", "me/emb", "--copy", "--dry-run")
     assert "Would copy the file to" in dry.stderr and "--dry-run" in dry.stderr
     assert not (lms.home / "models" / "me").exists()
-    lms.run("import", str(copy), "--user-repo", "me/emb", "--symbolic-link")
+    linked = lms.json("import", str(copy), "--user-repo", "me/emb", "--symbolic-link")
+    assert linked["mode"] == "symbolic-link" and linked["target"].endswith("models/me/emb/emb.gguf")
     keys = {m["modelKey"]: m for m in lms.json("ls")}
     assert keys["me/emb"]["type"] == "embedding"
     again = lms.run("import", str(copy), "--user-repo", "me/emb", "--copy", check=False)

@@ -209,6 +209,7 @@ def import_(
     symbolic_link: Annotated[bool, typer.Option("-l", "--symbolic-link", help="Create a symbolic link.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")] = False,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Guess user/repo from the file name; do not ask.")] = False,
+    json_: JsonFlag = False,
 ):
     """Import a model file into the models folder (moves it unless told otherwise)."""
     from lms.store.importer import ImportError_, plan_import, run_import
@@ -220,14 +221,20 @@ def import_(
         plan = plan_import(file_path, user_repo, mode)
     except ImportError_ as exc:
         fail(str(exc))
+    result = {"source": str(plan.source), "target": str(plan.target), "mode": mode, "dryRun": dry_run}
     if dry_run:
+        if json_:
+            return print_json(result)
         info(plan.describe(future=True))
         info("But not actually doing it because of --dry-run")
         return
-    if mode == "move" and not yes:
+    if mode == "move" and not yes and not json_:
         warn("lms import moves the file (use --copy, --hard-link or --symbolic-link to keep the original).")
     run_import(plan)
-    info(plan.describe(future=False))
+    if json_:
+        print_json(result)
+    else:
+        info(plan.describe(future=False))
 
 
 def register(app: typer.Typer) -> None:
