@@ -66,6 +66,10 @@ class Settings:
     responses_max_count: int = 10_000  # and beyond this many, the oldest go
     reasoning_field: str = "reasoning"  # chat completions: "reasoning", or "reasoning_content" (DeepSeek style)
     api_token: str = ""  # when set, the HTTP API requires `Authorization: Bearer <token>`
+    allow_remote_mcp: bool = False  # /v1/responses may call MCP servers a request names (tools of type "mcp")
+    allow_mcp_json: bool = False  # HTTP API requests may use the servers of mcp.json (needs api_token too)
+    mcp_connect_timeout_seconds: float = 10.0
+    mcp_call_timeout_seconds: float = 60.0
 
     @classmethod
     def load(cls) -> Settings:

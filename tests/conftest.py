@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,12 +31,14 @@ class Lms:
 
     home: Path
     port: int
+    settings: dict = field(default_factory=dict)  # LMS_* variables the daemon starts with
 
     @property
     def env(self) -> dict:
         env = dict(os.environ)
         env["LMS_HOME"] = str(self.home)
         env.pop("LMS_SERVER_HOST", None)
+        env.update(self.settings)
         return env
 
     @property

@@ -68,14 +68,26 @@ class LogRequests:
         await self.app(scope, receive, send)
 
 
-def build_public_app(state, *, cors: bool = False, api_token: str | None = None) -> Starlette:
+def build_public_app(state, *, cors: bool = False, api_token: str | None = None,
+                     allow_remote_mcp: bool = False) -> Starlette:
     middleware = [Middleware(LogRequests)]
     if cors:
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]))
     if api_token:
         middleware.append(Middleware(RequireToken, token=api_token))
     app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
-    app.state.manager = state.manager
-    app.state.settings = state.settings
-    app.state.responses = state.responses
+    # mcp.json servers run programs on this machine: over HTTP only for authenticated clients, as in LM Studio
+    allow_mcp_json = state.settings.allow_mcp_json and bool(api_token)
+    share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,
+                allow_mcp_json=allow_mcp_json)
     return app
+
+
+def share_state(app: Starlette, daemon, *, allow_remote_mcp: bool, allow_mcp_json: bool) -> None:
+    """What every API route may use: the daemon's models, settings, stored responses and MCP connections."""
+    app.state.manager = daemon.manager
+    app.state.settings = daemon.settings
+    app.state.responses = daemon.responses
+    app.state.mcp = daemon.mcp
+    app.state.allow_remote_mcp = allow_remote_mcp
+    app.state.allow_mcp_json = allow_mcp_json

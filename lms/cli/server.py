@@ -33,6 +33,9 @@ def start(
                                              help="Port to listen on (default: the last one used, else 1234).")] = None,
     bind: Annotated[str | None, typer.Option("--bind", help="Address to bind (default 127.0.0.1).")] = None,
     cors: Annotated[bool, typer.Option("--cors", help="Allow cross-origin requests from any website.")] = False,
+    allow_remote_mcp: Annotated[bool, typer.Option(
+        "--allow-remote-mcp", help="Let /v1/responses requests call the remote MCP servers they name "
+                                   "(tools of type \"mcp\"). Off by default.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Start the HTTP server (and the daemon, if it is not running)."""
@@ -47,7 +50,10 @@ def start(
         warn("Server will accept connections from the network. Only use this if you know what you are doing!")
     if cors:
         warn("CORS is enabled. This means any website you visit can use the LM Studio server.")
-    result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors})
+    if allow_remote_mcp:
+        warn("Remote MCP is enabled: API clients can make this machine connect to any MCP server URL.")
+    result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors,
+                                                        "allow_remote_mcp": allow_remote_mcp})
     for _ in range(5):
         if _greets(result["port"], bind):
             break

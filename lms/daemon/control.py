@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from lms import __version__, config
-from lms.api.app import api_routes
+from lms.api.app import api_routes, share_state
 from lms.api.errors import EXCEPTION_HANDLERS, APIError
 from lms.api.http import read_json
 from lms.generation.request import GenerationError
@@ -37,6 +37,7 @@ class ServerStartBody(BaseModel):
     port: int = Field(1234, ge=0, le=65535)
     bind: str = "127.0.0.1"
     cors: bool = False
+    allow_remote_mcp: bool = False
 
 
 def _state(request: Request):
@@ -130,9 +131,9 @@ async def unload(request: Request):
 
 async def server_start(request: Request):
     body = ServerStartBody.model_validate(await read_json(request))
-    result = await _state(request).http.start(body.port, body.bind, body.cors)
+    result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp)
     config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
-                                                    "cors": body.cors})
+                                                    "cors": body.cors, "allowRemoteMcp": body.allow_remote_mcp})
     return JSONResponse(result)
 
 
@@ -160,7 +161,6 @@ def build_control_app(daemon) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
-    app.state.manager = daemon.manager
-    app.state.settings = daemon.settings
-    app.state.responses = daemon.responses
+    # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`
+    share_state(app, daemon, allow_remote_mcp=daemon.settings.allow_remote_mcp, allow_mcp_json=True)
     return app

@@ -34,6 +34,7 @@ class RunningServer:
     port: int
     bind: str
     cors: bool
+    allow_remote_mcp: bool = False
 
 
 class HTTPServerController:
@@ -44,11 +45,14 @@ class HTTPServerController:
     def status(self) -> dict:
         if self.running is None:
             return {"running": False}
-        return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors}
+        return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors,
+                "allow_remote_mcp": self.running.allow_remote_mcp}
 
-    async def start(self, port: int, bind: str, cors: bool) -> dict:
+    async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False) -> dict:
+        allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
-            if (self.running.port, self.running.bind, self.running.cors) == (port, bind, cors):
+            wanted = (port, bind, cors, allow_remote_mcp)
+            if (self.running.port, self.running.bind, self.running.cors, self.running.allow_remote_mcp) == wanted:
                 return self.status()
             await self.stop()
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -63,7 +67,8 @@ class HTTPServerController:
         sock.listen(2048)
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        app = build_public_app(self.state, cors=cors, api_token=self.state.settings.api_token or None)
+        app = build_public_app(self.state, cors=cors, api_token=self.state.settings.api_token or None,
+                               allow_remote_mcp=allow_remote_mcp)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)
@@ -75,8 +80,9 @@ class HTTPServerController:
             await asyncio.sleep(0.02)
         if task.done():
             raise GenerationError(f"The HTTP server failed to start: {task.exception()}", status=500)
-        self.running = RunningServer(server, task, port, bind, cors)
-        log.info("Success! HTTP server listening on %s:%d%s", bind, port, " (CORS enabled)" if cors else "")
+        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp)
+        log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
+                 " (remote MCP allowed)" if allow_remote_mcp else "")
         return self.status()
 
     async def stop(self) -> dict:

@@ -18,6 +18,7 @@ from lms.api.responses.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.manager.models import ModelManager
+from lms.mcp.client import McpPool
 from lms.store import catalog
 
 log = logging.getLogger("lms.daemon")
@@ -30,6 +31,8 @@ class Daemon:
         self.responses = ResponseStore(config.home() / "lms.db",
                                        max_age_seconds=self.settings.responses_max_age_days * 86400,
                                        max_count=self.settings.responses_max_count)
+        self.mcp = McpPool(connect_timeout=self.settings.mcp_connect_timeout_seconds,
+                           call_timeout=self.settings.mcp_call_timeout_seconds)
         self.http = HTTPServerController(self)
         self.control: uvicorn.Server | None = None
 
@@ -48,6 +51,7 @@ class Daemon:
         if self.http.running:
             await self.http.stop()
         await self.manager.close()
+        await self.mcp.close_all()
         self.responses.close()
 
 

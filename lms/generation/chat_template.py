@@ -46,12 +46,30 @@ def flatten_content(content) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
+def _with_parsed_arguments(call: dict) -> dict:
+    """OpenAI clients send a call's arguments as a JSON string; templates (as Hugging Face renders them) expect
+    the object, and would otherwise show the model its own call as an escaped string."""
+    import json
+
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        return call
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return call
+    return {**call, "function": {**function, "arguments": parsed}}
+
+
 def render(template: str | None, messages: list[dict], *, bos_token: str = "", eos_token: str = "",
            tools: list[dict] | None = None, add_generation_prompt: bool = True, **extra) -> str:
     normalized = []
     for message in messages:
         message = dict(message)
         message["content"] = flatten_content(message.get("content"))
+        if message.get("tool_calls"):
+            message["tool_calls"] = [_with_parsed_arguments(call) for call in message["tool_calls"]]
         normalized.append(message)
     try:
         return _compile(template or CHATML).render(

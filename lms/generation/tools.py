@@ -43,6 +43,8 @@ def plan_tools(tools: list[dict], choice, *, parallel: bool = True, max_calls: i
     template_tools = [{"type": "function", "function": {"name": t["name"], "description": t.get("description") or "",
                                                         "parameters": t.get("parameters") or {"type": "object"}}}
                       for t in tools]
+    if not parallel:  # one call per turn, however many the model writes
+        max_calls = 1
     plan = ToolPlan(template_tools=template_tools, max_calls=max_calls)
     if max_calls == 1:
         parallel = False

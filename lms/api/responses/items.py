@@ -12,7 +12,13 @@ from lms.generation.request import IMAGE_MARKER, GenerationError
 
 _ALPHABET = string.ascii_lowercase + string.digits
 TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "reasoning_text"}
-INPUT_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction"}
+INPUT_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction",
+                    "mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"}
+_REQUIRED_STRINGS = {"mcp_list_tools": ("server_label",), "mcp_call": ("server_label", "name", "arguments"),
+                     "mcp_approval_request": ("server_label", "name", "arguments"),
+                     "mcp_approval_response": ("approval_request_id",)}
+_ID_PREFIXES = {"mcp_list_tools": "mcpl", "mcp_call": "mcp", "mcp_approval_request": "mcpr",
+                "mcp_approval_response": "mcpa"}
 ROLES = {"user", "assistant", "system", "developer"}
 
 
@@ -83,6 +89,15 @@ def _normalize_item(item, param: str) -> dict:
     elif kind == "reasoning":
         item.setdefault("summary", [])
         item.setdefault("id", new_id("rs"))
+    else:  # MCP items, handed back by a client that keeps its own state
+        for key in _REQUIRED_STRINGS[kind]:
+            if not isinstance(item.get(key), str):
+                raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
+        if kind == "mcp_approval_response" and not isinstance(item.get("approve"), bool):
+            raise _bad(f"'{param}.approve' must be a boolean", f"{param}.approve")
+        if kind == "mcp_list_tools" and not isinstance(item.get("tools", []), list):
+            raise _bad(f"'{param}.tools' must be an array", f"{param}.tools")
+        item.setdefault("id", new_id(_ID_PREFIXES[kind]))
     return item
 
 
@@ -122,6 +137,7 @@ def to_messages(items: list[dict], instructions: str | None) -> list[dict]:
     """Chat-template messages for a context of items (already expanded: no references or compactions)."""
     messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
     calls: set[str] = set()
+    approval_requests: dict[str, dict] = {}
     for index, item in enumerate(items):
         kind = item["type"]
         if kind == "message":
@@ -129,13 +145,21 @@ def to_messages(items: list[dict], instructions: str | None) -> list[dict]:
             messages.append({"role": role, "content": "".join(part_text(p) for p in item["content"])})
         elif kind == "function_call":
             calls.add(item["call_id"])
-            call = {"id": item["call_id"], "type": "function",
-                    "function": {"name": item["name"], "arguments": item["arguments"]}}
-            last = messages[-1] if messages else None
-            if last and last["role"] == "assistant" and last.get("tool_calls") is not None:
-                last["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            _add_call(messages, item["call_id"], item["name"], item["arguments"])
+        elif kind == "mcp_call":
+            _add_call(messages, item["id"], item["name"], item["arguments"])
+            error = item.get("error")
+            result = item.get("output") if not error else f"Error: {error.get('message') or error}"
+            messages.append({"role": "tool", "tool_call_id": item["id"], "content": result or ""})
+        elif kind == "mcp_approval_request":
+            approval_requests[item["id"]] = item
+        elif kind == "mcp_approval_response" and not item["approve"]:
+            request = approval_requests.get(item["approval_request_id"])
+            if request is not None:  # the model learns that its call was declined; an approved one runs instead
+                _add_call(messages, request["id"], request["name"], request["arguments"])
+                reason = f" Reason: {item['reason']}" if item.get("reason") else ""
+                messages.append({"role": "tool", "tool_call_id": request["id"],
+                                 "content": f"The user declined this call of {request['name']}.{reason}"})
         elif kind == "function_call_output":
             if item["call_id"] not in calls:
                 raise GenerationError(
@@ -145,8 +169,19 @@ def to_messages(items: list[dict], instructions: str | None) -> list[dict]:
             output = item["output"]
             text = output if isinstance(output, str) else "".join(part_text(p) for p in output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
-        # reasoning items are the model's own earlier thoughts: templates drop them, and so do we
+        # reasoning items are the model's own earlier thoughts: templates drop them, and so do we;
+        # mcp_list_tools items reach the model as the tools of the request
     return messages
+
+
+def _add_call(messages: list[dict], call_id: str, name: str, arguments: str) -> None:
+    """A tool call joins the assistant message just before it (its text, or its other calls)."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    last = messages[-1] if messages else None
+    if last and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
 
 
 # --- output items -------------------------------------------------------------------------------------------

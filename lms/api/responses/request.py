@@ -102,12 +102,14 @@ class CreateResponse(_Body):
         return "message.output_text.logprobs" in self.include
 
     def function_tools(self) -> list[dict]:
-        """Tools in the normalized shape the response echoes: every key present."""
+        """Function tools in the normalized shape the response echoes: every key present."""
         normalized = []
         for index, tool in enumerate(self.tools):
             kind = tool.get("type")
+            if kind == "mcp":
+                continue
             if kind != "function":
-                raise GenerationError(f"Tool type {kind!r} is not supported here; use function tools.",
+                raise GenerationError(f"Tool type {kind!r} is not supported here; use function or mcp tools.",
                                       status=400, code="unsupported_tool_type", param=f"tools[{index}].type")
             if not isinstance(tool.get("name"), str) or not tool["name"]:
                 raise GenerationError("Every function tool needs a name.", status=400,
@@ -116,11 +118,22 @@ class CreateResponse(_Body):
                                "parameters": tool.get("parameters"), "strict": tool.get("strict")})
         return normalized
 
+    def mcp_tools(self) -> list[tuple[dict, str]]:
+        """The `mcp` tools, each with its place in the request (for error messages)."""
+        return [(tool, f"tools[{index}]") for index, tool in enumerate(self.tools) if tool.get("type") == "mcp"]
+
     def normalized_tool_choice(self, tools: list[dict]):
+        """The tool choice, checked against the function tools; an MCP choice is checked once the servers'
+        tools are known."""
         choice = self.tool_choice
         names = {t["name"] for t in tools}
+        if isinstance(choice, dict) and choice.get("type") == "mcp":
+            if not isinstance(choice.get("server_label"), str):
+                raise GenerationError("An mcp tool_choice needs a server_label.", status=400,
+                                      code="invalid_value", param="tool_choice.server_label")
+            return {"type": "mcp", "server_label": choice["server_label"], "name": choice.get("name")}
         if choice in ("auto", "none", "required"):
-            if choice == "required" and not tools:
+            if choice == "required" and not tools and not self.mcp_tools():
                 raise GenerationError("tool_choice 'required' needs at least one tool.", status=400,
                                       code="invalid_value", param="tool_choice")
             return choice

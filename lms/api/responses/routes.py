@@ -23,7 +23,8 @@ WEBSOCKET_LIFETIME_SECONDS = 60 * 60
 
 
 def _session(app, local: dict | None = None) -> Session:
-    return Session(manager=app.state.manager, store=app.state.responses, local=local)
+    return Session(manager=app.state.manager, store=app.state.responses, local=local, mcp=app.state.mcp,
+                   allow_remote_mcp=app.state.allow_remote_mcp, allow_mcp_json=app.state.allow_mcp_json)
 
 
 def _not_found(response_id: str) -> GenerationError:

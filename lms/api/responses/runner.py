@@ -7,6 +7,7 @@ its sequence number) and leaves the finished response resource in `self.response
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +24,16 @@ from lms.api.responses.items import (
     reasoning_item,
     to_messages,
 )
+from lms.api.responses.mcp import (
+    MCP_JSON_OFF,
+    REMOTE_MCP_OFF,
+    McpToolset,
+    answered_approvals,
+    approval_request_item,
+    mcp_call_item,
+    open_toolset,
+    parse_server,
+)
 from lms.api.responses.request import CreateResponse
 from lms.api.responses.store import ResponseStore, StoredResponse
 from lms.api.semantic import ParseOptions, semantic_events
@@ -34,6 +45,9 @@ from lms.generation.tools import (
     template_knows_tool_calls,
 )
 from lms.manager.models import LoadedModel, ModelManager
+from lms.mcp.client import McpError, McpPool
+
+MAX_TOOL_ROUNDS = 12  # generations in one response when MCP calls keep coming and max_tool_calls is unset
 
 
 def previous_not_found(response_id: str) -> GenerationError:
@@ -49,6 +63,9 @@ class Session:
     store: ResponseStore
     local: dict[str, StoredResponse] | None = None
     local_limit: int = 16
+    mcp: McpPool | None = None
+    allow_remote_mcp: bool = False
+    allow_mcp_json: bool = False
 
     def find(self, response_id: str) -> StoredResponse | None:
         if self.local is not None and response_id in self.local:
@@ -90,8 +107,19 @@ class ResponseRun:
         self.model: LoadedModel | None = None
         self.tools = body.function_tools()
         self.tool_choice = body.normalized_tool_choice(self.tools)
+        self.mcp_servers = [parse_server(tool, param) for tool, param in body.mcp_tools()]
+        if len({server.label for server in self.mcp_servers}) < len(self.mcp_servers):
+            raise GenerationError("Each mcp tool needs its own server_label.", status=400, code="invalid_value",
+                                  param="tools")
+        self.toolset = McpToolset()
         self.input_items = normalize_input(body.input)
         self.context: list[dict] = []
+        self.known: dict[str, dict] = {}
+        self.images: list[str] = []
+        self.approvals: list[tuple[dict, dict]] = []
+        self.calls_made = 0
+        self.rounds = 0
+        self.usage: dict = {}
 
     # --- the resource ---------------------------------------------------------------------------------------
 
@@ -107,7 +135,7 @@ class ResponseRun:
             "model": self.model.identifier if self.model else (body.model or ""),
             "previous_response_id": body.previous_response_id, "instructions": body.instructions,
             "output": list(self.output), "error": error,
-            "tools": self.tools, "tool_choice": self.tool_choice, "truncation": body.truncation,
+            "tools": self._echoed_tools(), "tool_choice": self.tool_choice, "truncation": body.truncation,
             "parallel_tool_calls": body.parallel_tool_calls,
             "text": {"format": body.text.format.echo(), "verbosity": body.text.verbosity or "medium"},
             "top_p": sampling.top_p, "temperature": sampling.temperature,
@@ -120,6 +148,10 @@ class ResponseRun:
             "metadata": body.metadata or {}, "safety_identifier": body.safety_identifier,
             "prompt_cache_key": body.prompt_cache_key,
         }
+
+    def _echoed_tools(self) -> list[dict]:
+        functions, servers = iter(self.tools), iter(self.mcp_servers)
+        return [next(servers).echo if tool.get("type") == "mcp" else next(functions) for tool in self.body.tools]
 
     def _sampling(self) -> Sampling:
         body = self.body
@@ -158,14 +190,30 @@ class ResponseRun:
             previous = stored.context + stored.response.get("output", [])
         known = {item["id"]: item for item in previous if "id" in item}
         known.update({item["id"]: item for item in self.input_items if "id" in item})
+        self.known = known
         return previous + self._expand(self.input_items, known)
 
     # --- generation -----------------------------------------------------------------------------------------
 
+    def _round_tools(self) -> tuple[list[dict], object, int | None]:
+        """The tools, tool choice and call budget of the next generation. After a round of MCP calls the
+        choice relaxes to auto (a forced choice would loop), and a spent budget leaves only answering."""
+        tools = self.tools + self.toolset.function_tools()
+        choice = self.tool_choice
+        if isinstance(choice, dict) and choice.get("type") == "mcp":
+            choice = self.toolset.choice(choice)
+        if self.rounds and choice not in ("none", "auto"):
+            allowed = isinstance(choice, dict) and choice.get("type") == "allowed_tools"
+            choice = {**choice, "mode": "auto"} if allowed else "auto"
+        budget = self.body.max_tool_calls - self.calls_made if self.body.max_tool_calls else None
+        if budget == 0 or self.rounds >= MAX_TOOL_ROUNDS - 1:
+            choice = "none"
+        return tools, choice, budget
+
     def _generation_request(self, messages: list[dict]) -> tuple[GenerationRequest, ParseOptions]:
         body = self.body
-        plan = plan_tools(self.tools, self.tool_choice, parallel=body.parallel_tool_calls,
-                          max_calls=body.max_tool_calls)
+        tools, choice, budget = self._round_tools()
+        plan = plan_tools(tools, choice, parallel=body.parallel_tool_calls, max_calls=budget)
         fmt = body.text.format
         effort = body.reasoning.effort if body.reasoning else None
         request = GenerationRequest(
@@ -180,28 +228,45 @@ class ResponseRun:
         )
         return request, ParseOptions(reasoning=effort != "none", tools=plan, template=self.model.entry.chat_template)
 
-    async def _start(self) -> tuple[AsyncIterator[dict], ParseOptions]:
+    async def _prepare(self) -> None:
         """Everything that can fail before the first event: on failure the client gets a plain error."""
         manager = self.session.manager
         if not self.body.model:
             raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
         self.context = self._build_context()
+        self.approvals = answered_approvals(self.input_items, self.known)
+        if self.mcp_servers:
+            if any(not s.local for s in self.mcp_servers) and not self.session.allow_remote_mcp:
+                raise GenerationError(REMOTE_MCP_OFF, status=403, code="remote_mcp_disabled", param="tools",
+                                      type="permission_error")
+            if any(s.local for s in self.mcp_servers) and not self.session.allow_mcp_json:
+                raise GenerationError(MCP_JSON_OFF, status=403, code="mcp_json_disabled", param="tools",
+                                      type="permission_error")
+            params = [param for _, param in self.body.mcp_tools()]
+            taken = {tool["name"] for tool in self.tools}
+            self.toolset = await open_toolset(self.mcp_servers, params, self.session.mcp, taken, self.context)
         self.model = await manager.get_or_load(self.body.model, self.body.ttl)
         images = images_of(self.context)
         if images and not self.model.entry.vision:
             raise GenerationError(f"Model '{self.model.identifier}' does not accept images: it has no vision "
                                   "projector (an mmproj file beside the model).", status=400,
                                   code="model_not_supported", param="input")
-        image_data = [base64.b64encode(await load_image(url, "input")).decode() for url in images]
-        messages = to_messages(self.context, self.body.instructions)
+        self.images = [base64.b64encode(await load_image(url, "input")).decode() for url in images]
+
+    async def _generate(self) -> tuple[AsyncIterator[dict], ParseOptions]:
+        """Start one generation over the conversation so far (this response's own items included)."""
+        manager = self.session.manager
+        messages = to_messages(self.context + self.output, self.body.instructions)
         if not template_knows_tool_calls(self.model.entry.chat_template):
             messages = render_tool_calls_as_text(messages)
         while True:
             request, options = self._generation_request(messages)
             request.messages = describe_tools_if_needed(messages, options.tools, self.model.entry.chat_template)
-            request.images = image_data
+            request.images = self.images
             try:
-                return await primed(manager.generate(self.model, request.to_dict())), options
+                stream = await primed(manager.generate(self.model, request.to_dict()))
+                self.rounds += 1
+                return stream, options
             except GenerationError as exc:
                 dropped = self._truncate(messages) if exc.code == "context_length_exceeded" else None
                 if dropped is None:
@@ -220,7 +285,9 @@ class ResponseRun:
     async def events(self) -> AsyncIterator[dict]:
         """The turn's events, from response.created to the terminal one. Errors before the first event raise."""
         try:
-            stream, options = await self._start()
+            await self._prepare()
+            # approved MCP calls run before the model continues, so its first generation waits for them
+            first = None if self.approvals else await self._generate()
         except GenerationError:
             if self.body.previous_response_id:
                 self.session.evict(self.body.previous_response_id)  # a failed continuation evicts the id
@@ -230,37 +297,65 @@ class ResponseRun:
         yield self.event("response.in_progress", response=in_progress)
         current: _OpenItem | None = None
         try:
-            async for event in semantic_events(stream, options):
-                kind = event["type"]
-                if kind in ("reasoning", "content"):
-                    wanted = "reasoning" if kind == "reasoning" else "message"
-                    if current is None or current.kind != wanted:
+            for listing in self.toolset.listings:
+                for out in self._listing(listing):
+                    yield out
+            for request, answer in self.approvals:
+                if answer["approve"]:
+                    self.calls_made += 1  # an approved call counts against max_tool_calls like any other
+                    async for out in self._mcp_call(request["server_label"], request["name"], request["arguments"],
+                                                    approval_request_id=request["id"]):
+                        yield out
+            while True:
+                stream, options = first or await self._generate()
+                first = None
+                ran_mcp = stops_here = False
+                async for event in semantic_events(stream, options):
+                    kind = event["type"]
+                    if kind in ("reasoning", "content"):
+                        wanted = "reasoning" if kind == "reasoning" else "message"
+                        if current is None or current.kind != wanted:
+                            for out in self._close(current, "completed"):
+                                yield out
+                            current = _OpenItem(wanted, new_id("rs" if wanted == "reasoning" else "msg"),
+                                                len(self.output))
+                            for out in self._open(current):
+                                yield out
+                        for out in self._delta(current, event):
+                            yield out
+                    elif kind == "tool_call":
                         for out in self._close(current, "completed"):
                             yield out
-                        current = _OpenItem(wanted, new_id("rs" if wanted == "reasoning" else "msg"),
-                                            len(self.output))
-                        for out in self._open(current):
+                        current = None
+                        self.calls_made += 1
+                        owner = self.toolset.tools.get(event["name"])
+                        if owner is None:
+                            stops_here = True  # the client runs its own functions
+                            for out in self._tool_call(event):
+                                yield out
+                        elif owner[0].needs_approval(owner[1]):
+                            stops_here = True
+                            for out in self._approval_request(owner[0].label, event):
+                                yield out
+                        else:
+                            ran_mcp = True
+                            async for out in self._mcp_call(owner[0].label, event["name"], event["arguments"]):
+                                yield out
+                    elif kind == "done":
+                        incomplete = "max_output_tokens" if event["finish_reason"] == "length" else None
+                        for out in self._close(current, "incomplete" if incomplete else "completed"):
                             yield out
-                    for out in self._delta(current, event):
-                        yield out
-                elif kind == "tool_call":
-                    for out in self._close(current, "completed"):
-                        yield out
-                    current = None
-                    for out in self._tool_call(event):
-                        yield out
-                elif kind == "done":
-                    incomplete = "max_output_tokens" if event["finish_reason"] == "length" else None
-                    for out in self._close(current, "incomplete" if incomplete else "completed"):
-                        yield out
-                    current = None
-                    usage = _usage(event.get("usage") or {})
-                    status = "incomplete" if incomplete else "completed"
-                    self.response = self.resource(status, usage=usage, incomplete=incomplete)
-                    self._remember()
-                    yield self.event(f"response.{status}", response=self.response)
-                    return
-            raise GenerationError("The generation ended without finishing.", status=500, code="server_error")
+                        current = None
+                        self._add_usage(event.get("usage") or {})
+                        if ran_mcp and not stops_here and not incomplete:
+                            break  # the model reads the results and goes on
+                        status = "incomplete" if incomplete else "completed"
+                        self.response = self.resource(status, usage=self.usage, incomplete=incomplete)
+                        self._remember()
+                        yield self.event(f"response.{status}", response=self.response)
+                        return
+                else:
+                    raise GenerationError("The generation ended without finishing.", status=500, code="server_error")
         except GenerationError as exc:
             for out in self._close(current, "incomplete"):
                 yield out
@@ -269,6 +364,17 @@ class ResponseRun:
             self.response = self.resource("failed", error={"code": exc.code or "server_error",
                                                            "message": exc.message})
             yield self.event("response.failed", response=self.response)
+
+    def _add_usage(self, usage: dict) -> None:
+        """Usage sums every generation of the response (one per round of MCP calls)."""
+        this = _usage(usage)
+        if not self.usage:
+            self.usage = this
+            return
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            self.usage[key] += this[key]
+        self.usage["input_tokens_details"]["cached_tokens"] += this["input_tokens_details"]["cached_tokens"]
+        self.usage["output_tokens_details"]["reasoning_tokens"] += this["output_tokens_details"]["reasoning_tokens"]
 
     def _remember(self) -> None:
         stored = StoredResponse(response=self.response, input_items=self.input_items, context=self.context)
@@ -336,6 +442,58 @@ class ResponseRun:
         done = function_call_item(item_id, event["call_id"], event["name"], event["arguments"], "completed")
         self.output.append(done)
         yield self.event("response.output_item.done", output_index=index, item=done)
+
+    def _listing(self, listing: dict):
+        index, where = len(self.output), {"item_id": listing["id"]}
+        yield self.event("response.output_item.added", output_index=index, item={**listing, "tools": []})
+        yield self.event("response.mcp_list_tools.in_progress", output_index=index, **where)
+        yield self.event("response.mcp_list_tools.completed", output_index=index, **where)
+        self.output.append(listing)
+        yield self.event("response.output_item.done", output_index=index, item=listing)
+
+    def _approval_request(self, label: str, event: dict):
+        index, item = len(self.output), approval_request_item(label, event["name"], event["arguments"])
+        yield self.event("response.output_item.added", output_index=index, item=item)
+        self.output.append(item)
+        yield self.event("response.output_item.done", output_index=index, item=item)
+
+    async def _mcp_call(self, label: str, name: str, arguments: str, approval_request_id: str | None = None):
+        index, item_id = len(self.output), new_id("mcp")
+        where = {"item_id": item_id, "output_index": index}
+        shell = mcp_call_item(item_id, label, name, "", "in_progress", approval_request_id=approval_request_id)
+        yield self.event("response.output_item.added", output_index=index, item=shell)
+        yield self.event("response.mcp_call.in_progress", **where)
+        yield self.event("response.mcp_call_arguments.delta", delta=arguments, **where)
+        yield self.event("response.mcp_call_arguments.done", arguments=arguments, **where)
+        output, error = None, None
+        try:
+            output = (await self.session.mcp.call(self._server_of(label, name), name, _arguments(arguments))).text
+        except McpError as exc:
+            error = exc.error
+        status = "failed" if error else "completed"
+        yield self.event(f"response.mcp_call.{status}", **where)
+        done = mcp_call_item(item_id, label, name, arguments, status, output=output, error=error,
+                             approval_request_id=approval_request_id)
+        self.output.append(done)
+        yield self.event("response.output_item.done", output_index=index, item=done)
+
+    def _server_of(self, label: str, name: str):
+        server = self.toolset.server(label)
+        if server is None or self.toolset.tools.get(name, (None,))[0] is not server:
+            message = f"MCP server '{label}' with tool '{name}' is not among this request's tools."
+            raise McpError(message, {"type": "mcp_protocol_error", "code": -32602, "message": message})
+        return server.address
+
+
+def _arguments(arguments: str) -> dict:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        message = "The tool call's arguments are not a JSON object."
+        raise McpError(message, {"type": "mcp_protocol_error", "code": -32602, "message": message})
+    return value
 
 
 def _usage(usage: dict) -> dict:

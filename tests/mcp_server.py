@@ -1,0 +1,57 @@
+"""A real MCP server for the tests, made with the official `mcp` package.
+
+    python tests/mcp_server.py PORT [streamable-http|sse] [--extra-tool]
+
+Serves /mcp (streamable HTTP) or /sse on 127.0.0.1. Its tools answer fixed facts the model has to pass on,
+and two misbehave on purpose: `crash` ends the process mid-call and `stall` never answers in time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+
+server = MCPServer("lms-test-tools")
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def get_weather(location: str) -> str:
+    """Get the current weather for a city."""
+    return f"The weather in {location}: 21 degrees Celsius and sunny."
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def get_time(city: str) -> str:
+    """Get the current local time in a city."""
+    return f"It is 10:42 in {city}."
+
+
+@server.tool()
+def crash() -> str:
+    """Restart the weather station."""
+    os._exit(17)
+
+
+@server.tool()
+def stall() -> str:
+    """Fetch the long-range forecast."""
+    time.sleep(600)
+    return "too late"
+
+
+if "--extra-tool" in sys.argv:
+
+    @server.tool()
+    def get_tide(harbor: str) -> str:
+        """Get the next high tide in a harbor."""
+        return f"High tide in {harbor} is at 14:05."
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    transport = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "streamable-http"
+    server.run(transport=transport, host="127.0.0.1", port=port)
