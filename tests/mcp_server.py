@@ -1,9 +1,10 @@
 """A real MCP server for the tests, made with the official `mcp` package.
 
-    python tests/mcp_server.py PORT [streamable-http|sse] [--extra-tool]
+    python tests/mcp_server.py PORT [streamable-http|sse|stdio] [--extra-tool] [--safe]
 
-Serves /mcp (streamable HTTP) or /sse on 127.0.0.1. Its tools answer fixed facts the model has to pass on,
-and two misbehave on purpose: `crash` ends the process mid-call and `stall` never answers in time.
+Serves /mcp (streamable HTTP) or /sse on 127.0.0.1, or stdio (PORT unused). Its tools answer fixed facts the
+model has to pass on, and two misbehave on purpose (left out with --safe): `crash` ends the process mid-call
+and `stall` never answers in time.
 """
 
 from __future__ import annotations
@@ -30,17 +31,18 @@ def get_time(city: str) -> str:
     return f"It is 10:42 in {city}."
 
 
-@server.tool()
-def crash() -> str:
-    """Restart the weather station."""
-    os._exit(17)
+if "--safe" not in sys.argv:
 
+    @server.tool()
+    def crash() -> str:
+        """Restart the weather station."""
+        os._exit(17)
 
-@server.tool()
-def stall() -> str:
-    """Fetch the long-range forecast."""
-    time.sleep(600)
-    return "too late"
+    @server.tool()
+    def stall() -> str:
+        """Fetch the long-range forecast."""
+        time.sleep(600)
+        return "too late"
 
 
 if "--extra-tool" in sys.argv:
@@ -54,4 +56,7 @@ if "--extra-tool" in sys.argv:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     transport = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "streamable-http"
-    server.run(transport=transport, host="127.0.0.1", port=port)
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run(transport=transport, host="127.0.0.1", port=port)

@@ -4,6 +4,7 @@ official `openai` client parsing every item and event."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -250,3 +251,18 @@ def test_unreachable_server_is_424(mcp_client):
     with pytest.raises(openai.APIStatusError) as failed:
         ask(mcp_client, url)
     assert failed.value.status_code == 424 and "Cannot reach the MCP server" in failed.value.message
+
+
+def test_mcp_json_servers_in_lms_chat_and_not_over_http(mcp_lms, mcp_client, weather):
+    (mcp_lms.home / "mcp.json").write_text(json.dumps({"mcpServers": {
+        "clock": {"command": sys.executable, "args": [str(SERVER_SCRIPT), "0", "stdio", "--safe"]},
+        "weather": {"url": weather.url}}}))
+    chat = mcp_lms.run("chat", TOOL_MODEL, "--mcp", "clock", "-p", "What time is it in Oslo?")
+    assert "[clock] get_time(" in chat.stdout + chat.stderr and "10:42" in chat.stdout + chat.stderr
+
+    unknown = mcp_lms.run("chat", TOOL_MODEL, "--mcp", "nowhere", "-p", "hi", check=False)
+    assert unknown.returncode != 0 and "clock" in unknown.stderr + unknown.stdout
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # no api_token: mcp.json stays local
+        mcp_client.responses.create(model=TOOL_MODEL, input="hi", tools=[{"type": "mcp", "server_label": "clock"}])
+    assert refused.value.code == "mcp_json_disabled"

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from lms.generation.output_parser import OutputParser
+from lms.generation.output_parser import MARKERS, OutputParser, tool_families
 
 NAMES = {"get_weather", "get_time"}
+GEMMA_BROKEN = '<|tool_call>call:get_weather{location:<|"|>Paris}<tool_call|>'
 QWEN_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "San Francisco, CA"}}\n</tool_call>'
 
 
@@ -102,12 +103,34 @@ CASES = [
      {"tools": True, "tool_names": NAMES}, [("tool_call", "get_time", {"city": "Seoul"})]),
     ("text before a llama call", 'Sure. <|python_tag|>{"name": "get_time", "parameters": {}}',
      {"tools": True, "tool_names": NAMES}, [("content", "Sure. "), ("tool_call", "get_time", {})]),
+    ("gemma 4", '<|tool_call>call:get_weather{location:<|"|>Paris, France<|"|>,days:3,units:{metric:true},'
+                'hours:[9,<|"|>noon<|"|>]}<tool_call|>',
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {
+         "location": "Paris, France", "days": 3, "units": {"metric": True}, "hours": [9, "noon"]})]),
+    ("gemma 4 after text, two calls", 'Checking.<|tool_call>call:get_time{city:<|"|>Oslo, {N}<|"|>}<tool_call|>'
+                                      "<|tool_call>call:get_weather{}<tool_call|>",
+     {"tools": True, "tool_names": NAMES}, [("content", "Checking."), ("tool_call", "get_time", {"city": "Oslo, {N}"}),
+                                           ("tool_call", "get_weather", {})]),
+    ("function gemma", "<start_function_call>call:get_weather{location:<escape>London<escape>}<end_function_call>",
+     {"tools": True, "tool_names": NAMES}, [("tool_call", "get_weather", {"location": "London"})]),
+    ("gemma malformed stays content", GEMMA_BROKEN, {"tools": True, "tool_names": NAMES}, [("content", GEMMA_BROKEN)]),
+    ("a family the template does not name stays content", "Try [TOOL_CALLS]get_time[ARGS]{}",
+     {"tools": True, "tool_names": NAMES, "families": ("tag",)}, [("content", "Try [TOOL_CALLS]get_time[ARGS]{}")]),
 ]
 
 
 @pytest.mark.parametrize("text,options,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_cases_for_any_chunking(text, options, expected):
     assert every_chunking(text, **options) == expected
+
+
+def test_family_is_detected_from_the_chat_template():
+    assert tool_families("{{ '<tool_call>' }}{{ tools }}") == ("tag",)
+    assert tool_families("{%- if tools %}<|python_tag|>{% endif %}") == ("python_tag",)
+    assert tool_families("{{ '<start_function_call>' }}") == ("function_gemma",)
+    assert tool_families("{{ '<|tool_call>call:' }}") == ("gemma",)
+    assert set(tool_families("{{ messages }}")) == set(MARKERS)  # names none: every format is read
+    assert set(tool_families(None)) == set(MARKERS)
 
 
 def test_prose_streams_without_waiting_for_the_end():

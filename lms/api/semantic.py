@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lms.generation.harmony import HarmonyParser, is_harmony
-from lms.generation.output_parser import OutputParser
+from lms.generation.output_parser import OutputParser, tool_families
 from lms.generation.tools import ToolPlan
 
 
@@ -31,7 +31,7 @@ def _parser(options: ParseOptions, reasoning_open: bool) -> OutputParser | Harmo
         return HarmonyParser(reasoning=options.reasoning, tools=plan.parse_calls, tool_names=plan.allowed_names)
     return OutputParser(reasoning=options.reasoning and not plan.forced, starts_in_reasoning=reasoning_open,
                         tools=plan.parse_calls or plan.forced, forced_tool_json=plan.forced,
-                        tool_names=plan.allowed_names)
+                        tool_names=plan.allowed_names, families=tool_families(options.template))
 
 
 async def semantic_events(events: AsyncIterator[dict], options: ParseOptions) -> AsyncIterator[dict]:

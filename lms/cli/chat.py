@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from lms import config
 from lms.cli.output import fail, info
 
 DEFAULT_SYSTEM_PROMPT = ("You are an AI assistant running in the user's terminal. "
@@ -21,14 +22,24 @@ HELP = """Commands:
 
 
 class Session:
-    def __init__(self, client, model: str, system_prompt: str, ttl: int):
+    def __init__(self, client, model: str, system_prompt: str, ttl: int, mcp: list[str] | None = None,
+                 confirm_tools: bool = False):
         self.client, self.model, self.ttl = client, model, ttl
         self.system_prompt = system_prompt
         self.messages: list[dict] = []
         self.last_stats: dict | None = None
+        # With MCP servers the chat runs on /v1/responses, which runs their tools; the daemon keeps the history.
+        self.mcp_tools = [{"type": "mcp", "server_label": name, "require_approval": "always" if confirm_tools
+                           else "never"} for name in mcp or []]
+        self.previous_id: str | None = None
+
+    def clear(self) -> None:
+        self.messages, self.previous_id = [], None
 
     def ask(self, text: str) -> str:
         """Stream one answer to stdout; Ctrl+C ends the answer early and keeps what was said."""
+        if self.mcp_tools:
+            return self._ask_with_tools(text)
         self.messages.append({"role": "user", "content": text})
         body = {"model": self.model, "ttl": self.ttl, "stream": True, "stream_options": {"include_usage": True},
                 "messages": [{"role": "system", "content": self.system_prompt}, *self.messages]}
@@ -51,18 +62,59 @@ class Session:
         sys.stdout.write("\n")
         answer = "".join(parts)
         self.messages.append({"role": "assistant", "content": answer})
+        self._remember_stats(started, first, usage or {}, finish, len(parts))
+        return answer
+
+    def _remember_stats(self, started: float, first: float | None, usage: dict, finish: str | None, pieces: int):
         ended = time.perf_counter()
-        predicted = (usage or {}).get("completion_tokens", len(parts))
+        predicted = usage.get("completion_tokens", usage.get("output_tokens", pieces))
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens", "n/a"))
         decode = ended - (first or ended)
         self.last_stats = {
             "Stop Reason": {"stop": "eosFound", "length": "maxPredictedTokensReached"}.get(finish, finish),
             "Tokens/Second": f"{(predicted / decode):.2f}" if decode > 0 else "n/a",
             "Time to First Token": f"{((first or ended) - started):.3f}s",
-            "Prompt Tokens": (usage or {}).get("prompt_tokens", "n/a"),
+            "Prompt Tokens": prompt,
             "Predicted Tokens": predicted,
-            "Total Tokens": (usage or {}).get("total_tokens", "n/a"),
+            "Total Tokens": usage.get("total_tokens", "n/a"),
         }
-        return answer
+
+    def _ask_with_tools(self, text: str) -> str:
+        """One turn on /v1/responses: tool calls are shown as they run; approvals are asked for when wanted."""
+        turn_input: list[dict] | str = text
+        parts: list[str] = []
+        started, first, usage, finish = time.perf_counter(), None, {}, None
+        try:
+            while True:
+                body = {"model": self.model, "ttl": self.ttl, "stream": True, "instructions": self.system_prompt,
+                        "input": turn_input, "tools": self.mcp_tools, "previous_response_id": self.previous_id}
+                requests = []
+                for event in self.client.stream_events("/v1/responses", body):
+                    kind = event["type"]
+                    if kind == "response.output_text.delta":
+                        first = first or time.perf_counter()
+                        parts.append(event["delta"])
+                        sys.stdout.write(event["delta"])
+                        sys.stdout.flush()
+                    elif kind == "response.output_item.done" and event["item"]["type"] == "mcp_call":
+                        _show_call(event["item"])
+                    elif kind == "response.output_item.done" and event["item"]["type"] == "mcp_approval_request":
+                        requests.append(event["item"])
+                    elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                        response = event["response"]
+                        self.previous_id = response["id"]
+                        usage = response.get("usage") or usage
+                        finish = "length" if kind == "response.incomplete" else "stop"
+                if not requests:
+                    break
+                turn_input = [{"type": "mcp_approval_response", "approval_request_id": r["id"],
+                               "approve": _confirm(r)} for r in requests]
+        except KeyboardInterrupt:
+            finish = "userStopped"
+            info("\nGeneration interrupted by user with Ctrl^C")
+        sys.stdout.write("\n")
+        self._remember_stats(started, first, usage, finish, len(parts))
+        return "".join(parts)
 
     def print_stats(self) -> None:
         if not self.last_stats:
@@ -73,6 +125,19 @@ class Session:
             info(f"  {key}: {value}")
 
 
+def _show_call(item: dict) -> None:
+    result = item["output"] if item.get("output") is not None else f"error: {(item.get('error') or {}).get('message')}"
+    info(f"\n[{item['server_label']}] {item['name']}({item['arguments']}) -> {result}")
+
+
+def _confirm(request: dict) -> bool:
+    info(f"\n[{request['server_label']}] wants to run {request['name']}({request['arguments']})")
+    try:
+        return input("Allow this tool call? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def chat(
     model: Annotated[str | None, typer.Argument(help="The model to chat with (default: a loaded model).")] = None,
     prompt: Annotated[str | None, typer.Option("-p", "--prompt", help="Print the answer to this and exit.")] = None,
@@ -81,6 +146,9 @@ def chat(
     stats: Annotated[bool, typer.Option("--stats", help="Show prediction statistics after each answer.")] = False,
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Idle seconds before a model loaded for this chat unloads.")]
     = 3600,
+    mcp: Annotated[list[str] | None, typer.Option(
+        "--mcp", help="Give the model the tools of this MCP server from LMS_HOME/mcp.json (repeatable). "
+                      "An interactive chat asks before each tool call.")] = None,
 ):
     """Chat with a model in the terminal. Piped standard input is read as (part of) the prompt."""
     from lms.client import DaemonError, ensure_daemon
@@ -99,9 +167,21 @@ def chat(
                 model = client.post("/lms/resolve", {"model": model})["modelKey"]
             except DaemonError:
                 fail(f'Model "{model}" not found, load with: lms load {model}')
+    if mcp:
+        from lms.mcp.config import McpConfigError, local_servers
+
+        try:
+            servers = local_servers()
+        except McpConfigError as exc:
+            fail(str(exc))
+        unknown = [name for name in mcp if name not in servers]
+        if unknown:
+            fail(f"No MCP server {', '.join(unknown)} in {config.home() / 'mcp.json'} "
+                 f"(it has: {', '.join(sorted(servers)) or 'none'}).")
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
-    session = Session(client, model, system_prompt, ttl)
-    if prompt is not None or piped:
+    one_shot = prompt is not None or bool(piped)
+    session = Session(client, model, system_prompt, ttl, mcp=mcp, confirm_tools=not one_shot)
+    if one_shot:
         text = f"{prompt}\n\n{piped}" if prompt and piped else (prompt or piped)
         session.ask(text.strip())
         if stats:
@@ -122,10 +202,11 @@ def chat(
         if command == "/help":
             info(HELP)
         elif command == "/clear":
-            session.messages.clear()
+            session.clear()
             info("Conversation cleared.")
         elif command == "/system-prompt":
-            session.system_prompt, session.messages = argument or DEFAULT_SYSTEM_PROMPT, []
+            session.system_prompt = argument or DEFAULT_SYSTEM_PROMPT
+            session.clear()
             info("System prompt updated.")
         elif command == "/stats":
             session.print_stats()

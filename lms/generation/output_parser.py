@@ -23,12 +23,21 @@ MARKERS = {
     "python_tag": ("<|python_tag|>", None),  # Llama 3.x
     "mistral": ("[TOOL_CALLS]", None),  # Mistral: a JSON list, or name[ARGS]{…} in newer templates
     "deepseek": ("<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"),  # DeepSeek V3 / R1
+    "gemma": ("<|tool_call>", "<tool_call|>"),  # Gemma 4: call:NAME{key:<|"|>text<|"|>,n:3}
+    "function_gemma": ("<start_function_call>", "<end_function_call>"),  # FunctionGemma: call:NAME{k:<escape>v<escape>}
 }
+GEMMA_QUOTES = {"gemma": '<|"|>', "function_gemma": "<escape>"}
 _ALPHABET = string.ascii_letters + string.digits
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
-_OPENERS = [opener for opener, _ in MARKERS.values()] + [FENCE]
+
+
+def tool_families(template: str | None) -> tuple[str, ...]:
+    """The call formats a model uses, from the markers its chat template writes; every known format when the
+    template names none (models told about tools by our own prompt, or unknown templates)."""
+    named = tuple(kind for kind, (opener, _) in MARKERS.items() if template and opener in template)
+    return named or tuple(MARKERS)
 
 
 @dataclass
@@ -72,9 +81,9 @@ def parse_calls(text: str, names: set[str] | None) -> list[ParsedEvent] | None:
     return calls
 
 
-def _next_candidate(text: str) -> tuple[int, str]:
+def _next_candidate(text: str, families: tuple[str, ...]) -> tuple[int, str]:
     """Where the next possible call starts in text, and its kind (a MARKERS key, "json" or "fence")."""
-    found = [(text.find(opener), kind) for kind, (opener, _) in MARKERS.items()]
+    found = [(text.find(MARKERS[kind][0]), kind) for kind in families]
     found += [(text.find("{"), "json"), (text.find(FENCE), "fence")]
     found = [(i, kind) for i, kind in found if i >= 0]
     return min(found) if found else (-1, "")
@@ -135,7 +144,54 @@ def _candidate_calls(raw: str, kind: str, names: set[str] | None) -> list[Parsed
         return parse_calls(body, names) or _each(body.split(";"), names)
     if kind == "mistral":
         return parse_calls(body, names) or _mistral_calls(body, names)
+    if kind in GEMMA_QUOTES:
+        return _gemma_calls(body, GEMMA_QUOTES[kind], names)
     return _deepseek_calls(body, names)
+
+
+def _gemma_calls(body: str, quote: str, names: set[str] | None) -> list[ParsedEvent] | None:
+    """Gemma: call:NAME{key:value,…}, where strings are wrapped in a quote token and keys are bare."""
+    calls, rest = [], body.strip()
+    try:
+        while rest:
+            if not rest.startswith("call:") or "{" not in rest:
+                return None
+            name, _, rest = rest[len("call:"):].partition("{")
+            arguments, end = _gemma_value("{" + rest, 0, quote)
+            calls.append(_call_from({"name": name.strip(), "arguments": arguments}, names))
+            rest = rest[end - 1:].strip()
+    except (ValueError, IndexError):
+        return None
+    return calls if calls and all(calls) else None
+
+
+def _gemma_value(text: str, at: int, quote: str):
+    """One value of Gemma's call syntax starting at `at`, and the index just past it."""
+    while text[at].isspace():
+        at += 1
+    if text.startswith(quote, at):
+        end = text.index(quote, at + len(quote))
+        return text[at + len(quote):end], end + len(quote)
+    if text[at] in "{[":
+        closer, items, keyed = "}]"["{[".index(text[at])], [], text[at] == "{"
+        at += 1
+        while True:
+            while text[at].isspace() or text[at] == ",":
+                at += 1
+            if text[at] == closer:
+                return (dict(items) if keyed else items), at + 1
+            if keyed:
+                colon = text.index(":", at)
+                key = text[at:colon].strip().strip('"')
+                value, at = _gemma_value(text, colon + 1, quote)
+                items.append((key, value))
+            else:
+                value, at = _gemma_value(text, at, quote)
+                items.append(value)
+    end = at
+    while text[end] not in ",}]":
+        end += 1
+    return _value(text[at:end].strip()), end
 
 
 def _each(parts: list[str], names: set[str] | None) -> list[ParsedEvent] | None:
@@ -215,8 +271,11 @@ def _prefix_overlap(text: str, marker: str) -> int:
 
 class OutputParser:
     def __init__(self, *, reasoning: bool = True, starts_in_reasoning: bool = False, tools: bool = False,
-                 forced_tool_json: bool = False, tool_names: set[str] | None = None):
+                 forced_tool_json: bool = False, tool_names: set[str] | None = None,
+                 families: tuple[str, ...] | None = None):
         self.tools, self.forced, self.names = tools or forced_tool_json, forced_tool_json, tool_names
+        self.families = families or tuple(MARKERS)
+        self.openers = [MARKERS[kind][0] for kind in self.families] + [FENCE]
         # phases: "start" (may open <think>), "reasoning", "content"
         self.phase = "reasoning" if starts_in_reasoning and reasoning else "start" if reasoning else "content"
         self.buffer = ""  # text not yet emitted
@@ -325,9 +384,9 @@ class OutputParser:
         blocks after some text ("Here it is: {"name": …}"). Candidates are held until they close."""
         events: list[ParsedEvent] = []
         while True:
-            start, kind = _next_candidate(self.buffer)
+            start, kind = _next_candidate(self.buffer, self.families)
             if start < 0:
-                keep = 0 if final else max(_prefix_overlap(self.buffer, marker) for marker in _OPENERS)
+                keep = 0 if final else max(_prefix_overlap(self.buffer, marker) for marker in self.openers)
                 text = self.buffer[: len(self.buffer) - keep]
                 self.buffer = self.buffer[len(text):]
                 events += self._emit_content(text, final=final)

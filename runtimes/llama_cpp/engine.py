@@ -25,6 +25,10 @@ from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.llama_cpp.vision import Projector, VisionError
 
+# A chat model that writes one of these has ended its turn and begun another (Ollama's ChatML and Llama 3
+# templates stop on them too); harmony's <|start|> is not here: gpt-oss writes several messages per turn.
+TURN_START_MARKERS = ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>")
+
 
 class EngineError(Exception):
     def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
@@ -136,6 +140,15 @@ class LlamaCppEngine:
         self._vocab = vocab
         self.bos_text = self._piece(self.llm.token_bos())
         self.eos_text = self._piece(self.llm.token_eos())
+        self._turn_starts = self._single_tokens(TURN_START_MARKERS)
+
+    def _single_tokens(self, markers: tuple[str, ...]) -> set[int]:
+        tokens = set()
+        for marker in markers:
+            ids = self.llm.tokenize(marker.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                tokens.add(ids[0])
+        return tokens
 
     def _piece(self, token: int) -> str:
         if token < 0:
@@ -249,6 +262,7 @@ class LlamaCppEngine:
             grammar=grammar,
         )
         stops = StopMatcher(request.get("stop") or [])
+        chat = request.get("messages") is not None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         top_logprobs = request.get("logprobs")  # None: no logprobs; N: the chosen token's and N alternatives
         reasoning_start = request.get("reasoning_start")
@@ -266,7 +280,7 @@ class LlamaCppEngine:
                 if cancelled():
                     finish = "cancelled"
                     break
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token) or (chat and token in self._turn_starts):
                     finish = "stop"
                     break
                 count += 1

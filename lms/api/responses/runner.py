@@ -118,6 +118,8 @@ class ResponseRun:
         self.images: list[str] = []
         self.approvals: list[tuple[dict, dict]] = []
         self.calls_made = 0
+        self.mcp_calls_seen: set[tuple[str, str]] = set()
+        self.must_answer = False  # set when the model repeats an MCP call it already made in this response
         self.rounds = 0
         self.usage: dict = {}
 
@@ -206,7 +208,7 @@ class ResponseRun:
             allowed = isinstance(choice, dict) and choice.get("type") == "allowed_tools"
             choice = {**choice, "mode": "auto"} if allowed else "auto"
         budget = self.body.max_tool_calls - self.calls_made if self.body.max_tool_calls else None
-        if budget == 0 or self.rounds >= MAX_TOOL_ROUNDS - 1:
+        if budget == 0 or self.must_answer or self.rounds >= MAX_TOOL_ROUNDS - 1:
             choice = "none"
         return tools, choice, budget
 
@@ -339,6 +341,7 @@ class ResponseRun:
                                 yield out
                         else:
                             ran_mcp = True
+                            self._note_repeats(event["name"], event["arguments"])
                             async for out in self._mcp_call(owner[0].label, event["name"], event["arguments"]):
                                 yield out
                     elif kind == "done":
@@ -364,6 +367,16 @@ class ResponseRun:
             self.response = self.resource("failed", error={"code": exc.code or "server_error",
                                                            "message": exc.message})
             yield self.event("response.failed", response=self.response)
+
+    def _note_repeats(self, name: str, arguments: str) -> None:
+        """Small models often call the same tool with the same arguments again after reading its result; the
+        answer is already in the conversation, so the next generation must answer instead of looping."""
+        try:
+            key = (name, json.dumps(json.loads(arguments), sort_keys=True))
+        except ValueError:
+            key = (name, arguments)
+        self.must_answer = self.must_answer or key in self.mcp_calls_seen
+        self.mcp_calls_seen.add(key)
 
     def _add_usage(self, usage: dict) -> None:
         """Usage sums every generation of the response (one per round of MCP calls)."""
