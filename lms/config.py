@@ -68,6 +68,7 @@ class Settings:
     api_token: str = ""  # when set, the HTTP API requires `Authorization: Bearer <token>`
     allow_remote_mcp: bool = False  # /v1/responses may call MCP servers a request names (tools of type "mcp")
     allow_mcp_json: bool = False  # HTTP API requests may use the servers of mcp.json (needs api_token too)
+    download_reserve_bytes: int = 64 * 1024 * 1024  # free disk space a download must leave
     mcp_connect_timeout_seconds: float = 10.0
     mcp_call_timeout_seconds: float = 60.0
 

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lms.api.errors import EXCEPTION_HANDLERS, error_body
+from lms.api.native.downloads import routes as download_routes
 from lms.api.openai.chat import chat_completions
 from lms.api.openai.completions import completions
 from lms.api.openai.embeddings import embeddings
@@ -36,6 +37,7 @@ def api_routes() -> list[Route]:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         *responses_routes(),
+        *download_routes(),
     ]
 
 
@@ -89,5 +91,6 @@ def share_state(app: Starlette, daemon, *, allow_remote_mcp: bool, allow_mcp_jso
     app.state.settings = daemon.settings
     app.state.responses = daemon.responses
     app.state.mcp = daemon.mcp
+    app.state.downloads = daemon.downloads
     app.state.allow_remote_mcp = allow_remote_mcp
     app.state.allow_mcp_json = allow_mcp_json

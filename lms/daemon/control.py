@@ -20,6 +20,7 @@ from lms import __version__, config
 from lms.api.app import api_routes, share_state
 from lms.api.errors import EXCEPTION_HANDLERS, APIError
 from lms.api.http import read_json
+from lms.daemon import control_models
 from lms.generation.request import GenerationError
 from lms.store import catalog
 
@@ -157,6 +158,7 @@ def build_control_app(daemon) -> Starlette:
         Route("/lms/server/start", server_start, methods=["POST"]),
         Route("/lms/server/stop", server_stop, methods=["POST"]),
         Route("/lms/server/status", server_status),
+        *control_models.routes(),
         *api_routes(),
     ]
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)

@@ -20,6 +20,7 @@ from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.manager.models import ModelManager
 from lms.mcp.client import McpPool
 from lms.store import catalog
+from lms.store.downloads import DownloadManager
 
 log = logging.getLogger("lms.daemon")
 
@@ -33,6 +34,7 @@ class Daemon:
                                        max_count=self.settings.responses_max_count)
         self.mcp = McpPool(connect_timeout=self.settings.mcp_connect_timeout_seconds,
                            call_timeout=self.settings.mcp_call_timeout_seconds)
+        self.downloads = DownloadManager(reserve_bytes=self.settings.download_reserve_bytes)
         self.http = HTTPServerController(self)
         self.control: uvicorn.Server | None = None
 
@@ -42,6 +44,7 @@ class Daemon:
 
     async def run(self, control_socket: socket.socket) -> None:
         self.manager.start()
+        self.downloads.start()
         app = build_control_app(self)
         self.control = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                                      timeout_graceful_shutdown=2, ws="none", http=HTTP_PROTOCOL))
@@ -52,6 +55,7 @@ class Daemon:
             await self.http.stop()
         await self.manager.close()
         await self.mcp.close_all()
+        await self.downloads.close()
         self.responses.close()
 
 

@@ -127,8 +127,26 @@ def _header(path: Path) -> GGUFHeader:
     return _header_cache[key]
 
 
+_SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})$")
+
+
 def _strip_quant(stem: str) -> str:
-    return _QUANT_SUFFIX.sub("", stem)
+    return _QUANT_SUFFIX.sub("", _SPLIT_PART.sub("", stem))
+
+
+def files_of(entry: ModelEntry) -> list[Path]:
+    """Every file of a model: the parts of a split GGUF (`-00001-of-00003`), or the one file."""
+    return split_parts(entry.path) or [entry.path]
+
+
+def split_parts(path: Path) -> list[Path] | None:
+    """All parts of a split GGUF given its first part; None for a file that is not split."""
+    match = _SPLIT_PART.search(path.stem)
+    if not match:
+        return None
+    count = int(match.group(2))
+    prefix = path.stem[: match.start()]
+    return [path.with_name(f"{prefix}-{index:05d}-of-{count:05d}{path.suffix}") for index in range(1, count + 1)]
 
 
 def _is_projector(path: Path) -> bool:
@@ -145,6 +163,9 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
         for name in files:
             path = Path(dirpath) / name
             if name.lower().endswith(".gguf") and not _is_projector(path) and path.exists():
+                parts = split_parts(path)
+                if parts and (parts[0] != path or not all(p.exists() for p in parts)):
+                    continue  # a split model is listed by its first part, and only when every part is there
                 by_folder.setdefault(Path(dirpath), []).append(path)
     entries: list[ModelEntry] = []
     for folder, files in by_folder.items():
@@ -191,7 +212,7 @@ def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader,
         rel_path=str(path.relative_to(root)),
         publisher=publisher,
         display_name=str(header.metadata.get("general.name") or path.stem),
-        size_bytes=path.stat().st_size,
+        size_bytes=sum(p.stat().st_size for p in split_parts(path) or [path]),
         type="embedding" if is_embedding else "llm",
         architecture=arch,
         params_string=params_string(header),

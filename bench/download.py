@@ -1,0 +1,90 @@
+"""Download throughput of `lms get` (a daemon job: transfer, sha256 check, move into models/) against `curl` of
+the same file from the same local Hub server, in one run. Target (the lms get issue): lms / curl >= 0.8.
+
+    python bench/download.py        (also part of `make bench`)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lms.client import DaemonClient  # noqa: E402
+from lms.config import socket_path  # noqa: E402
+from lms.store.catalog import bundled_model_file  # noqa: E402
+from tests.hf_server import FakeHub  # noqa: E402
+
+ROUNDS = 3
+REPO_ID = "bench/Download-GGUF"
+
+
+def _model_file() -> Path:
+    """The largest model file at hand: the Qwen fixture (491 MB) when the tests fetched it, else SmolLM2."""
+    qwen = Path.home() / ".cache" / "lms" / "fixtures" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    return qwen if qwen.exists() else bundled_model_file()
+
+
+def _curl_seconds(url: str, target: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sf", "-o", str(target), url], check=True)
+    elapsed = time.perf_counter() - started
+    target.unlink()
+    return elapsed
+
+
+def _lms_seconds(client: DaemonClient, home: Path, hub_url: str) -> float:
+    job = client.post("/lms/downloads", {"model": REPO_ID, "endpoint": hub_url})
+    while job["status"] == "downloading":
+        time.sleep(0.02)
+        job = client.get(f"/lms/downloads/{job['job_id']}")
+    if job["status"] != "completed":
+        raise RuntimeError(f"the download failed: {job}")
+    shutil.rmtree(home / "models" / "bench")
+    return job["duration_seconds"]
+
+
+def measure() -> dict:
+    model = _model_file()
+    size = model.stat().st_size
+    home = Path(tempfile.mkdtemp(prefix="lms-bench-download-"))
+    with FakeHub() as hub:
+        hub.add_repo(REPO_ID, {model.name: model}, tags=["gguf"])
+        url = f"{hub.url}/{REPO_ID}/resolve/main/{model.name}"
+        env = {**os.environ, **hub.client_env(home / "hf-home"), "LMS_HOME": str(home)}
+        subprocess.run([sys.executable, "-m", "lms", "daemon", "up"], env=env, check=True, capture_output=True,
+                       cwd=REPO)
+        client = DaemonClient(path=str(socket_path(home)))
+        try:
+            curl, lms = [], []
+            _curl_seconds(url, home / "warm")  # the page cache holds the file for both sides
+            for _ in range(ROUNDS):  # interleaved: drift in machine load hits both alike
+                curl.append(_curl_seconds(url, home / "curl.gguf"))
+                lms.append(_lms_seconds(client, home, hub.url))
+        finally:
+            subprocess.run([sys.executable, "-m", "lms", "daemon", "down"], env=env, capture_output=True, cwd=REPO)
+            shutil.rmtree(home, ignore_errors=True)
+    curl_mbps, lms_mbps = size / statistics.median(curl) / 1e6, size / statistics.median(lms) / 1e6
+    return {"file": model.name, "size_bytes": size, "curl_mb_per_s": curl_mbps, "lms_mb_per_s": lms_mbps,
+            "ratio": lms_mbps / curl_mbps, "curl_seconds": curl, "lms_seconds": lms}
+
+
+def rows(result: dict) -> list[tuple[str, str, str]]:
+    size = f"{result['size_bytes'] / 1e6:.0f} MB"
+    return [(f"download MB/s, curl ({size})", f"{result['curl_mb_per_s']:.0f}", ""),
+            (f"download MB/s, lms get job ({size}, sha256 + install)", f"{result['lms_mb_per_s']:.0f}", ""),
+            ("download ratio lms / curl", f"{result['ratio']:.3f}", ">= 0.8")]
+
+
+if __name__ == "__main__":
+    outcome = measure()
+    for name, value, target in rows(outcome):
+        print(f"{name:55}  {value:>10}  {target}")

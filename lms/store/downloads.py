@@ -1,0 +1,354 @@
+"""Download jobs, run by the daemon: one variant of one Hub repository each.
+
+Files are fetched by `huggingface_hub` into a staging folder outside `models/` (its `.incomplete` files are
+resumed with HTTP ranges after an interruption or a daemon restart), each is checked against the Hub's sha256,
+and only when every file of the variant is complete and verified are they moved into
+`models/<publisher>/<repo>/`: `lms ls` never shows a partial model. A journal file per job lets a restarted daemon
+pick its jobs up again. Two requests for the same variant share one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lms import config
+from lms.generation.request import GenerationError
+from lms.store.hub import HubFile
+
+log = logging.getLogger("lms.downloads")
+ACTIVE = ("downloading",)
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    job_id: str
+    repo_id: str
+    commit: str
+    variant: str
+    files: list[HubFile]
+    status: str = "downloading"  # LM Studio's: downloading, completed, failed, already_downloaded; and cancelled
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    completed_at: float | None = None
+    endpoint: str | None = None
+    done_bytes: int = 0  # bytes of files already complete
+    current_bytes: int = 0  # bytes of the file being fetched, resumed part included
+    fetched_bytes: int = 0  # bytes received over the network by this daemon
+    speed: float = 0.0
+    token: str | None = field(default=None, repr=False)  # never written to the journal
+    cancel_requested: bool = field(default=False, repr=False)
+    _samples: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def downloaded_bytes(self) -> int:
+        return min(self.done_bytes + self.current_bytes, self.total_bytes)
+
+    @property
+    def target_dir(self) -> Path:
+        return config.models_dir() / self.repo_id
+
+    @property
+    def staging_dir(self) -> Path:
+        return downloads_dir() / "staging" / self.repo_id / self.commit
+
+    def status_dict(self) -> dict:
+        """LM Studio's download status shape (`GET /api/v1/models/download/status/:job_id`) plus our details."""
+        remaining = self.total_bytes - self.downloaded_bytes
+        eta = remaining / self.speed if self.speed > 0 and self.status == "downloading" else None
+        return {
+            "job_id": self.job_id, "status": self.status, "model": self.repo_id, "variant": self.variant,
+            "total_size_bytes": self.total_bytes, "downloaded_bytes": self.downloaded_bytes,
+            "bytes_per_second": round(self.speed), "fetched_bytes": self.fetched_bytes,
+            "estimated_completion": _iso(time.time() + eta) if eta is not None else None,
+            "started_at": _iso(self.started_at), "completed_at": _iso(self.completed_at) if self.completed_at else None,
+            "error": self.error, "path": str(self.target_dir),
+            "duration_seconds": round((self.completed_at or time.time()) - self.started_at, 3),
+        }
+
+    def progress(self, current: int, received: int) -> None:
+        if self.cancel_requested:
+            raise Cancelled()
+        self.current_bytes = current
+        self.fetched_bytes += received
+        now = time.monotonic()
+        self._samples = [s for s in self._samples if now - s[0] < 3.0] + [(now, self.fetched_bytes)]
+        first = self._samples[0]
+        if now - first[0] > 0.2:
+            self.speed = (self.fetched_bytes - first[1]) / (now - first[0])
+
+    def journal(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k not in ("token", "cancel_requested", "_samples")}
+        data["files"] = [asdict(f) for f in self.files]
+        return data
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def downloads_dir() -> Path:
+    return config.internal_dir() / "downloads"
+
+
+class _Progress:
+    """What huggingface_hub calls as its progress bar (any class taking tqdm's keywords): it feeds the job,
+    and raising from update() is how a cancelled job stops mid-file."""
+
+    def __init__(self, job: Job, *, total: int | None = None, initial: int = 0, **_):
+        self.job, self.position = job, initial
+        job.progress(initial, 0)
+
+    def update(self, n: int) -> None:
+        self.position += n
+        self.job.progress(self.position, n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def sha256_of(path: Path, limit: int | None = None) -> hashlib._Hash:
+    digest, left = hashlib.sha256(), limit
+    with open(path, "rb") as handle:
+        while (left is None or left > 0) and (chunk := handle.read(min(4 << 20, left or 4 << 20))):
+            digest.update(chunk)
+            left = None if left is None else left - len(chunk)
+    return digest
+
+
+class _HashingWriter:
+    """The part file as huggingface_hub writes it, hashed on the way in: no second pass over a large file.
+    A resumed part is hashed once for what it already holds; if the writer rewinds (a server that ignored the
+    Range), the file is hashed again from disk at the end."""
+
+    def __init__(self, handle, path: Path, existing: int):
+        self.handle, self.path = handle, path
+        self.digest = sha256_of(path, existing) if existing else hashlib.sha256()
+        self.rewound = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def seek(self, *args) -> int:
+        self.rewound = True
+        return self.handle.seek(*args)
+
+    def truncate(self, *args) -> int:
+        self.rewound = True
+        return self.handle.truncate(*args)
+
+    def hexdigest(self) -> str:
+        self.handle.flush()
+        return (sha256_of(self.path) if self.rewound else self.digest).hexdigest()
+
+
+class DownloadManager:
+    def __init__(self, reserve_bytes: int = 64 * 1024 * 1024):
+        self.reserve_bytes = reserve_bytes  # never fill the disk to the last byte
+        self.jobs: dict[str, Job] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Pick up the jobs a previous daemon left unfinished."""
+        journal = downloads_dir() / "jobs"
+        for path in sorted(journal.glob("*.json")) if journal.is_dir() else []:
+            try:
+                data = json.loads(path.read_text())
+                data["files"] = [HubFile(**f) for f in data["files"]]
+                job = Job(**data)
+            except (OSError, ValueError, TypeError):
+                continue
+            self.jobs[job.job_id] = job
+            if job.status in ACTIVE:
+                log.info("resuming download %s of %s@%s", job.job_id, job.repo_id, job.variant)
+                self._launch(job)
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    # --- requests ---------------------------------------------------------------------------------------------
+
+    def submit(self, repo_id: str, commit: str, variant: str, files: list[HubFile], *, endpoint: str | None,
+               token: str | None) -> Job:
+        """Start (or join) the download of a variant."""
+        for job in self.jobs.values():
+            if job.repo_id == repo_id and job.variant == variant and job.status in ACTIVE:
+                return job
+        job = Job(secrets.token_hex(5), repo_id, commit, variant, files, endpoint=endpoint, token=token)
+        job.job_id = f"job_{job.job_id}"
+        if all(_complete(job.target_dir / f.path, f) for f in files):
+            job.status, job.completed_at, job.done_bytes = "already_downloaded", time.time(), job.total_bytes
+            self.jobs[job.job_id] = job
+            return job
+        self._check_space(job)
+        self.jobs[job.job_id] = job
+        self._save(job)
+        self._launch(job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise GenerationError(f"No download job '{job_id}'.", status=404, code="job_not_found", type="not_found")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status in ACTIVE:
+            job.cancel_requested = True
+        return job
+
+    def _check_space(self, job: Job) -> None:
+        job.staging_dir.mkdir(parents=True, exist_ok=True)
+        needed = job.total_bytes - sum(_partial_size(job, f) for f in job.files) + self.reserve_bytes
+        free = shutil.disk_usage(job.staging_dir).free
+        if free < needed:
+            raise GenerationError(f"Not enough disk space for {job.repo_id}@{job.variant}: it needs "
+                                  f"{_size(needed)} and {_size(free)} is free.", status=507, code="disk_full")
+
+    # --- running ----------------------------------------------------------------------------------------------
+
+    def _launch(self, job: Job) -> None:
+        self.tasks[job.job_id] = asyncio.create_task(self._run(job), name=f"download {job.job_id}")
+
+    async def _run(self, job: Job) -> None:
+        job.status, job.error, job.cancel_requested = "downloading", None, False
+        self._save(job)
+        try:
+            job.done_bytes = 0
+            for file in job.files:
+                job.current_bytes = 0
+                await asyncio.to_thread(self._fetch, job, file)
+                job.done_bytes += file.size
+            job.current_bytes = 0
+            await asyncio.to_thread(self._install, job)
+            job.status, job.completed_at = "completed", time.time()
+            log.info("downloaded %s@%s (%s)", job.repo_id, job.variant, _size(job.total_bytes))
+        except Cancelled:
+            job.status = "cancelled"
+        except asyncio.CancelledError:
+            self._save(job)  # the daemon is stopping: still "downloading", so the next daemon resumes it
+            raise
+        except OSError as exc:
+            job.status = "failed"
+            job.error = (f"The disk is full ({exc.strerror}); free some space and run lms get again to resume."
+                         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else f"Download failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a download must never take the daemon down
+            job.status, job.error = "failed", _describe(exc)
+        finally:
+            self.tasks.pop(job.job_id, None)
+        if job.error:
+            log.warning("download %s failed: %s", job.job_id, job.error)
+        self._save(job)
+
+    def _fetch(self, job: Job, file: HubFile) -> None:
+        """One file, into `<staging>/<path>.part` then `<staging>/<path>`. huggingface_hub's own HTTP download
+        (`http_get`: auth headers, retries, Range) does the transfer; we keep the part file across daemon
+        restarts, which its `hf_hub_download` does not (it starts every process on a fresh temporary file)."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
+
+        staged = job.staging_dir / file.path
+        if _complete(job.target_dir / file.path, file) or _complete(staged, file):
+            return
+        part = _part_path(job, file)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        resume = part.stat().st_size if part.exists() else 0
+        if resume > file.size:
+            part.unlink()
+            resume = 0
+        url = hf_hub_url(job.repo_id, file.path, revision=job.commit, endpoint=job.endpoint or None)
+        with open(part, "ab") as handle:
+            out = _HashingWriter(handle, part, resume)
+            http_get(url, out, resume_size=resume, headers=build_hf_headers(token=job.token or None),
+                     expected_size=file.size, displayed_filename=file.path,
+                     tqdm_class=functools.partial(_Progress, job))
+            digest = out.hexdigest()
+        if file.sha256 and digest != file.sha256:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatch(f"{file.path} does not match the Hub's sha256 (the download was corrupted); "
+                                   "it was deleted, run lms get again to fetch it anew.")
+        os.replace(part, staged)
+
+    def _install(self, job: Job) -> None:
+        """Every file is complete and verified: move them into the models folder, together."""
+        job.target_dir.mkdir(parents=True, exist_ok=True)
+        for file in job.files:
+            staged, installed = job.staging_dir / file.path, job.target_dir / file.path
+            if staged.exists():
+                installed.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, installed)
+        shutil.rmtree(job.staging_dir, ignore_errors=True)
+
+    def _save(self, job: Job) -> None:
+        journal = downloads_dir() / "jobs"
+        journal.mkdir(parents=True, exist_ok=True)
+        temporary = journal / f".{job.job_id}.tmp"
+        temporary.write_text(json.dumps(job.journal()))
+        os.replace(temporary, journal / f"{job.job_id}.json")
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+def _complete(path: Path, file: HubFile) -> bool:
+    return path.is_file() and path.stat().st_size == file.size
+
+
+def _part_path(job: Job, file: HubFile) -> Path:
+    return job.staging_dir / f"{file.path}.part"
+
+
+def _partial_size(job: Job, file: HubFile) -> int:
+    if _complete(job.target_dir / file.path, file) or _complete(job.staging_dir / file.path, file):
+        return file.size
+    part = _part_path(job, file)
+    return part.stat().st_size if part.exists() else 0
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.2f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1000
+    return f"{count:.2f} GB"
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ChecksumMismatch):
+        return str(exc)
+    return f"Download failed: {type(exc).__name__}: {exc}"
