@@ -352,12 +352,17 @@ class FakeHub:
 
     def client_env(self, hf_home: Path | str, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a huggingface_hub process that must use this hub only (it reads these at import)."""
+        return self.client_env_for(self.url, hf_home, base)
+
+    @staticmethod
+    def client_env_for(url: str, hf_home: Path | str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """client_env for a hub served by another process at `url`."""
         env = dict(os.environ if base is None else base)
         for name in CLIENT_ENV_TO_CLEAR:
             env.pop(name, None)
         no_proxy = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
         env.update(
-            HF_ENDPOINT=self.url,
+            HF_ENDPOINT=url,
             HF_HOME=str(hf_home),
             HF_HUB_DISABLE_XET="1",  # belt and braces: this hub never offers Xet anyway
             HF_HUB_DISABLE_TELEMETRY="1",
@@ -656,3 +661,19 @@ def _only_expanded(info: dict[str, Any], expand: list[str]) -> dict[str, Any]:
 
 def _with_last_commit(entry: dict[str, Any], repo: Repo) -> dict[str, Any]:
     return {**entry, "lastCommit": repo.last_commit()}
+
+
+if __name__ == "__main__":
+    # python -m tests.hf_server [--throttle BYTES_PER_SECOND] OWNER/REPO=FILE...: serve those files (one repo
+    # each) until killed; prints the URL.
+    import sys
+
+    served = FakeHub()
+    specs = sys.argv[1:]
+    if specs[:1] == ["--throttle"]:
+        served.throttle_bytes_per_second, specs = int(specs[1]), specs[2:]
+    for spec in specs:
+        repo_id, _, local = spec.partition("=")
+        served.add_repo(repo_id, {Path(local).name: Path(local)}, tags=["gguf"])
+    print(served.start(), flush=True)
+    threading.Event().wait()

@@ -23,12 +23,14 @@ Q4 = "SmolLM2-135M-Instruct-Q4_1.gguf"
 Q8_PARTS = ["SmolLM2-135M-Instruct-Q8_0-00001-of-00002.gguf", "SmolLM2-135M-Instruct-Q8_0-00002-of-00002.gguf"]
 KEY = "lmstudio-community/smollm2-135m-instruct"
 CORRUPT_ID = "lms-test/Corrupt-SmolLM2-GGUF"
+MLX_ID = "lmstudio-community/SmolLM2-135M-Instruct-MLX-4bit"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     sys.path.insert(0, str(REPO))
     from lms.store.catalog import bundled_model_file
+    from tools.mlx_from_gguf import ensure_mlx_smollm2
     from tools.requantize import bundled_as
     from tools.split_gguf import split_gguf
 
@@ -40,6 +42,9 @@ def hub(tmp_path_factory):
         fake.add_repo("someone/smollm2-finetune-GGUF", {"smollm2-finetune-Q4_1.gguf": q4}, tags=["gguf"],
                       downloads=12)
         fake.add_repo(CORRUPT_ID, {"Corrupt-SmolLM2-Q4_1.gguf": q4}, tags=["gguf"])
+        mlx_dir = ensure_mlx_smollm2()
+        fake.add_repo(MLX_ID, {p.name: p for p in mlx_dir.iterdir() if not p.name.startswith(".")},
+                      tags=["mlx", "safetensors", "text-generation"], downloads=300)
         fake.corrupt(CORRUPT_ID, "Corrupt-SmolLM2-Q4_1.gguf")
         yield fake
 
@@ -213,3 +218,14 @@ def test_native_download_endpoints(lms_hub, hub):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
     bad = httpx.post(f"{base}/api/v1/models/download", json={"model": f"{REPO_ID}", "quantization": "q3_k_s"})
     assert bad.status_code == 404 and "q4_1" in bad.json()["error"]["message"]
+
+
+def test_an_mlx_repository_downloads_as_one_folder(lms_hub, hub):
+    job = job_of(lms_hub, MLX_ID, "--mlx")
+    assert job["status"] == "completed" and job["variant"] == "mlx-4bit"
+    folder = lms_hub.home / "models" / MLX_ID
+    served = hub.repos[MLX_ID].files
+    assert sorted(p.name for p in folder.iterdir()) == sorted(served)
+    assert all((folder / name).stat().st_size == file.size for name, file in served.items())
+    gguf_only = lms_hub.run("get", MLX_ID, "--gguf", "-y", check=False)
+    assert gguf_only.returncode == 1 and "no model files" in gguf_only.stderr

@@ -13,8 +13,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lms.api.anthropic import messages
 from lms.api.errors import EXCEPTION_HANDLERS, error_body
-from lms.api.native.downloads import routes as download_routes
+from lms.api.native.routes import native_routes
 from lms.api.openai.chat import chat_completions
 from lms.api.openai.completions import completions
 from lms.api.openai.embeddings import embeddings
@@ -37,7 +38,8 @@ def api_routes() -> list[Route]:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         *responses_routes(),
-        *download_routes(),
+        Route("/v1/messages", messages, methods=["POST"]),
+        *native_routes(),
     ]
 
 

@@ -37,6 +37,7 @@ class LoadedModel:
     last_used: int | None = None  # unix ms
     active: int = 0  # requests queued or running, including the current one
     status: str = "idle"
+    load_seconds: float = 0.0
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -117,6 +118,7 @@ class ModelManager:
                 self.settings.default_context_length, entry.max_context_length)
         identifier = self._new_identifier(entry, identifier)
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
+        started = time.perf_counter()
         worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit)
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
@@ -141,7 +143,7 @@ class ModelManager:
             raise GenerationError(f"Failed to load model '{entry.model_key}'.", status=500, code="model_load_failed")
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
-                            last_used=now_ms())
+                            last_used=now_ms(), load_seconds=time.perf_counter() - started)
         self.loaded[identifier] = model
         return model
 

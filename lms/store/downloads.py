@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +23,7 @@ from pathlib import Path
 from lms import config
 from lms.generation.request import GenerationError
 from lms.store.hub import HubFile
+from lms.store.transfer import TransferError, fetch
 
 log = logging.getLogger("lms.downloads")
 ACTIVE = ("downloading",)
@@ -109,67 +108,6 @@ def downloads_dir() -> Path:
     return config.internal_dir() / "downloads"
 
 
-class _Progress:
-    """What huggingface_hub calls as its progress bar (any class taking tqdm's keywords): it feeds the job,
-    and raising from update() is how a cancelled job stops mid-file."""
-
-    def __init__(self, job: Job, *, total: int | None = None, initial: int = 0, **_):
-        self.job, self.position = job, initial
-        job.progress(initial, 0)
-
-    def update(self, n: int) -> None:
-        self.position += n
-        self.job.progress(self.position, n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def sha256_of(path: Path, limit: int | None = None) -> hashlib._Hash:
-    digest, left = hashlib.sha256(), limit
-    with open(path, "rb") as handle:
-        while (left is None or left > 0) and (chunk := handle.read(min(4 << 20, left or 4 << 20))):
-            digest.update(chunk)
-            left = None if left is None else left - len(chunk)
-    return digest
-
-
-class _HashingWriter:
-    """The part file as huggingface_hub writes it, hashed on the way in: no second pass over a large file.
-    A resumed part is hashed once for what it already holds; if the writer rewinds (a server that ignored the
-    Range), the file is hashed again from disk at the end."""
-
-    def __init__(self, handle, path: Path, existing: int):
-        self.handle, self.path = handle, path
-        self.digest = sha256_of(path, existing) if existing else hashlib.sha256()
-        self.rewound = False
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return self.handle.write(data)
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def seek(self, *args) -> int:
-        self.rewound = True
-        return self.handle.seek(*args)
-
-    def truncate(self, *args) -> int:
-        self.rewound = True
-        return self.handle.truncate(*args)
-
-    def hexdigest(self) -> str:
-        self.handle.flush()
-        return (sha256_of(self.path) if self.rewound else self.digest).hexdigest()
-
-
 class DownloadManager:
     def __init__(self, reserve_bytes: int = 64 * 1024 * 1024):
         self.reserve_bytes = reserve_bytes  # never fill the disk to the last byte
@@ -248,14 +186,17 @@ class DownloadManager:
         self._save(job)
         try:
             job.done_bytes = 0
+            fetching = time.perf_counter()
             for file in job.files:
                 job.current_bytes = 0
                 await asyncio.to_thread(self._fetch, job, file)
                 job.done_bytes += file.size
             job.current_bytes = 0
+            fetched = time.perf_counter()
             await asyncio.to_thread(self._install, job)
             job.status, job.completed_at = "completed", time.time()
-            log.info("downloaded %s@%s (%s)", job.repo_id, job.variant, _size(job.total_bytes))
+            log.info("downloaded %s@%s (%s): fetched and verified in %.2f s, installed in %.2f s", job.repo_id,
+                     job.variant, _size(job.total_bytes), fetched - fetching, time.perf_counter() - fetched)
         except Cancelled:
             job.status = "cancelled"
         except asyncio.CancelledError:
@@ -278,25 +219,17 @@ class DownloadManager:
         (`http_get`: auth headers, retries, Range) does the transfer; we keep the part file across daemon
         restarts, which its `hf_hub_download` does not (it starts every process on a fresh temporary file)."""
         from huggingface_hub import hf_hub_url
-        from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
 
         staged = job.staging_dir / file.path
         if _complete(job.target_dir / file.path, file) or _complete(staged, file):
             return
         part = _part_path(job, file)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        resume = part.stat().st_size if part.exists() else 0
-        if resume > file.size:
-            part.unlink()
-            resume = 0
         url = hf_hub_url(job.repo_id, file.path, revision=job.commit, endpoint=job.endpoint or None)
-        with open(part, "ab") as handle:
-            out = _HashingWriter(handle, part, resume)
-            http_get(url, out, resume_size=resume, headers=build_hf_headers(token=job.token or None),
-                     expected_size=file.size, displayed_filename=file.path,
-                     tqdm_class=functools.partial(_Progress, job))
-            digest = out.hexdigest()
+        try:
+            digest = fetch(url, build_hf_headers(token=job.token or None), part, file.size, job.progress)
+        except TransferError as exc:
+            raise DownloadFailed(f"Download of {file.path} failed: {exc}") from None
         if file.sha256 and digest != file.sha256:
             part.unlink(missing_ok=True)
             raise ChecksumMismatch(f"{file.path} does not match the Hub's sha256 (the download was corrupted); "
@@ -325,6 +258,10 @@ class ChecksumMismatch(Exception):
     pass
 
 
+class DownloadFailed(Exception):
+    pass
+
+
 def _complete(path: Path, file: HubFile) -> bool:
     return path.is_file() and path.stat().st_size == file.size
 
@@ -349,6 +286,6 @@ def _size(count: float) -> str:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, ChecksumMismatch):
+    if isinstance(exc, (ChecksumMismatch, DownloadFailed)):
         return str(exc)
     return f"Download failed: {type(exc).__name__}: {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,10 +12,12 @@ from starlette.responses import JSONResponse
 from lms.api.generate import collect, error_chunk, new_id, openai_usage, primed
 from lms.api.http import read_json, sse, until_disconnect
 from lms.api.images import load_image
+from lms.api.native.details import native_details
 from lms.api.openai.schemas import ChatCompletionBody
 from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
 from lms.generation.tools import describe_tools_if_needed, render_tool_calls_as_text, template_knows_tool_calls
+from lms.manager.models import LoadedModel
 
 
 def _tool_call(event: dict, index: int | None = None) -> dict:
@@ -23,10 +26,11 @@ def _tool_call(event: dict, index: int | None = None) -> dict:
     return call if index is None else {"index": index, **call}
 
 
-async def chat_completions(request: Request):
-    body = ChatCompletionBody.model_validate(await read_json(request))
+async def start_chat(app, body: ChatCompletionBody) -> tuple[LoadedModel, AsyncIterator[dict]]:
+    """Load the model if needed and start the generation; returns its semantic events. Shared by every
+    surface that speaks in chat messages (OpenAI chat, LM Studio's v0 chat, Anthropic messages)."""
     generation = body.to_request()
-    manager = request.app.state.manager
+    manager = app.state.manager
     model = await manager.get_or_load(body.model, body.ttl)
     plan = body.tool_plan()
     if not template_knows_tool_calls(model.entry.chat_template):
@@ -39,11 +43,17 @@ async def chat_completions(request: Request):
                               param="messages")
     generation.images = [base64.b64encode(await load_image(url, "messages")).decode() for url in image_urls]
     options = ParseOptions(reasoning=body.reasoning_effort != "none", tools=plan, template=model.entry.chat_template)
-    events = semantic_events(manager.generate(model, generation.to_dict()), options)
+    return model, semantic_events(manager.generate(model, generation.to_dict()), options)
+
+
+async def chat_completions(request: Request, native: bool = False):
+    """POST /v1/chat/completions; `native` adds LM Studio's stats, model_info and runtime (/api/v0)."""
+    body = ChatCompletionBody.model_validate(await read_json(request))
+    model, events = await start_chat(request.app, body)
     reasoning_field = request.app.state.settings.reasoning_field
     completion_id = new_id("chatcmpl-")
     if body.stream:
-        return sse(_stream(completion_id, model.identifier, await primed(events), body, reasoning_field))
+        return sse(_stream(completion_id, model, await primed(events), body, reasoning_field, native))
     outcome = await until_disconnect(request, collect(events))
     message = {"role": "assistant", "content": outcome.text}
     if outcome.reasoning:
@@ -63,11 +73,14 @@ async def chat_completions(request: Request):
             "finish_reason": outcome.finish_reason,
         }],
         "usage": openai_usage(outcome.usage),
+        **(native_details(model, outcome.stats, outcome.finish_reason) if native else {}),
     })
 
 
-async def _stream(completion_id: str, model: str, events, body: ChatCompletionBody, reasoning_field: str):
+async def _stream(completion_id: str, loaded: LoadedModel, events, body: ChatCompletionBody, reasoning_field: str,
+                  native: bool):
     created = int(time.time())
+    model = loaded.identifier
     include_usage = body.include_usage
 
     def chunk(delta: dict, finish_reason: str | None = None, token_logprobs: list | None = None) -> dict:
@@ -92,7 +105,10 @@ async def _stream(completion_id: str, model: str, events, body: ChatCompletionBo
                 yield chunk({"tool_calls": [_tool_call(event, calls)]})
                 calls += 1
             elif kind == "done":
-                yield chunk({}, event["finish_reason"])
+                last = chunk({}, event["finish_reason"])
+                if native:
+                    last.update(native_details(loaded, event.get("stats") or {}, event["finish_reason"]))
+                yield last
                 if include_usage:
                     yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                            "system_fingerprint": model, "choices": [], "usage": openai_usage(event["usage"] or {})}

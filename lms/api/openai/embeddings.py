@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lms.api.http import read_json, until_disconnect
+from lms.api.native.details import model_info, runtime
 from lms.api.openai.schemas import EmbeddingBody
 
 
@@ -18,7 +19,8 @@ def _encode(vector: list[float], encoding: str):
     return vector
 
 
-async def embeddings(request: Request):
+async def embeddings(request: Request, native: bool = False):
+    """POST /v1/embeddings; `native` adds LM Studio's model_info and runtime (/api/v0)."""
     body = EmbeddingBody.model_validate(await read_json(request))
     inputs = body.inputs()
     manager = request.app.state.manager
@@ -34,6 +36,7 @@ async def embeddings(request: Request):
                  for i, v in enumerate(vectors)],
         "model": model.identifier,
         "usage": {"prompt_tokens": result["prompt_tokens"], "total_tokens": result["prompt_tokens"]},
+        **({"model_info": model_info(model), "runtime": runtime()} if native else {}),
     })
 
 

@@ -22,7 +22,7 @@ from lms.generation.request import GenerationError
 WEBSOCKET_LIFETIME_SECONDS = 60 * 60
 
 
-def _session(app, local: dict | None = None) -> Session:
+def session_of(app, local: dict | None = None) -> Session:
     return Session(manager=app.state.manager, store=app.state.responses, local=local, mcp=app.state.mcp,
                    allow_remote_mcp=app.state.allow_remote_mcp, allow_mcp_json=app.state.allow_mcp_json)
 
@@ -37,7 +37,7 @@ async def create(request: Request):
     if body.background:
         raise GenerationError("Background mode is not supported; stream the response instead.", status=400,
                               code="unsupported_parameter", param="background")
-    run = ResponseRun(body, _session(request.app))
+    run = ResponseRun(body, session_of(request.app))
     events = run.events()
     if body.stream:
         first = await anext(events)  # errors before the first event are plain HTTP errors
@@ -110,7 +110,7 @@ async def compact(request: Request):
     model_name = body.get("model")
     if not isinstance(model_name, str) or not model_name:
         raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
-    session = _session(request.app)
+    session = session_of(request.app)
     items: list[dict] = []
     if body.get("previous_response_id"):
         stored = session.find(body["previous_response_id"])
@@ -139,7 +139,7 @@ async def websocket(socket: WebSocket):
     """WebSocket mode: `response.create` messages in, the same events out; one response at a time, and a
     connection-local cache so `store: false` turns can be continued on this connection (and only here)."""
     await socket.accept()
-    session = _session(socket.app, local={})
+    session = session_of(socket.app, local={})
     opened = time.monotonic()
     try:
         while True:

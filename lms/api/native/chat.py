@@ -1,0 +1,221 @@
+"""LM Studio's `POST /api/v1/chat`: stateful chat with MCP integrations, as a thin translator over /v1/responses.
+
+The request becomes a Responses request (input, `system_prompt` as instructions, integrations as `mcp` tools
+that run without asking, reasoning, sampling, `previous_response_id`); the run's items and events come back in
+LM Studio's native shapes: output items `message`, `reasoning`, `tool_call`, and SSE events from `chat.start`
+to `chat.end`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+
+from lms.api.errors import from_validation
+from lms.api.http import read_json, until_disconnect
+from lms.api.responses.request import CreateResponse
+from lms.api.responses.routes import session_of
+from lms.api.responses.runner import ResponseRun
+from lms.generation.request import GenerationError
+
+REASONING = {"off": "none", "on": "medium", "low": "low", "medium": "medium", "high": "high"}
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_output_tokens", "store",
+            "previous_response_id")
+
+
+def _bad(message: str, param: str) -> GenerationError:
+    return GenerationError(message, status=400, code="invalid_value", param=param)
+
+
+def _input(value) -> str | list[dict]:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        raise _bad("'input' must be a string or a non-empty array of message, text and image items", "input")
+    parts = []
+    for index, item in enumerate(value):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind in ("message", "text") and isinstance(item.get("content"), str):
+            parts.append({"type": "input_text", "text": item["content"]})
+        elif kind == "image" and isinstance(item.get("data_url"), str):
+            parts.append({"type": "input_image", "image_url": item["data_url"]})
+        else:
+            raise _bad(f"'input[{index}]' must be {{type: message|text, content}} or {{type: image, data_url}}",
+                       f"input[{index}]")
+    return [{"type": "message", "role": "user", "content": parts}]
+
+
+def _integration(value, index: int) -> dict:
+    """`"mcp/NAME"` or {type: plugin, id: "mcp/NAME"} (a server of mcp.json), or {type: ephemeral_mcp, ...}."""
+    param = f"integrations[{index}]"
+    if isinstance(value, str):
+        value = {"type": "plugin", "id": value}
+    if not isinstance(value, dict):
+        raise _bad(f"'{param}' must be a string or an object", param)
+    tool = {"type": "mcp", "require_approval": "never", "allowed_tools": value.get("allowed_tools")}
+    if value.get("type") == "plugin" and str(value.get("id", "")).startswith("mcp/"):
+        return {**tool, "server_label": value["id"][len("mcp/"):]}
+    if value.get("type") == "ephemeral_mcp":
+        return {**tool, "server_label": value.get("server_label"), "server_url": value.get("server_url"),
+                "headers": value.get("headers")}
+    raise _bad(f"'{param}' must name an MCP server: 'mcp/<name>', a plugin 'mcp/<name>' or an ephemeral_mcp",
+               param)
+
+
+def to_responses(body: dict) -> CreateResponse:
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+    if "input" not in body:
+        raise GenerationError("'input' is required", status=400, code="missing_required_parameter", param="input")
+    previous = body.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous.startswith("resp_")):
+        raise _bad("'previous_response_id' must be a response id starting with 'resp_'", "previous_response_id")
+    reasoning = body.get("reasoning")
+    if reasoning is not None and reasoning not in REASONING:
+        raise _bad(f"'reasoning' must be one of {', '.join(REASONING)}", "reasoning")
+    translated = {"model": body["model"], "input": _input(body["input"]), "instructions": body.get("system_prompt"),
+                  "tools": [_integration(v, i) for i, v in enumerate(body.get("integrations") or [])],
+                  **{key: body[key] for key in SAMPLING if body.get(key) is not None}}
+    if reasoning:
+        translated["reasoning"] = {"effort": REASONING[reasoning]}
+    try:
+        return CreateResponse.model_validate(translated)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+def _provider(item: dict, local: set[str]) -> dict:
+    label = item["server_label"]
+    return {"type": "plugin", "plugin_id": f"mcp/{label}"} if label in local else {"type": "ephemeral_mcp",
+                                                                                    "server_label": label}
+
+
+def _arguments(text: str):
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return text
+
+
+def _output_item(item: dict, local: set[str]) -> dict | None:
+    kind = item["type"]
+    if kind == "message":
+        return {"type": "message", "content": "".join(p.get("text", "") for p in item["content"])}
+    if kind == "reasoning":
+        return {"type": "reasoning", "content": "".join(p.get("text", "") for p in item.get("content") or [])}
+    if kind == "mcp_call":
+        error = item.get("error")
+        return {"type": "tool_call", "tool": item["name"], "arguments": _arguments(item["arguments"]),
+                "output": item["output"] if not error else f"Error: {error.get('message') or error}",
+                "provider_info": _provider(item, local)}
+    return None
+
+
+class _Clock:
+    def __init__(self, loaded_before: bool):
+        self.started, self.first = time.perf_counter(), None
+        self.loaded_before = loaded_before
+
+    def load_seconds(self, run: ResponseRun) -> float:
+        return run.model.load_seconds if run.model and not self.loaded_before else 0.0
+
+    def result(self, run: ResponseRun, local: set[str]) -> dict:
+        response = run.response or {}
+        usage = response.get("usage") or {}
+        ended = time.perf_counter()
+        output_tokens = usage.get("output_tokens", 0)
+        decode = ended - (self.first or ended)
+        load = self.load_seconds(run)
+        stats = {"input_tokens": usage.get("input_tokens", 0), "total_output_tokens": output_tokens,
+                 "reasoning_output_tokens": (usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0),
+                 "tokens_per_second": round(output_tokens / decode, 3) if decode > 0 else None,
+                 "time_to_first_token_seconds": round((self.first or ended) - self.started - load, 3)}
+        if load:
+            stats["model_load_time_seconds"] = round(load, 3)
+        result = {"model_instance_id": run.model.identifier if run.model else run.body.model,
+                  "output": [o for o in (_output_item(i, local) for i in response.get("output", [])) if o],
+                  "stats": stats}
+        if run.body.store and response.get("id"):
+            result["response_id"] = response["id"]
+        return result
+
+
+async def chat(request: Request):
+    raw = await read_json(request)
+    body = to_responses(raw)
+    session = session_of(request.app)
+    run = ResponseRun(body, session)
+    local = {s.label for s in run.mcp_servers if s.local}
+    loaded_before = session.manager.find_loaded(body.model) is not None
+    clock = _Clock(loaded_before)
+    events = run.events()
+    if not raw.get("stream"):
+        async def finish():
+            failure = None
+            async for event in events:
+                if event["type"].endswith(".delta") and clock.first is None:
+                    clock.first = time.perf_counter()
+                elif event["type"] == "error":
+                    failure = event["error"]
+            return failure
+
+        failure = await until_disconnect(request, finish())
+        if failure:
+            raise GenerationError(failure["message"], status=500, code=failure["code"], type="server_error")
+        return JSONResponse(clock.result(run, local))
+    first = await anext(events)  # errors before the first event are plain HTTP errors
+    return StreamingResponse(_stream(first, events, run, clock, local), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+def _sse(kind: str, **fields) -> str:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields}, separators=(',', ':'))}\n\n"
+
+
+async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: set[str]):
+    instance = run.model.identifier if run.model else run.body.model
+    yield _sse("chat.start", model_instance_id=instance)
+    if not clock.loaded_before:
+        yield _sse("model_load.start", model_instance_id=instance)
+        yield _sse("model_load.end", model_instance_id=instance, load_time_seconds=round(clock.load_seconds(run), 3))
+    yield _sse("prompt_processing.start")
+    processing = True
+    open_kinds: dict[str, str] = {}
+    async for event in events:
+        kind = event["type"]
+        item = event.get("item") or {}
+        if processing and kind in ("response.output_item.added", "response.completed", "response.failed"):
+            processing = False
+            yield _sse("prompt_processing.end")
+        if kind == "response.output_item.added" and item.get("type") in ("message", "reasoning"):
+            open_kinds[item["id"]] = item["type"]
+            yield _sse(f"{item['type']}.start")
+        elif kind in ("response.output_text.delta", "response.reasoning.delta"):
+            clock.first = clock.first or time.perf_counter()
+            yield _sse("message.delta" if kind == "response.output_text.delta" else "reasoning.delta",
+                       content=event["delta"])
+        elif kind == "response.output_item.done" and item.get("id") in open_kinds:
+            yield _sse(f"{open_kinds.pop(item['id'])}.end")
+        elif kind == "response.output_item.added" and item.get("type") == "mcp_call":
+            yield _sse("tool_call.start", tool=item["name"], provider_info=_provider(item, local))
+        elif kind == "response.output_item.done" and item.get("type") == "mcp_call":
+            provider = _provider(item, local)
+            arguments = _arguments(item["arguments"])
+            yield _sse("tool_call.arguments", tool=item["name"], arguments=arguments, provider_info=provider)
+            if item.get("error"):
+                yield _sse("tool_call.failure", reason=item["error"].get("message", "the tool call failed"),
+                           metadata={"type": "tool_error", "tool_name": item["name"], "arguments": arguments,
+                                     "provider_info": provider})
+            else:
+                yield _sse("tool_call.success", tool=item["name"], arguments=arguments, output=item["output"],
+                           provider_info=provider)
+        elif kind == "error":
+            error = event["error"]
+            yield _sse("error", error={"type": "unknown" if error.get("type") == "server_error" else
+                                       "invalid_request", "message": error["message"], "code": error.get("code"),
+                                       "param": error.get("param")})
+    yield _sse("chat.end", result=clock.result(run, local))

@@ -1,0 +1,38 @@
+"""What LM Studio's native API adds to a generation: `stats`, `model_info` and `runtime`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from functools import lru_cache
+
+STOP_REASONS = {"stop": "eosFound", "length": "maxPredictedTokensReached", "tool_calls": "toolCalls",
+                "cancelled": "userStopped"}
+
+
+@lru_cache(maxsize=1)
+def runtime() -> dict:
+    """The engine that serves GGUF models, read from its package metadata (the daemon never imports it)."""
+    try:
+        version = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    machine = platform.machine().lower().replace("amd64", "x86_64")
+    return {"name": f"llama.cpp-{platform.system().lower()}-{machine}-cpu", "version": version,
+            "supported_formats": ["gguf"]}
+
+
+def model_info(model) -> dict:
+    entry = model.entry
+    return {"arch": entry.architecture, "quant": entry.quantization, "format": "gguf",
+            "context_length": model.context_length}
+
+
+def stats(raw: dict, finish_reason: str | None) -> dict:
+    return {"tokens_per_second": raw.get("tokens_per_second"), "time_to_first_token": raw.get("time_to_first_token"),
+            "generation_time": raw.get("generation_time"),
+            "stop_reason": STOP_REASONS.get(finish_reason or "stop", finish_reason)}
+
+
+def native_details(model, raw_stats: dict, finish_reason: str | None) -> dict:
+    return {"stats": stats(raw_stats, finish_reason), "model_info": model_info(model), "runtime": runtime()}

@@ -1,0 +1,92 @@
+"""LM Studio's native model endpoints: `/api/v0/models[/{model}]` and `/api/v1/models`, `/load`, `/unload`."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from lms.api.http import read_json
+from lms.generation.request import GenerationError
+from lms.store import catalog
+from lms.store.catalog import ModelEntry, quant_bits
+
+
+def _instances(request: Request, entry: ModelEntry) -> list:
+    return [m for m in request.app.state.manager.loaded.values() if m.entry.path == entry.path]
+
+
+def _v0_model(request: Request, entry: ModelEntry) -> dict:
+    loaded = _instances(request, entry)
+    kind = "embeddings" if entry.type == "embedding" else "vlm" if entry.vision else "llm"
+    model = {"id": entry.model_key, "object": "model", "type": kind, "publisher": entry.publisher,
+             "arch": entry.architecture, "compatibility_type": "gguf", "quantization": entry.quantization,
+             "state": "loaded" if loaded else "not-loaded", "max_context_length": entry.max_context_length,
+             "capabilities": ["tool_use"] if entry.trained_for_tool_use else []}
+    if loaded:
+        model["loaded_context_length"] = loaded[0].context_length
+    return model
+
+
+def _selected(entries: list[ModelEntry]) -> list[ModelEntry]:
+    return [e for e in entries if e.selected_variant in (None, e.variant_key)]
+
+
+async def v0_models(request: Request):
+    return JSONResponse({"object": "list", "data": [_v0_model(request, e) for e in _selected(catalog.scan())]})
+
+
+async def v0_model(request: Request):
+    name = request.path_params["model"]
+    entry = request.app.state.manager.resolve(name)
+    return JSONResponse(_v0_model(request, entry))
+
+
+def _v1_model(request: Request, entry: ModelEntry, variants: list[ModelEntry]) -> dict:
+    model = {"type": entry.type, "publisher": entry.publisher, "key": entry.model_key,
+             "display_name": entry.display_name,
+             "quantization": {"name": entry.quantization, "bits_per_weight": quant_bits(entry.quantization)},
+             "size_bytes": entry.size_bytes, "params_string": entry.params_string,
+             "loaded_instances": [{"id": m.identifier, "config": {"context_length": m.context_length, "parallel": 1}}
+                                  for m in _instances(request, entry)],
+             "max_context_length": entry.max_context_length, "format": "gguf"}
+    if entry.type == "llm":
+        model["architecture"] = entry.architecture
+        model["capabilities"] = {"vision": entry.vision, "trained_for_tool_use": entry.trained_for_tool_use}
+    if len(variants) > 1:
+        model["variants"] = [v.variant_key for v in variants]
+        model["selected_variant"] = entry.variant_key
+    return model
+
+
+async def v1_models(request: Request):
+    entries = catalog.scan()
+    return JSONResponse({"models": [_v1_model(request, e, [v for v in entries if v.model_key == e.model_key])
+                                    for e in _selected(entries)]})
+
+
+async def v1_load(request: Request):
+    body = await read_json(request)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+    context_length = body.get("context_length")
+    if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
+        raise GenerationError("'context_length' must be a positive integer", status=400, code="invalid_value",
+                              param="context_length")
+    started = time.perf_counter()
+    model = await request.app.state.manager.load(body["model"], context_length=context_length)
+    result = {"type": model.entry.type, "instance_id": model.identifier,
+              "load_time_seconds": round(time.perf_counter() - started, 3), "status": "loaded"}
+    if body.get("echo_load_config"):
+        result["load_config"] = {"context_length": model.context_length}
+    return JSONResponse(result)
+
+
+async def v1_unload(request: Request):
+    body = await read_json(request)
+    if not isinstance(body.get("instance_id"), str):
+        raise GenerationError("'instance_id' is required", status=400, code="missing_required_parameter",
+                              param="instance_id")
+    await request.app.state.manager.unload(body["instance_id"])
+    return JSONResponse({"instance_id": body["instance_id"]})
