@@ -266,3 +266,19 @@ def test_mcp_json_servers_in_lms_chat_and_not_over_http(mcp_lms, mcp_client, wea
     with pytest.raises(openai.PermissionDeniedError) as refused:  # no api_token: mcp.json stays local
         mcp_client.responses.create(model=TOOL_MODEL, input="hi", tools=[{"type": "mcp", "server_label": "clock"}])
     assert refused.value.code == "mcp_json_disabled"
+
+
+def test_native_chat_integrations_run_mcp_tools(mcp_lms, weather):
+    import httpx
+
+    body = {"model": TOOL_MODEL, "input": "What time is it in Oslo?", "max_output_tokens": 60, "temperature": 0,
+            "integrations": [{"type": "ephemeral_mcp", "server_label": "weather", "server_url": weather.url,
+                              "allowed_tools": ["get_time"]}]}
+    result = httpx.post(f"{mcp_lms.base_url}/api/v1/chat", json=body, timeout=120).json()
+    calls = [item for item in result["output"] if item["type"] == "tool_call"]
+    assert calls and calls[0]["tool"] == "get_time" and calls[0]["output"].startswith("It is 10:42")
+    assert calls[0]["provider_info"] == {"type": "ephemeral_mcp", "server_label": "weather"}
+    with httpx.stream("POST", f"{mcp_lms.base_url}/api/v1/chat", json={**body, "stream": True}, timeout=120) as sse:
+        kinds = [json.loads(line[6:])["type"] for line in sse.iter_lines() if line.startswith("data: ")]
+    assert kinds.index("tool_call.start") < kinds.index("tool_call.arguments") < kinds.index("tool_call.success")
+    assert kinds[-1] == "chat.end"
