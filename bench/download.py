@@ -44,7 +44,7 @@ def _curl_seconds(url: str, target: Path) -> float:
 def _lms_seconds(client: DaemonClient, home: Path, hub_url: str) -> float:
     job = client.post("/lms/downloads", {"model": REPO_ID, "endpoint": hub_url})
     while job["status"] == "downloading":
-        time.sleep(0.02)
+        time.sleep(0.25)  # as often as `lms get` polls
         job = client.get(f"/lms/downloads/{job['job_id']}")
     if job["status"] != "completed":
         raise RuntimeError(f"the download failed: {job}")
