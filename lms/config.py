@@ -57,6 +57,7 @@ def server_config_path() -> Path:
 class Settings:
     jit_loading: bool = True
     jit_ttl_seconds: int = 3600
+    jit_auto_evict: bool = True  # keep at most one JIT-loaded model; explicitly loaded ones are never evicted
     default_context_length: int = 4096
     max_body_bytes: int = 32 * 1024 * 1024
     threads: int = 0  # 0: one per physical core

@@ -110,6 +110,9 @@ def tool_model_gguf() -> Path:
 def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     """One shared daemon with the server on, the chat model loaded and the embedding model available."""
     instance = _new_lms(tmp_path_factory.mktemp("served") / "home")
+    # Many test modules share this daemon and JIT-load several models; auto-evict (tested on its own) would
+    # make them unload one another between tests.
+    instance.settings["LMS_JIT_AUTO_EVICT"] = "false"
     instance.link_model(embedding_gguf, "sentence-transformers", "all-MiniLM-L6-v2-GGUF")
     instance.link_model(tool_model_gguf, "Qwen", "Qwen2.5-Coder-0.5B-Instruct-GGUF")
     from lms.store.catalog import bundled_model_file

@@ -38,6 +38,7 @@ class LoadedModel:
     active: int = 0  # requests queued or running, including the current one
     status: str = "idle"
     load_seconds: float = 0.0
+    evict_when_idle: bool = False  # auto-evicted while requests were in flight: unloaded after the last one
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -165,9 +166,23 @@ class ModelManager:
         async with lock:
             if model := self.find_loaded(entry.model_key) or self.find_loaded(name):
                 return model
+            if self.settings.jit_auto_evict:
+                await self._evict_jit_models()
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
             return await asyncio.shield(self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds,
                                                   jit=True))
+
+    async def _evict_jit_models(self) -> None:
+        """Auto-evict (LM Studio's "only keep last JIT loaded model"): other JIT-loaded models go before a new JIT
+        load; one that is serving requests goes when its last request ends. Explicit loads always stay."""
+        for model in [m for m in self.loaded.values() if m.jit]:
+            if model.active:
+                model.evict_when_idle = True
+                log.info("auto-evict: %s goes when its %d request(s) end", model.identifier, model.active)
+            else:
+                log.info("auto-evict: unloading %s for a new JIT load", model.identifier)
+                with contextlib.suppress(GenerationError):
+                    await self.unload(model.identifier)
 
     async def unload(self, identifier: str) -> LoadedModel:
         model = self.loaded.pop(identifier, None)
@@ -183,6 +198,10 @@ class ModelManager:
         for identifier in identifiers:
             await self.unload(identifier)
         return identifiers
+
+    async def _unload_quietly(self, identifier: str) -> None:
+        with contextlib.suppress(GenerationError):
+            await self.unload(identifier)
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
         for identifier, model in list(self.loaded.items()):
@@ -218,6 +237,10 @@ class ModelManager:
             model.last_used = now_ms()
             if model.active == 0:
                 model.status = "idle"
+                if model.evict_when_idle and self.loaded.get(model.identifier) is model:
+                    task = asyncio.create_task(self._unload_quietly(model.identifier))
+                    model.tasks.add(task)
+                    task.add_done_callback(model.tasks.discard)
 
     async def generate(self, model: LoadedModel, request: dict) -> AsyncIterator[dict]:
         if model.entry.type != "llm":

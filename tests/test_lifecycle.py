@@ -1,0 +1,89 @@
+"""Model lifecycle rules, with real models and short TTLs: JIT-loaded models get an idle TTL, auto-evict keeps
+one JIT-loaded model and never an explicitly loaded one, and a model serving a request is never unloaded by a
+TTL or an evict."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import CHAT_MODEL
+
+COPY, OTHER = "lms-test/smollm2-copy", "lms-test/smollm2-other"
+
+
+@pytest.fixture
+def lms3(lms):
+    """A fresh installation with the bundled model under three keys, and the server on."""
+    from lms.store.catalog import bundled_model_file
+
+    lms.link_model(bundled_model_file(), "lms-test", "smollm2-copy-GGUF")
+    lms.link_model(bundled_model_file(), "lms-test", "smollm2-other-GGUF")
+    lms.run("server", "start", "-p", str(lms.port))
+    return lms
+
+
+def ask(lms, model: str, max_tokens: int = 4, **extra) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "max_tokens": max_tokens, **extra}
+    response = httpx.post(f"{lms.base_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def loaded(lms) -> dict[str, dict]:
+    return {m["identifier"]: m for m in lms.json("ps")}
+
+
+def wait_for(predicate, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_auto_evict_keeps_one_jit_model_and_spares_explicit_loads(lms3):
+    lms3.run("load", CHAT_MODEL, "--identifier", "pinned", "-c", "512", "-y")  # explicit: no TTL, never evicted
+    ask(lms3, COPY)
+    assert set(loaded(lms3)) == {"pinned", COPY} and loaded(lms3)[COPY]["ttlMs"] == 3_600_000
+    ask(lms3, OTHER)  # the new JIT load evicts the older JIT one
+    models = loaded(lms3)
+    assert set(models) == {"pinned", OTHER} and models["pinned"]["ttlMs"] is None
+
+
+def test_a_model_serving_a_request_is_evicted_only_after_it(lms3):
+    ask(lms3, COPY)
+    streamed: list[str] = []
+
+    def long_stream():
+        body = {"model": COPY, "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "max_tokens": 250, "stream": True, "temperature": 0}
+        with httpx.stream("POST", f"{lms3.base_url}/v1/chat/completions", json=body, timeout=120) as response:
+            streamed.extend(response.iter_lines())
+
+    worker = threading.Thread(target=long_stream)
+    worker.start()
+    busy = wait_for(lambda: (m := loaded(lms3).get(COPY)) and m["status"] == "generating" and m)
+    assert busy["queued"] == 1
+    ask(lms3, OTHER)  # asks for auto-evict of COPY, which is still generating
+    assert COPY in loaded(lms3) and worker.is_alive()
+    worker.join(timeout=120)
+    assert '"finish_reason":"length"' in "".join(streamed).replace(" ", "")  # the stream ran to its end
+    wait_for(lambda: COPY not in loaded(lms3))
+    assert set(loaded(lms3)) == {OTHER}
+
+
+def test_request_ttl_unloads_when_idle_but_never_mid_request(lms3):
+    ask(lms3, COPY, ttl=2)
+    assert loaded(lms3)[COPY]["ttlMs"] == 2000
+    wait_for(lambda: COPY not in loaded(lms3), timeout=15)
+    # A TTL shorter than the request: the model stays until the answer is complete.
+    started = time.monotonic()
+    response = ask(lms3, COPY, max_tokens=200, ttl=1, temperature=0)
+    assert response.json()["choices"][0]["finish_reason"] == "length" and time.monotonic() - started > 1
+    wait_for(lambda: COPY not in loaded(lms3), timeout=15)
