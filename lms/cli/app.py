@@ -14,8 +14,8 @@ app = typer.Typer(
 
 
 def build() -> typer.Typer:
-    from lms.cli import chat, daemon, get, models, server, status
+    from lms.cli import chat, daemon, get, log, models, server, status
 
-    for module in (get, models, chat, server, daemon, status):
+    for module in (get, models, chat, server, log, daemon, status):
         module.register(app)
     return app

@@ -22,6 +22,7 @@ from lms.api.errors import EXCEPTION_HANDLERS, APIError
 from lms.api.http import read_json
 from lms.daemon import control_models
 from lms.generation.request import GenerationError
+from lms.logs import SOURCES
 from lms.store import catalog
 
 
@@ -146,6 +147,28 @@ async def server_status(request: Request):
     return JSONResponse(_state(request).http.status())
 
 
+async def log_stream(request: Request):
+    """NDJSON of log events: `?source=model|server|runtime&filter=input,output` (LM Studio's `lms log stream`)."""
+    source = request.query_params.get("source", "model")
+    if source not in SOURCES:
+        raise APIError(f"source must be one of {', '.join(SOURCES)}", status=400, code="invalid_value", param="source")
+    types = set(SOURCES[source])
+    if source == "model" and request.query_params.get("filter"):
+        wanted = {f"llm.prediction.{part.strip()}" for part in request.query_params["filter"].split(",")}
+        if not wanted <= types:
+            raise APIError("filter must be input, output or input,output", status=400, code="invalid_value",
+                           param="filter")
+        types = wanted
+
+    async def lines():
+        yield json.dumps({"timestamp": int(time.time() * 1000), "data": {"type": "log.subscribed",
+                                                                         "source": source}}) + "\n"
+        async for event in _state(request).bus.subscribe(types):
+            yield json.dumps(event) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
 def build_control_app(daemon) -> Starlette:
     routes = [
         Route("/lms/status", status),
@@ -158,6 +181,7 @@ def build_control_app(daemon) -> Starlette:
         Route("/lms/server/start", server_start, methods=["POST"]),
         Route("/lms/server/stop", server_stop, methods=["POST"]),
         Route("/lms/server/status", server_status),
+        Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
         *control_models.routes(),
         *api_routes(),
     ]

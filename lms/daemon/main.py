@@ -17,6 +17,7 @@ from lms import config
 from lms.api.responses.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
+from lms.logs import BusHandler, LogBus
 from lms.manager.models import ModelManager
 from lms.mcp.client import McpPool
 from lms.store import catalog
@@ -28,7 +29,8 @@ log = logging.getLogger("lms.daemon")
 class Daemon:
     def __init__(self):
         self.settings = config.Settings.load()
-        self.manager = ModelManager(self.settings)
+        self.bus = LogBus()
+        self.manager = ModelManager(self.settings, self.bus)
         self.responses = ResponseStore(config.home() / "lms.db",
                                        max_age_seconds=self.settings.responses_max_age_days * 86400,
                                        max_count=self.settings.responses_max_count)
@@ -43,6 +45,8 @@ class Daemon:
             self.control.should_exit = True
 
     async def run(self, control_socket: socket.socket) -> None:
+        self.bus.loop = asyncio.get_running_loop()
+        logging.getLogger().addHandler(BusHandler(self.bus))
         self.manager.start()
         self.downloads.start()
         app = build_control_app(self)

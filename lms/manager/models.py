@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from lms import config
 from lms.generation.request import GenerationError
+from lms.logs import LogBus
 from lms.manager.worker import WorkerHandle
 from lms.store import catalog
 from lms.store.catalog import ModelEntry
@@ -62,9 +63,20 @@ class LoadedModel:
         return now - reference >= self.ttl_seconds * 1000
 
 
+def prediction_stats(done: dict) -> dict:
+    """LM Studio's LLMPredictionStats from an engine's done event."""
+    stats, usage = done.get("stats") or {}, done.get("usage") or {}
+    reasons = {"stop": "eosFound", "length": "maxPredictedTokensReached", "cancelled": "userStopped"}
+    return {"stopReason": reasons.get(done.get("finish_reason"), done.get("finish_reason")),
+            "tokensPerSecond": stats.get("tokens_per_second"), "timeToFirstTokenSec": stats.get("time_to_first_token"),
+            "totalTimeSec": stats.get("generation_time"), "promptTokensCount": usage.get("prompt_tokens"),
+            "predictedTokensCount": usage.get("completion_tokens"), "totalTokensCount": usage.get("total_tokens")}
+
+
 class ModelManager:
-    def __init__(self, settings: config.Settings):
+    def __init__(self, settings: config.Settings, bus: LogBus | None = None):
         self.settings = settings
+        self.bus = bus or LogBus()
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task | None = None
@@ -246,10 +258,24 @@ class ModelManager:
         if model.entry.type != "llm":
             raise GenerationError(f"'{model.identifier}' is an embedding model and cannot generate text.",
                                   status=400, code="model_not_supported", param="model")
+        bus = self.bus
+        if bus.wants("llm.prediction.input"):
+            request = {**request, "echo_prompt": True}
+        texts: list[str] | None = [] if bus.wants("llm.prediction.output") else None
         async with self._busy(model, "processingPrompt"):
             async for event in model.worker.call("generate", request=request):
-                if event["type"] == "prompt":
+                kind = event["type"]
+                if kind == "prompt":
                     model.status = "generating"
+                    if "prompt_text" in event:
+                        bus.publish({"type": "llm.prediction.input", "input": event.pop("prompt_text"),
+                                     "modelPath": model.entry.rel_path, "modelIdentifier": model.identifier})
+                elif kind == "text" and texts is not None:
+                    texts.append(event["text"])
+                elif kind == "done" and texts is not None:
+                    bus.publish({"type": "llm.prediction.output", "output": "".join(texts),
+                                 "modelIdentifier": model.identifier,
+                                 "stats": prediction_stats(event)})
                 yield event
 
     async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:

@@ -141,6 +141,7 @@ class LlamaCppEngine:
         self.bos_text = self._piece(self.llm.token_bos())
         self.eos_text = self._piece(self.llm.token_eos())
         self._turn_starts = self._single_tokens(TURN_START_MARKERS)
+        self.prompt_text = ""
 
     def _single_tokens(self, markers: tuple[str, ...]) -> set[int]:
         tokens = set()
@@ -178,10 +179,12 @@ class LlamaCppEngine:
             if self.bos_text and text.startswith(self.bos_text):
                 text = text[len(self.bos_text):]
             opened_think = text.rstrip().endswith("<think>")
+            self.prompt_text = text
             if request.get("images"):
                 return self._evaluate_with_images(text, request["images"]), opened_think
             return self.tokenize(text), opened_think
-        return self.tokenize(request.get("prompt") or ""), False
+        self.prompt_text = request.get("prompt") or ""
+        return self.tokenize(self.prompt_text), False
 
     def _evaluate_with_images(self, text: str, images: list[str]) -> list[int]:
         if self.projector is None:
@@ -276,7 +279,9 @@ class LlamaCppEngine:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                     emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached,
-                          "reasoning_open": reasoning_start == "inside"})
+                          "reasoning_open": reasoning_start == "inside",
+                          # the fully templated prompt, only when `lms log stream` listens for it
+                          **({"prompt_text": self.prompt_text} if request.get("echo_prompt") else {})})
                 if cancelled():
                     finish = "cancelled"
                     break
