@@ -21,6 +21,7 @@ from lms.api.openai.completions import completions
 from lms.api.openai.embeddings import embeddings
 from lms.api.openai.models import get_model, list_models
 from lms.api.responses.routes import routes as responses_routes
+from lms.metrics import CountRequests, metrics_endpoint
 
 log = logging.getLogger("lms.server")
 
@@ -39,6 +40,7 @@ def api_routes() -> list[Route]:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         *responses_routes(),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/metrics", metrics_endpoint),
         *native_routes(),
     ]
 
@@ -79,7 +81,9 @@ def build_public_app(state, *, cors: bool = False, api_token: str | None = None,
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]))
     if api_token:
         middleware.append(Middleware(RequireToken, token=api_token))
-    app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    routes = api_routes()
+    middleware.insert(0, Middleware(CountRequests, metrics=state.metrics, routes=routes))
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     # mcp.json servers run programs on this machine: over HTTP only for authenticated clients, as in LM Studio
     allow_mcp_json = state.settings.allow_mcp_json and bool(api_token)
     share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,
@@ -94,5 +98,6 @@ def share_state(app: Starlette, daemon, *, allow_remote_mcp: bool, allow_mcp_jso
     app.state.responses = daemon.responses
     app.state.mcp = daemon.mcp
     app.state.downloads = daemon.downloads
+    app.state.metrics = daemon.metrics
     app.state.allow_remote_mcp = allow_remote_mcp
     app.state.allow_mcp_json = allow_mcp_json

@@ -20,6 +20,7 @@ from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.logs import BusHandler, LogBus
 from lms.manager.models import ModelManager
 from lms.mcp.client import McpPool
+from lms.metrics import Metrics
 from lms.store import catalog
 from lms.store.downloads import DownloadManager
 
@@ -30,7 +31,9 @@ class Daemon:
     def __init__(self):
         self.settings = config.Settings.load()
         self.bus = LogBus()
-        self.manager = ModelManager(self.settings, self.bus)
+        self.metrics = Metrics()
+        self.manager = ModelManager(self.settings, self.bus, self.metrics)
+        self.metrics.attach(self.manager)
         self.responses = ResponseStore(config.home() / "lms.db",
                                        max_age_seconds=self.settings.responses_max_age_days * 86400,
                                        max_count=self.settings.responses_max_count)

@@ -74,9 +74,10 @@ def prediction_stats(done: dict) -> dict:
 
 
 class ModelManager:
-    def __init__(self, settings: config.Settings, bus: LogBus | None = None):
+    def __init__(self, settings: config.Settings, bus: LogBus | None = None, metrics=None):
         self.settings = settings
         self.bus = bus or LogBus()
+        self.metrics = metrics
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task | None = None
@@ -157,6 +158,8 @@ class ModelManager:
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms(), load_seconds=time.perf_counter() - started)
+        if self.metrics is not None:
+            self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         self.loaded[identifier] = model
         return model
 
@@ -272,7 +275,9 @@ class ModelManager:
                                      "modelPath": model.entry.rel_path, "modelIdentifier": model.identifier})
                 elif kind == "text" and texts is not None:
                     texts.append(event["text"])
-                elif kind == "done" and texts is not None:
+                if kind == "done" and self.metrics is not None:
+                    self.metrics.generation_done(model.identifier, event)
+                if kind == "done" and texts is not None:
                     bus.publish({"type": "llm.prediction.output", "output": "".join(texts),
                                  "modelIdentifier": model.identifier,
                                  "stats": prediction_stats(event)})
