@@ -58,6 +58,8 @@ class Settings:
     jit_loading: bool = True
     jit_ttl_seconds: int = 3600
     jit_auto_evict: bool = True  # keep at most one JIT-loaded model; explicitly loaded ones are never evicted
+    guardrails: str = "relaxed"  # off, relaxed (fits this machine's memory) or strict (fits what is free now)
+    memory_limit_bytes: int = 0  # memory lms may use for models; 0: the machine's
     default_context_length: int = 4096
     max_body_bytes: int = 32 * 1024 * 1024
     threads: int = 0  # 0: one per physical core

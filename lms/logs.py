@@ -90,3 +90,37 @@ class BusHandler(logging.Handler):
         else:
             data = {"type": "server.log", "level": level, "content": message}
         self.bus.publish_threadsafe(data)
+
+
+class DatedFileHandler(logging.Handler):
+    """`server-logs/<YYYY-MM-DD>.log`, a new file each day (a daemon can run for weeks), keeping `keep_days`."""
+
+    def __init__(self, folder, keep_days: int = 30):
+        super().__init__(logging.INFO)
+        self.folder, self.keep_days = folder, keep_days
+        self.day: str | None = None
+        self.stream = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        day = time.strftime("%Y-%m-%d", time.localtime(record.created))
+        try:
+            if day != self.day:
+                self._roll(day)
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+    def _roll(self, day: str) -> None:
+        if self.stream:
+            self.stream.close()
+        self.day, self.stream = day, open(self.folder / f"{day}.log", "a", encoding="utf-8")
+        cutoff = time.time() - self.keep_days * 86400
+        for old in self.folder.glob("????-??-??.log"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.stream:
+            self.stream.close()
+        super().close()

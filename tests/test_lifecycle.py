@@ -87,3 +87,29 @@ def test_request_ttl_unloads_when_idle_but_never_mid_request(lms3):
     response = ask(lms3, COPY, max_tokens=200, ttl=1, temperature=0)
     assert response.json()["choices"][0]["finish_reason"] == "length" and time.monotonic() - started > 1
     wait_for(lambda: COPY not in loaded(lms3), timeout=15)
+
+
+def test_estimate_only_and_guardrails(tmp_path):
+    from tests.conftest import Lms, free_port
+
+    lms = Lms(home=tmp_path / "guarded", port=free_port(),
+              settings={"LMS_GUARDRAILS": "strict", "LMS_MEMORY_LIMIT_BYTES": str(200 * 2**20)})
+    try:
+        small = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "512")
+        large = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "4096", "--gpu", "max")
+        kv_per_token = 2 * 30 * 3 * 64 * 2  # SmolLM2: layers, KV heads, head size, f16
+        assert large["parts"]["kvCache"] - small["parts"]["kvCache"] == kv_per_token * (4096 - 512)
+        assert small["memory"]["totalBytes"] == sum(small["parts"].values())
+        assert small["passesGuardrails"] and not large["passesGuardrails"]
+        assert large["gpu"] == "none (CPU only)" and large["memory"]["totalVramBytes"] == 0
+        human = lms.run("load", CHAT_MODEL, "--estimate-only", "-c", "4096")
+        assert "Estimated Total Memory:" in human.stderr and "will fail to load" in human.stderr
+        assert lms.json("ps") == []  # an estimate loads nothing
+        refused = lms.run("load", CHAT_MODEL, "-c", "4096", "-y", check=False)
+        assert refused.returncode == 1 and "short" in refused.stderr and "guardrails" in refused.stderr
+        assert lms.json("ps") == []  # refused before any memory was spent
+        lms.run("load", CHAT_MODEL, "-c", "512", "-y", "--parallel", "2")
+        [model] = lms.json("ps")
+        assert model["contextLength"] == 512 and model["parallel"] == 2
+    finally:
+        lms.stop()

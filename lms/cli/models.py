@@ -118,17 +118,31 @@ def load(
     context_length: Annotated[int | None, typer.Option("-c", "--context-length", min=1,
                                                        help="Context length in tokens.")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", min=1, help="Unload after this many idle seconds.")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU offload: off, max or a ratio 0..1 (this machine has "
+                                                          "no GPU: everything runs on the CPU).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Predictions the model may run at once.")] = 1,
+    estimate_only: Annotated[bool, typer.Option("--estimate-only", help="Print the memory the model would need "
+                                                                        "and whether it may load; load nothing.")]
+    = False,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Answer yes to every question.")] = False,
     json_: JsonFlag = False,
 ):
     """Load a model into memory."""
     from rich.console import Console
 
-    from lms.client import ensure_daemon
+    from lms.client import DaemonError, ensure_daemon
 
+    ratio = _gpu_ratio(gpu)
     client = ensure_daemon()
+    if estimate_only:
+        try:
+            plan = client.post("/lms/estimate", {"model": model_key, "context_length": context_length,
+                                                 "gpu_ratio": ratio})
+        except DaemonError as exc:
+            fail(str(exc))
+        return print_json(plan) if json_ else _print_estimate(plan)
     body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl,
-            "stream": True}
+            "parallel": parallel, "stream": True}
     console = Console(stderr=True)
     started = time.perf_counter()
     loaded = None
@@ -155,6 +169,35 @@ def load(
     info(f"Model loaded successfully in {elapsed:.2f}s.")
     info(f"({memory_size(loaded['sizeBytes'])})")
     info(f'To use the model in the API/SDK, use the identifier "{loaded["identifier"]}".')
+
+
+def _gpu_ratio(value: str | None) -> float:
+    if value is None or value == "off":
+        return 0.0
+    if value == "max":
+        return 1.0
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        fail("--gpu must be off, max or a number from 0 to 1.")
+    return ratio
+
+
+def _print_estimate(plan: dict) -> None:
+    from lms.cli.output import memory_size
+
+    memory = plan["memory"]
+    info(f"Model: {plan['model']}")
+    info(f"Context Length: {plan['contextLength']:,}")
+    if plan["gpuRatio"]:
+        info(f"GPU Offload: {plan['gpuRatio'] * 100:.0f}% requested; no GPU on this machine: CPU only")
+    info(f"Estimated GPU Memory:   {memory_size(memory['totalVramBytes'])}")
+    info(f"Estimated Total Memory: {memory_size(memory['totalBytes'])}")
+    info("")
+    verdict = "may be loaded" if plan["passesGuardrails"] else "will fail to load"
+    info(f"Estimate: This model {verdict} based on your resource guardrails settings.")
 
 
 def unload(

@@ -32,6 +32,7 @@ class LoadBody(BaseModel):
     identifier: str | None = None
     context_length: int | None = Field(None, ge=1)
     ttl: int | None = Field(None, ge=1)
+    parallel: int = Field(1, ge=1)
     stream: bool = False
 
 
@@ -83,13 +84,25 @@ async def list_loaded(request: Request):
     return JSONResponse([m.ps_info() for m in sorted(manager.loaded.values(), key=lambda m: m.identifier)])
 
 
+async def estimate(request: Request):
+    body = await read_json(request)
+    manager = _state(request).manager
+    entry = manager.resolve(str(body.get("model") or ""))
+    context_length = body.get("context_length")
+    if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
+        raise APIError("'context_length' must be a positive integer", status=400, code="invalid_value",
+                       param="context_length")
+    return JSONResponse(manager.estimate(entry, context_length, float(body.get("gpu_ratio") or 0.0)))
+
+
 async def load(request: Request):
     """Load a model. With `"stream": true` the answer is NDJSON: `{"progress": 0..1}` lines, then
     `{"loaded": {...}}` or `{"error": {...}}`; a client that goes away cancels the load."""
     body = LoadBody.model_validate(await read_json(request))
     manager = _state(request).manager
     started = time.perf_counter()
-    options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl)
+    options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl,
+                   parallel=body.parallel)
     if not body.stream:
         model = await manager.load(body.model, **options)
         return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
@@ -177,6 +190,7 @@ def build_control_app(daemon) -> Starlette:
         Route("/lms/resolve", resolve, methods=["POST"]),
         Route("/lms/ps", list_loaded),
         Route("/lms/load", load, methods=["POST"]),
+        Route("/lms/estimate", estimate, methods=["POST"]),
         Route("/lms/unload", unload, methods=["POST"]),
         Route("/lms/server/start", server_start, methods=["POST"]),
         Route("/lms/server/stop", server_stop, methods=["POST"]),

@@ -27,6 +27,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _endpoint_lines(app) -> list[str]:
+    lines = []
+    for route in app.routes:
+        methods = sorted(getattr(route, "methods", None) or {"WS"} - {"HEAD"})
+        lines += [f"->\t{method}\t{route.path}" for method in methods if method != "HEAD"]
+    return lines
+
+
 @dataclass
 class RunningServer:
     server: uvicorn.Server
@@ -83,6 +91,10 @@ class HTTPServerController:
         self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
+        log.info("Supported endpoints:\n%s", "\n".join(_endpoint_lines(app)))
+        if self.state.settings.jit_loading:
+            log.info("Just-in-time model loading active.")
+        log.info("Server started.")
         return self.status()
 
     async def stop(self) -> dict:

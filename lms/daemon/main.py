@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from contextlib import suppress
 
 import uvicorn
@@ -17,7 +16,7 @@ from lms import config
 from lms.api.responses.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
-from lms.logs import BusHandler, LogBus
+from lms.logs import BusHandler, DatedFileHandler, LogBus
 from lms.manager.models import ModelManager
 from lms.mcp.client import McpPool
 from lms.metrics import Metrics
@@ -67,7 +66,7 @@ class Daemon:
 
 
 def _configure_logging() -> None:
-    handler = logging.FileHandler(config.logs_dir() / f"{time.strftime('%Y-%m-%d')}.log")
+    handler = DatedFileHandler(config.logs_dir())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

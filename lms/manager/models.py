@@ -19,6 +19,8 @@ from lms.logs import LogBus
 from lms.manager.worker import WorkerHandle
 from lms.store import catalog
 from lms.store.catalog import ModelEntry
+from lms.store.estimate import check
+from lms.store.estimate import estimate as memory_estimate
 
 log = logging.getLogger("lms.manager")
 
@@ -39,7 +41,9 @@ class LoadedModel:
     active: int = 0  # requests queued or running, including the current one
     status: str = "idle"
     load_seconds: float = 0.0
-    evict_when_idle: bool = False  # auto-evicted while requests were in flight: unloaded after the last one
+    evict_when_idle: bool = False
+    estimated_bytes: int = 0
+    parallel: int = 1  # auto-evicted while requests were in flight: unloaded after the last one
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -51,7 +55,7 @@ class LoadedModel:
             "contextLength": self.context_length,
             "status": self.status,
             "queued": self.active,
-            "parallel": 1 if self.entry.type == "llm" else None,
+            "parallel": self.parallel if self.entry.type == "llm" else None,
             "pid": self.worker.pid,
         })
         return info
@@ -61,6 +65,10 @@ class LoadedModel:
             return False
         reference = self.last_used or 0
         return now - reference >= self.ttl_seconds * 1000
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1024 * 1024):,.0f} MiB"
 
 
 def prediction_stats(done: dict) -> dict:
@@ -122,14 +130,33 @@ class ModelManager:
             identifier, n = f"{entry.model_key}:{n}", n + 1
         return identifier
 
+    def estimate(self, entry: ModelEntry, context_length: int | None = None, gpu_ratio: float = 0.0) -> dict:
+        """The memory estimate of loading `entry`, and whether the guardrails let it load."""
+        planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio)
+        passes, room = check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
+                             sum(m.estimated_bytes for m in self.loaded.values()))
+        return {**planned.as_dict(room, passes), "guardrails": self.settings.guardrails}
+
+    def _context_length(self, entry: ModelEntry, wanted: int | None) -> int:
+        if wanted is not None:
+            return wanted
+        return entry.max_context_length if entry.type == "embedding" else min(
+            self.settings.default_context_length, entry.max_context_length)
+
     async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
-                   ttl: int | None = None, jit: bool = False,
+                   ttl: int | None = None, jit: bool = False, parallel: int = 1,
                    progress: Callable[[float], None] | None = None) -> LoadedModel:
         """Load a model in a new worker. Cancelling this (a client that gives up) stops the load."""
         entry = self.resolve(name)
-        if context_length is None:
-            context_length = entry.max_context_length if entry.type == "embedding" else min(
-                self.settings.default_context_length, entry.max_context_length)
+        context_length = self._context_length(entry, context_length)
+        planned = self.estimate(entry, context_length)
+        if not planned["passesGuardrails"]:
+            need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
+            raise GenerationError(
+                f"Loading {entry.model_key} with a {context_length}-token context needs about {_mib(need)} of memory "
+                f"but {_mib(max(room, 0))} is available ({_mib(need - room)} short, guardrails: "
+                f"{self.settings.guardrails}). Use a shorter context (-c), unload a model, or turn guardrails off.",
+                status=507, code="insufficient_memory", param="context_length")
         identifier = self._new_identifier(entry, identifier)
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
@@ -157,7 +184,8 @@ class ModelManager:
             raise GenerationError(f"Failed to load model '{entry.model_key}'.", status=500, code="model_load_failed")
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
-                            last_used=now_ms(), load_seconds=time.perf_counter() - started)
+                            last_used=now_ms(), load_seconds=time.perf_counter() - started,
+                            estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel)
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         self.loaded[identifier] = model

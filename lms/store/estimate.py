@@ -1,0 +1,105 @@
+"""How much memory a model needs loaded, from its GGUF metadata, before any of it is spent.
+
+peak RSS of the worker ≈ process baseline + weights (the file, memory-mapped) + KV cache + compute buffers:
+- KV cache: 2 (K and V) × layers × KV heads × head size × 2 bytes (f16) per token of context;
+- compute buffers: measured on llama.cpp's CPU backend, they grow with the vocabulary (the logits and output
+  projection of a batch): about 12 MiB + 172 bytes per vocabulary entry (SmolLM2: 20 MiB, Gemma 3: 55 MiB).
+The benchmark (`make bench`) prints this estimate against the measured peak RSS of real workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lms.store.catalog import ModelEntry
+from lms.store.gguf import GGUFHeader, read_header
+
+MiB = 1024 * 1024
+WORKER_BASELINE = 46 * MiB  # Python, llama_cpp and numpy in a worker that holds no model
+COMPUTE_BASE = 12 * MiB
+COMPUTE_PER_VOCAB = 172  # bytes per vocabulary entry
+KV_ELEMENT_BYTES = 2  # f16
+
+
+@dataclass
+class Estimate:
+    model_key: str
+    context_length: int
+    gpu_ratio: float  # the share asked to go to a GPU; this machine has none, so it stays on the CPU
+    model_bytes: int
+    context_bytes: int
+    compute_bytes: int
+    baseline_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.model_bytes + self.context_bytes + self.compute_bytes + self.baseline_bytes
+
+    def as_dict(self, available: int | None = None, passes: bool | None = None) -> dict:
+        """LM Studio's EstimatedResourcesUsage shape, plus the parts it is made of."""
+        result = {"model": self.model_key, "contextLength": self.context_length, "gpuRatio": self.gpu_ratio,
+                  "gpu": "none (CPU only)",
+                  "memory": {"confidence": "high", "modelVramBytes": 0, "contextVramBytes": 0, "totalVramBytes": 0,
+                             "modelBytes": self.model_bytes, "contextBytes": self.context_bytes + self.compute_bytes,
+                             "totalBytes": self.total_bytes},
+                  "parts": {"weights": self.model_bytes, "kvCache": self.context_bytes,
+                            "computeBuffers": self.compute_bytes, "process": self.baseline_bytes}}
+        if passes is not None:
+            result["passesGuardrails"] = passes
+        if available is not None:
+            result["availableBytes"] = available
+        return result
+
+
+def kv_bytes_per_token(header: GGUFHeader) -> int:
+    layers = int(header.arch_value("block_count", 0) or 0)
+    heads = int(header.arch_value("attention.head_count", 1) or 1)
+    kv_heads = header.arch_value("attention.head_count_kv", heads)
+    if isinstance(kv_heads, list):  # some architectures give one value per layer
+        return sum(2 * int(n) * _head_size(header, heads) * KV_ELEMENT_BYTES for n in kv_heads)
+    return 2 * layers * int(kv_heads) * _head_size(header, heads) * KV_ELEMENT_BYTES
+
+
+def _head_size(header: GGUFHeader, heads: int) -> int:
+    size = header.arch_value("attention.key_length")
+    if size:
+        return int(size)
+    return int(header.arch_value("embedding_length", 0) or 0) // max(heads, 1)
+
+
+def vocabulary_size(header: GGUFHeader) -> int:
+    size = header.arch_value("vocab_size")
+    if size:
+        return int(size)
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
+    return int(getattr(tokens, "length", None) or len(tokens or []))
+
+
+def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0) -> Estimate:
+    header = read_header(entry.path)
+    context = 0 if entry.type == "embedding" else kv_bytes_per_token(header) * context_length
+    compute = COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header)
+    return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, context, compute, WORKER_BASELINE)
+
+
+def available_memory(limit: int = 0) -> tuple[int, int]:
+    """(available now, total) bytes of memory for models: the machine's, or `limit` when one is set."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    if limit:
+        return min(limit, memory.available), min(limit, memory.total)
+    return memory.available, memory.total
+
+
+def check(estimate_: Estimate, mode: str, limit: int = 0, loaded_bytes: int = 0) -> tuple[bool, int]:
+    """Guardrails: `strict` needs the memory available now; `relaxed` (the default) needs it to fit the
+    machine's memory beside the models already loaded; `off` checks nothing. Returns (passes, room)."""
+    available, total = available_memory(limit)
+    if mode == "off":
+        return True, available
+    if mode == "strict":
+        room = min(available, limit - loaded_bytes) if limit else available
+    else:
+        room = (limit or total) - loaded_bytes
+    return estimate_.total_bytes <= room, room
