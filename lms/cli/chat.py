@@ -22,10 +22,10 @@ HELP = """Commands:
 
 
 class Session:
-    def __init__(self, client, model: str, system_prompt: str, ttl: int, mcp: list[str] | None = None,
-                 confirm_tools: bool = False):
-        self.client, self.model, self.ttl = client, model, ttl
-        self.system_prompt = system_prompt
+    def __init__(self, client, model: str, system_prompt: str | None, ttl: int, mcp: list[str] | None = None,
+                 confirm_tools: bool = False, preset: str | None = None):
+        self.client, self.model, self.ttl, self.preset = client, model, ttl, preset
+        self.system_prompt = system_prompt  # None: the preset's (or none)
         self.messages: list[dict] = []
         self.last_stats: dict | None = None
         # With MCP servers the chat runs on /v1/responses, which runs their tools; the daemon keeps the history.
@@ -41,8 +41,9 @@ class Session:
         if self.mcp_tools:
             return self._ask_with_tools(text)
         self.messages.append({"role": "user", "content": text})
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         body = {"model": self.model, "ttl": self.ttl, "stream": True, "stream_options": {"include_usage": True},
-                "messages": [{"role": "system", "content": self.system_prompt}, *self.messages]}
+                "messages": [*system, *self.messages], **({"preset": self.preset} if self.preset else {})}
         parts: list[str] = []
         started, first, usage, finish = time.perf_counter(), None, None, None
         try:
@@ -87,7 +88,8 @@ class Session:
         try:
             while True:
                 body = {"model": self.model, "ttl": self.ttl, "stream": True, "instructions": self.system_prompt,
-                        "input": turn_input, "tools": self.mcp_tools, "previous_response_id": self.previous_id}
+                        "input": turn_input, "tools": self.mcp_tools, "previous_response_id": self.previous_id,
+                        **({"preset": self.preset} if self.preset else {})}
                 requests = []
                 for event in self.client.stream_events("/v1/responses", body):
                     kind = event["type"]
@@ -141,8 +143,10 @@ def _confirm(request: dict) -> bool:
 def chat(
     model: Annotated[str | None, typer.Argument(help="The model to chat with (default: a loaded model).")] = None,
     prompt: Annotated[str | None, typer.Option("-p", "--prompt", help="Print the answer to this and exit.")] = None,
-    system_prompt: Annotated[str, typer.Option("-s", "--system-prompt", help="The system prompt.")]
-    = DEFAULT_SYSTEM_PROMPT,
+    system_prompt: Annotated[str | None, typer.Option("-s", "--system-prompt", help="The system prompt.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Apply this preset from LMS_HOME/config-presets "
+                                                                "(system prompt, sampling, structured output).")]
+    = None,
     stats: Annotated[bool, typer.Option("--stats", help="Show prediction statistics after each answer.")] = False,
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Idle seconds before a model loaded for this chat unloads.")]
     = 3600,
@@ -180,7 +184,17 @@ def chat(
                  f"(it has: {', '.join(sorted(servers)) or 'none'}).")
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     one_shot = prompt is not None or bool(piped)
-    session = Session(client, model, system_prompt, ttl, mcp=mcp, confirm_tools=not one_shot)
+    if preset:
+        from lms.generation.request import GenerationError
+        from lms.presets import load as load_preset
+
+        try:
+            load_preset(preset)
+        except GenerationError as exc:
+            fail(exc.message)
+    if system_prompt is None and not preset:
+        system_prompt = DEFAULT_SYSTEM_PROMPT
+    session = Session(client, model, system_prompt, ttl, mcp=mcp, confirm_tools=not one_shot, preset=preset)
     if one_shot:
         text = f"{prompt}\n\n{piped}" if prompt and piped else (prompt or piped)
         session.ask(text.strip())

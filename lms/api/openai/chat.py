@@ -18,6 +18,7 @@ from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
 from lms.generation.tools import describe_tools_if_needed, render_tool_calls_as_text, template_knows_tool_calls
 from lms.manager.models import LoadedModel
+from lms.presets import apply_to_chat
 
 
 def _tool_call(event: dict, index: int | None = None) -> dict:
@@ -48,7 +49,7 @@ async def start_chat(app, body: ChatCompletionBody) -> tuple[LoadedModel, AsyncI
 
 async def chat_completions(request: Request, native: bool = False):
     """POST /v1/chat/completions; `native` adds LM Studio's stats, model_info and runtime (/api/v0)."""
-    body = ChatCompletionBody.model_validate(await read_json(request))
+    body = ChatCompletionBody.model_validate(apply_to_chat(await read_json(request)))
     model, events = await start_chat(request.app, body)
     reasoning_field = request.app.state.settings.reasoning_field
     completion_id = new_id("chatcmpl-")

@@ -18,6 +18,7 @@ from lms.api.responses.items import new_id, normalize_input, to_messages
 from lms.api.responses.request import CreateResponse
 from lms.api.responses.runner import ResponseRun, Session, previous_not_found
 from lms.generation.request import GenerationError
+from lms.presets import apply_to_responses
 
 WEBSOCKET_LIFETIME_SECONDS = 60 * 60
 
@@ -33,7 +34,7 @@ def _not_found(response_id: str) -> GenerationError:
 
 
 async def create(request: Request):
-    body = CreateResponse.model_validate(await read_json(request))
+    body = CreateResponse.model_validate(apply_to_responses(await read_json(request)))
     if body.background:
         raise GenerationError("Background mode is not supported; stream the response instead.", status=400,
                               code="unsupported_parameter", param="background")
@@ -155,7 +156,7 @@ async def websocket(socket: WebSocket):
                     raise GenerationError("Messages must be JSON objects of type 'response.create'.", status=400,
                                           code="invalid_message", param="type")
                 data = {k: v for k, v in data.items() if k not in ("type", "stream", "stream_options", "background")}
-                run = ResponseRun(CreateResponse.model_validate(data), session)
+                run = ResponseRun(CreateResponse.model_validate(apply_to_responses(data)), session)
                 async for event in run.events():
                     if event["type"] == "error":
                         continue  # over WebSocket the turn's one terminal message is response.failed

@@ -1,0 +1,121 @@
+"""Named presets from `LMS_HOME/config-presets/<name>.preset.json` (or `.json`): a system prompt, sampling and
+structured output, applied to a request that names one with `"preset": "<name>"` and to `lms chat --preset`.
+
+Two shapes are read: LM Studio's (`{"name", "operation": {"fields": [{"key": "llm.prediction.systemPrompt",
+"value": ...}, ...]}}`) and a flat one with API names (`{"system_prompt", "temperature", "top_p", "top_k",
+"min_p", "repeat_penalty", "max_tokens", "stop", "response_format"}`). What the request itself says wins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lms import config
+from lms.generation.request import GenerationError
+
+# LM Studio's field keys, and the API name each one becomes.
+LMSTUDIO_FIELDS = {
+    "llm.prediction.systemPrompt": "system_prompt",
+    "llm.prediction.temperature": "temperature",
+    "llm.prediction.topPSampling": "top_p",
+    "llm.prediction.topKSampling": "top_k",
+    "llm.prediction.minPSampling": "min_p",
+    "llm.prediction.repeatPenalty": "repeat_penalty",
+    "llm.prediction.maxPredictedTokens": "max_tokens",
+    "llm.prediction.stopStrings": "stop",
+    "llm.prediction.structured": "response_format",
+}
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "stop")
+
+
+@dataclass
+class Preset:
+    name: str
+    system_prompt: str | None = None
+    sampling: dict = field(default_factory=dict)  # API names, as chat completions takes them
+    response_format: dict | None = None
+
+
+def presets_dir() -> Path:
+    return config.home() / "config-presets"
+
+
+def _unwrap(value):
+    """LM Studio stores optional settings as {"checked": bool, "value": ...}."""
+    if isinstance(value, dict) and "checked" in value:
+        return value.get("value") if value.get("checked") else None
+    return value
+
+
+def _structured(value) -> dict | None:
+    if not isinstance(value, dict):
+        return None
+    if value.get("type") in ("json", "json_schema") and (value.get("jsonSchema") or value.get("json_schema")):
+        schema = value.get("jsonSchema") or value.get("json_schema")
+        schema = schema.get("schema", schema) if isinstance(schema, dict) else schema
+        return {"type": "json_schema", "json_schema": {"name": "preset", "schema": schema}}
+    return value if value.get("type") in ("json_object", "json_schema", "text") else None
+
+
+def parse(name: str, document: dict) -> Preset:
+    values = dict(document)
+    for item in (document.get("operation") or {}).get("fields") or []:
+        if isinstance(item, dict) and item.get("key") in LMSTUDIO_FIELDS:
+            values[LMSTUDIO_FIELDS[item["key"]]] = _unwrap(item.get("value"))
+    sampling = {key: values[key] for key in SAMPLING if values.get(key) is not None}
+    if "systemPrompt" in values and "system_prompt" not in values:
+        values["system_prompt"] = values["systemPrompt"]
+    return Preset(str(document.get("name") or name), values.get("system_prompt") or None, sampling,
+                  _structured(values.get("response_format")))
+
+
+def available() -> list[str]:
+    folder = presets_dir()
+    return sorted(p.name.removesuffix(".preset.json").removesuffix(".json") for p in folder.glob("*.json")) \
+        if folder.is_dir() else []
+
+
+def load(name: str) -> Preset:
+    folder = presets_dir()
+    for candidate in (folder / f"{name}.preset.json", folder / f"{name}.json"):
+        if candidate.is_file():
+            try:
+                return parse(name, json.loads(candidate.read_text()))
+            except (OSError, ValueError) as exc:
+                raise GenerationError(f"Preset '{name}' cannot be read: {exc}", status=400,
+                                      code="invalid_preset", param="preset") from None
+    raise GenerationError(f"No preset named '{name}' in {folder} (there are: {', '.join(available()) or 'none'}).",
+                          status=404, code="preset_not_found", param="preset")
+
+
+def apply_to_chat(body: dict) -> dict:
+    """A chat completions body with its preset's settings filled in where the body says nothing."""
+    if not body.get("preset"):
+        return body
+    preset = load(str(body["preset"]))
+    applied = {**preset.sampling, **{k: v for k, v in body.items() if k != "preset"}}
+    if preset.response_format and "response_format" not in body:
+        applied["response_format"] = preset.response_format
+    messages = list(body.get("messages") or [])
+    if preset.system_prompt and not any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+        applied["messages"] = [{"role": "system", "content": preset.system_prompt}, *messages]
+    return applied
+
+
+def apply_to_responses(body: dict) -> dict:
+    """A /v1/responses body with its preset's settings filled in where the body says nothing."""
+    if not body.get("preset"):
+        return body
+    preset = load(str(body["preset"]))
+    sampling = {("max_output_tokens" if k == "max_tokens" else k): v for k, v in preset.sampling.items()
+                if k != "stop"}
+    applied = {**sampling, **{k: v for k, v in body.items() if k != "preset"}}
+    if preset.system_prompt and not body.get("instructions"):
+        applied["instructions"] = preset.system_prompt
+    if preset.response_format and preset.response_format["type"] == "json_schema" and "text" not in body:
+        schema = preset.response_format["json_schema"]
+        applied["text"] = {"format": {"type": "json_schema", "name": schema.get("name", "preset"),
+                                      "schema": schema.get("schema", {})}}
+    return applied
