@@ -51,6 +51,9 @@ class LoadedModel:
         info.update({
             "identifier": self.identifier,
             "ttlMs": self.ttl_seconds * 1000 if self.ttl_seconds else None,
+            # the TTL only runs while the model is idle
+            "ttlRemainingMs": None if not self.ttl_seconds else self.ttl_seconds * 1000 if self.active else
+            max(self.ttl_seconds * 1000 - (now_ms() - (self.last_used or now_ms())), 0),
             "lastUsedTime": self.last_used,
             "contextLength": self.context_length,
             "status": self.status,
