@@ -35,4 +35,8 @@ def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] |
         from runtimes.llama_cpp.engine import LlamaCppEngine
 
         return LlamaCppEngine(**options, progress=progress)
+    if runtime == "mlx":
+        from runtimes.mlx.engine import MlxEngine
+
+        return MlxEngine(**options, progress=progress)
     raise ValueError(f"unknown runtime {runtime!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 
@@ -117,6 +118,9 @@ async def load(request: Request):
                                           **model.ps_info()}})
         except GenerationError as exc:
             events.put_nowait({"error": {"message": exc.message, "code": exc.code}})
+        except Exception as exc:  # noqa: BLE001 - the client must hear about it, not wait forever
+            logging.getLogger("lms.daemon").exception("load of %s failed", body.model)
+            events.put_nowait({"error": {"message": f"Internal error while loading: {exc}", "code": "internal_error"}})
 
     async def lines():
         task = asyncio.create_task(run())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -68,6 +69,17 @@ class LoadedModel:
             return False
         reference = self.last_used or 0
         return now - reference >= self.ttl_seconds * 1000
+
+
+def runtime_for(entry: ModelEntry) -> str:
+    """The engine a model's format needs; an MLX model without the MLX engine installed says how to get it."""
+    if entry.format != "mlx":
+        return "llama.cpp"
+    if importlib.util.find_spec("mlx_lm") is None:
+        raise GenerationError(f"'{entry.model_key}' is an MLX model and the MLX engine is not installed: "
+                              "pip install 'mlx[cpu]' mlx-lm (on Apple silicon: pip install mlx mlx-lm).",
+                              status=400, code="engine_not_installed", param="model")
+    return "mlx"
 
 
 def _mib(count: int) -> str:
@@ -152,6 +164,7 @@ class ModelManager:
         """Load a model in a new worker. Cancelling this (a client that gives up) stops the load."""
         entry = self.resolve(name)
         context_length = self._context_length(entry, context_length)
+        runtime_for(entry)  # an engine that is not installed fails here, before anything starts
         planned = self.estimate(entry, context_length)
         if not planned["passesGuardrails"]:
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
@@ -170,7 +183,7 @@ class ModelManager:
                    "projector": str(entry.projector) if entry.projector else None}
         loaded = None
         try:
-            async for event in worker.call("load", runtime="llama.cpp", options=options):
+            async for event in worker.call("load", runtime=runtime_for(entry), options=options):
                 if event["type"] == "progress" and progress:
                     progress(event["progress"])
                 elif event["type"] == "loaded":

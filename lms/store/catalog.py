@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lms import config
 from lms.store.gguf import GGUFError, GGUFHeader, read_header
+from lms.store.mlx_dirs import describe, is_mlx_folder
 
 EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder", "modern-bert"}
 _QUANT_SUFFIX = re.compile(
@@ -49,13 +50,14 @@ class ModelEntry:
     projector: Path | None = None  # a vision projector (mmproj) beside the model
     variants: list[str] = field(default_factory=list)
     selected_variant: str | None = None
+    format: str = "gguf"  # or "mlx": a folder of safetensors, run by the MLX engine
 
     def info(self) -> dict:
         """LM Studio's ModelInfo shape (camelCase), as `lms ls --json` prints it."""
         info = {
             "type": self.type,
             "modelKey": self.model_key,
-            "format": "gguf",
+            "format": "safetensors" if self.format == "mlx" else "gguf",
             "displayName": self.display_name,
             "publisher": self.publisher,
             "path": self.rel_path,
@@ -168,6 +170,11 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
                     continue  # a split model is listed by its first part, and only when every part is there
                 by_folder.setdefault(Path(dirpath), []).append(path)
     entries: list[ModelEntry] = []
+    for dirpath, dirs, _files in os.walk(root, followlinks=True):
+        folder = Path(dirpath)
+        if len(folder.relative_to(root).parts) == 2 and is_mlx_folder(folder):
+            entries.append(_mlx_entry(folder, root))
+            dirs.clear()
     for folder, files in by_folder.items():
         rel_folder = folder.relative_to(root)
         if len(rel_folder.parts) < 2:
@@ -223,6 +230,26 @@ def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader,
         trained_for_tool_use=bool(template and "tools" in template),
         chat_template=template,
     )
+
+
+def _mlx_entry(folder: Path, root: Path) -> ModelEntry:
+    facts = describe(folder)
+    publisher, repo = folder.relative_to(root).parts
+    key = f"{publisher.lower()}/{repo.lower()}"
+    template = facts["chat_template"]
+    return ModelEntry(
+        model_key=key, variant_key=key, path=folder, rel_path=str(folder.relative_to(root)), publisher=publisher,
+        display_name=repo, size_bytes=sum(p.stat().st_size for p in folder.iterdir() if p.is_file()),
+        type="llm", architecture=facts["architecture"], params_string=_params(facts["parameters"]),
+        quantization=facts["quantization"], max_context_length=facts["context_length"], vision=False,
+        trained_for_tool_use=bool(template and "tools" in template), chat_template=template, format="mlx",
+        variants=[key], selected_variant=key)
+
+
+def _params(count: int) -> str | None:
+    if not count:
+        return None
+    return f"{count / 1e9:.1f}B".replace(".0B", "B") if count >= 1e9 else f"{round(count / 1e6)}M"
 
 
 def models(root: Path | None = None) -> list[ModelEntry]:

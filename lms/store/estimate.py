@@ -75,7 +75,25 @@ def vocabulary_size(header: GGUFHeader) -> int:
     return int(getattr(tokens, "length", None) or len(tokens or []))
 
 
+MLX_BASELINE = 140 * MiB  # mlx, mlx-lm and the tokenizer libraries in a worker
+MLX_COMPUTE = 48 * MiB
+
+
+def _mlx_estimate(entry: ModelEntry, context_length: int, gpu_ratio: float) -> Estimate:
+    from lms.store.mlx_dirs import describe
+
+    config = describe(entry.path)["config"]
+    heads = int(config.get("num_attention_heads", 1))
+    head_dim = int(config.get("head_dim") or int(config.get("hidden_size", 0)) // max(heads, 1))
+    per_token = 2 * int(config.get("num_hidden_layers", 0)) * int(config.get("num_key_value_heads", heads)) \
+        * head_dim * KV_ELEMENT_BYTES
+    return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, per_token * context_length,
+                    MLX_COMPUTE, MLX_BASELINE)
+
+
 def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0) -> Estimate:
+    if entry.format == "mlx":
+        return _mlx_estimate(entry, context_length, gpu_ratio)
     header = read_header(entry.path)
     context = 0 if entry.type == "embedding" else kv_bytes_per_token(header) * context_length
     compute = COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header)

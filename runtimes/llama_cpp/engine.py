@@ -10,10 +10,8 @@ import base64
 import codecs
 import contextlib
 import json
-import os
 import random
 import time
-from collections.abc import Callable
 
 import llama_cpp
 import numpy as np
@@ -23,29 +21,12 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from lms.generation.chat_template import TemplateError, render
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
+from runtimes.common import EngineError, Progress, ReasoningCounter, physical_cores, text_event, token_entry
 from runtimes.llama_cpp.vision import Projector, VisionError
 
 # A chat model that writes one of these has ended its turn and begun another (Ollama's ChatML and Llama 3
 # templates stop on them too); harmony's <|start|> is not here: gpt-oss writes several messages per turn.
 TURN_START_MARKERS = ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>")
-
-
-class EngineError(Exception):
-    def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
-
-
-def physical_cores() -> int:
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
-
-
-Progress = Callable[[float], bool]  # gets 0..1; returns False to abort the load
 
 
 @contextlib.contextmanager
@@ -69,46 +50,6 @@ def _reporting_progress(progress: Progress | None):
         yield
     finally:
         library.llama_model_default_params = original
-
-
-def _token_entry(piece: bytes, logprob: float) -> dict:
-    return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
-
-
-def _text_event(text: str, logprobs: list[dict]) -> dict:
-    """A text event; logprobs of the tokens behind it (held back by stop strings or UTF-8) ride along."""
-    event = {"type": "text", "text": text}
-    if logprobs:
-        event["logprobs"] = logprobs[:]
-        logprobs.clear()
-    return event
-
-
-class _ReasoningCounter:
-    """Counts generated tokens that fall inside a leading <think> block (real tokens, for usage)."""
-
-    def __init__(self, start: str | None):
-        self.state = "inside" if start == "inside" else "maybe" if start == "detect" else "off"
-        self.text = ""
-        self.tokens = 0
-        self.undecided = 0
-
-    def add(self, piece: str) -> None:
-        if self.state == "off":
-            return
-        self.text += piece
-        if self.state == "maybe":
-            stripped = self.text.lstrip()
-            if len(stripped) < len("<think>") and "<think>".startswith(stripped):
-                self.undecided += 1
-                return
-            self.state = "inside" if stripped.startswith("<think>") else "off"
-            if self.state == "off":
-                return
-            self.tokens += self.undecided
-        self.tokens += 1
-        if "</think>" in self.text:
-            self.state = "off"
 
 
 class LlamaCppEngine:
@@ -271,7 +212,7 @@ class LlamaCppEngine:
         reasoning_start = request.get("reasoning_start")
         if reasoning_start and opened_think:
             reasoning_start = "inside"
-        reasoning = _ReasoningCounter(reasoning_start)
+        reasoning = ReasoningCounter(reasoning_start)
         pending_logprobs: list[dict] = []
         finish, count, first_token_at, hit_stop_string = "length", 0, None, False
         try:
@@ -298,7 +239,7 @@ class LlamaCppEngine:
                 reasoning.add(decoded)
                 text, hit_stop_string = stops.feed(decoded)
                 if text:
-                    emit(_text_event(text, pending_logprobs))
+                    emit(text_event(text, pending_logprobs))
                 if hit_stop_string:
                     finish = "stop"
                     break
@@ -308,7 +249,7 @@ class LlamaCppEngine:
             generator.close()
         tail = "" if hit_stop_string else stops.flush() + decoder.decode(b"", final=True)
         if finish != "cancelled" and (tail or pending_logprobs):
-            emit(_text_event(tail, pending_logprobs))
+            emit(text_event(tail, pending_logprobs))
         ended = time.perf_counter()
         first_token_at = first_token_at or ended
         decode_time = ended - first_token_at
@@ -331,11 +272,11 @@ class LlamaCppEngine:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.n_vocab,))
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
-        entry = _token_entry(piece, float(logprobs[token]))
+        entry = token_entry(piece, float(logprobs[token]))
         if top:
             best = np.argpartition(-logprobs, top)[:top]
             best = best[np.argsort(-logprobs[best])]
-            entry["top_logprobs"] = [_token_entry(self.llm.detokenize([int(t)]), float(logprobs[t])) for t in best]
+            entry["top_logprobs"] = [token_entry(self.llm.detokenize([int(t)]), float(logprobs[t])) for t in best]
         else:
             entry["top_logprobs"] = []
         return entry

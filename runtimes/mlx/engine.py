@@ -1,0 +1,206 @@
+"""The MLX engine, on mlx-lm: the same protocol and events as the llama.cpp engine.
+
+One model per worker. Generation runs `mlx_lm.generate.generate_step` over a prompt cache kept between requests,
+so a prompt that starts like the previous conversation only computes its new tokens (reported as cached tokens).
+Sampling, logit bias and the penalties map to mlx-lm's sampler and logits processors; stop strings, logprobs and
+the reasoning-token count work as in the llama.cpp engine. Grammars and JSON-schema output are not available on
+MLX yet: such a request gets a clear 400 instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import random
+import time
+
+from lms.generation.chat_template import TemplateError, render
+from lms.generation.stops import StopMatcher
+from runtimes.base import Cancelled, Emit
+from runtimes.common import EngineError, Progress, ReasoningCounter, text_event, token_entry
+
+UNSUPPORTED = {"grammar": "A GBNF grammar", "json_schema": "JSON-schema output", "json_object": "JSON-object output",
+               "images": "Image input"}
+
+
+class MlxEngine:
+    name = "mlx"
+
+    def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
+                 chat_template: str | None = None, projector: str | None = None, progress: Progress | None = None):
+        if embedding or projector:
+            raise EngineError("The MLX engine serves chat and completion models only (no embeddings or vision).",
+                              400, "model_not_supported")
+        from mlx_lm import load
+        from mlx_lm.models.cache import make_prompt_cache
+
+        if progress and not progress(0.05):
+            raise EngineError("load cancelled", 499, "cancelled")
+        try:
+            self.model, self.tokenizer = load(path)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, the worker stays clean
+            raise EngineError(f"mlx-lm could not load {path}: {exc}", 500, "model_load_failed") from exc
+        self.version = importlib.metadata.version("mlx-lm")
+        self.n_ctx = context_length
+        self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
+        self.cache = make_prompt_cache(self.model)
+        self.cached: list[int] = []  # the tokens the prompt cache holds, in order
+        self.prompt_text = ""
+        bos = self.tokenizer.bos_token
+        self.bos_text, self.eos_text = bos or "", self.tokenizer.eos_token or ""
+        if progress:
+            progress(1.0)
+
+    def info(self) -> dict:
+        return {"context_length": self.n_ctx, "engine": "mlx", "engine_version": self.version,
+                "vocab_size": len(self.tokenizer.get_vocab())}
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
+        if request.get("messages") is None:
+            self.prompt_text = request.get("prompt") or ""
+            return self.tokenize(self.prompt_text), False
+        try:
+            text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
+                          eos_token=self.eos_text, tools=request.get("tools"),
+                          **(request.get("template_options") or {}))
+        except TemplateError as exc:
+            raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
+        self.prompt_text = text
+        return self.tokenize(text), text.rstrip().endswith("<think>")
+
+    def count(self, request: dict) -> int:
+        return len(self._prompt_tokens(request)[0])
+
+    def _check_supported(self, request: dict) -> None:
+        for key, what in UNSUPPORTED.items():
+            if request.get(key):
+                raise EngineError(f"{what} is not available on the MLX engine yet; use a GGUF model for it.",
+                                  400, "unsupported_on_mlx", key)
+
+    def _reuse_cache(self, prompt: list[int]) -> int:
+        """Trim the prompt cache to the longest prefix it shares with this prompt; returns that length (at
+        least one prompt token is always left to compute)."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+        common = 0
+        for have, want in zip(self.cached, prompt):
+            if have != want:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)
+        surplus = len(self.cached) - common
+        if surplus and can_trim_prompt_cache(self.cache):
+            trim_prompt_cache(self.cache, surplus)
+        elif surplus:
+            self.cache, common = make_prompt_cache(self.model), 0
+        self.cached = self.cached[:common]
+        return common
+
+    def _processors(self, sampling: dict):
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        sampler = make_sampler(temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
+                               min_p=sampling.get("min_p", 0.05), top_k=sampling.get("top_k", 40))
+        bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
+        processors = make_logits_processors(logit_bias=bias or None,
+                                            repetition_penalty=sampling.get("repeat_penalty", 1.1),
+                                            presence_penalty=sampling.get("presence_penalty") or None,
+                                            frequency_penalty=sampling.get("frequency_penalty") or None)
+        return sampler, processors
+
+    def _logprobs(self, token: int, logprobs, top: int) -> dict:
+        import mlx.core as mx
+
+        piece = self.tokenizer.decode([token]).encode("utf-8")
+        entry = token_entry(piece, float(logprobs[token].item()))
+        entry["top_logprobs"] = []
+        if top:
+            best = mx.argsort(-logprobs)[:top].tolist()
+            entry["top_logprobs"] = [token_entry(self.tokenizer.decode([t]).encode("utf-8"),
+                                                 float(logprobs[t].item())) for t in best]
+        return entry
+
+    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+
+        self._check_supported(request)
+        started = time.perf_counter()
+        prompt, opened_think = self._prompt_tokens(request)
+        if len(prompt) >= self.n_ctx:
+            raise EngineError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
+                f"{len(prompt)} input tokens. Please reduce the length of the input.",
+                400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
+        budget = self.n_ctx - len(prompt)
+        max_tokens = request.get("max_tokens")
+        limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
+        sampling = request.get("sampling") or {}
+        seed = sampling.get("seed")
+        mx.random.seed(seed if seed is not None else random.randint(0, 2**31 - 1))
+        cached = self._reuse_cache(prompt)
+        sampler, processors = self._processors(sampling)
+        stops = StopMatcher(request.get("stop") or [])
+        detokenizer = self.tokenizer.detokenizer
+        detokenizer.reset()
+        top_logprobs = request.get("logprobs")
+        reasoning_start = request.get("reasoning_start")
+        reasoning = ReasoningCounter("inside" if reasoning_start and opened_think else reasoning_start)
+        eos = set(self.tokenizer.eos_token_ids)
+        pending_logprobs: list[dict] = []
+        finish, count, first_token_at, hit_stop, produced = "length", 0, None, False, []
+        self.cached = list(prompt)  # the prompt goes into the cache as generate_step computes it
+        steps = generate_step(mx.array(prompt[cached:]), self.model, max_tokens=limit if limit > 0 else 0,
+                              sampler=sampler, logits_processors=processors, prompt_cache=self.cache)
+        try:
+            for token, logprobs in steps if limit > 0 else ():
+                token = int(token)
+                produced.append(token)
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                    emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached,
+                          "reasoning_open": reasoning.state == "inside",
+                          **({"prompt_text": self.prompt_text} if request.get("echo_prompt") else {})})
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                if token in eos:
+                    finish = "stop"
+                    break
+                count += 1
+                if top_logprobs is not None:
+                    pending_logprobs.append(self._logprobs(token, logprobs, top_logprobs))
+                detokenizer.add_token(token)
+                piece = detokenizer.last_segment
+                reasoning.add(piece)
+                text, hit_stop = stops.feed(piece)
+                if text:
+                    emit(text_event(text, pending_logprobs))
+                if hit_stop:
+                    finish = "stop"
+                    break
+                if count >= limit:
+                    break
+        finally:
+            steps.close()
+        # The cache holds every token generate_step fed to the model: the prompt and all but the last token.
+        self.cached += produced[:-1]
+        if not hit_stop:
+            detokenizer.finalize()
+            tail = stops.feed(detokenizer.last_segment)[0] + stops.flush()
+            if finish != "cancelled" and (tail or pending_logprobs):
+                emit(text_event(tail, pending_logprobs))
+        ended = time.perf_counter()
+        first_token_at = first_token_at or ended
+        decode_time = ended - first_token_at
+        emit({"type": "done", "finish_reason": finish,
+              "usage": {"prompt_tokens": len(prompt), "completion_tokens": count, "total_tokens": len(prompt) + count,
+                        "cached_tokens": cached, "reasoning_tokens": reasoning.tokens},
+              "stats": {"time_to_first_token": first_token_at - started, "generation_time": ended - started,
+                        "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
+                        "prompt_tokens": len(prompt), "predicted_tokens": count}})
+
+    def embed(self, request: dict) -> dict:
+        raise EngineError("The MLX engine does not compute embeddings.", 400, "model_not_supported")
