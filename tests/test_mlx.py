@@ -77,12 +77,27 @@ def test_responses_state_on_mlx(mlx_client):
     assert follow.usage.input_tokens_details.cached_tokens > 0
 
 
-def test_features_mlx_cannot_do_yet_say_so(mlx_lms):
-    body = {"model": MLX_KEY, "messages": QUESTION, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "x", "schema": {"type": "object"}}}}
-    refused = httpx.post(f"{mlx_lms.base_url}/v1/chat/completions", json=body, timeout=60)
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_on_mlx"
-    assert "GGUF" in refused.json()["error"]["message"]
+def test_structured_output_and_forced_tools_on_mlx(mlx_client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+              "required": ["city", "country"], "additionalProperties": False}
+    answer = mlx_client.chat.completions.create(
+        model=MLX_KEY, messages=[{"role": "user", "content": "Name a city and its country."}], temperature=0,
+        max_tokens=60, response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+    assert set(json.loads(answer.choices[0].message.content)) == {"city", "country"}
+    anything = mlx_client.chat.completions.create(model=MLX_KEY, messages=QUESTION, temperature=0, max_tokens=12,
+                                                  response_format={"type": "json_object"})
+    assert anything.choices[0].message.content.lstrip().startswith("{")  # an object, cut short by max_tokens
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    forced = mlx_client.chat.completions.create(model=MLX_KEY, messages=QUESTION, tools=tools, tool_choice="required",
+                                                temperature=0, max_tokens=60)
+    [call] = forced.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    yes_no = mlx_client.completions.create(model=MLX_KEY, prompt="Is Paris in France? Answer:", max_tokens=4,
+                                           temperature=0, extra_body={"grammar": 'root ::= " yes" | " no"'})
+    assert yes_no.choices[0].text in (" yes", " no")
+
+
+def test_what_mlx_cannot_do_is_a_clear_error(mlx_lms):
     embed = httpx.post(f"{mlx_lms.base_url}/v1/embeddings", json={"model": MLX_KEY, "input": "x"}, timeout=60)
-    assert embed.status_code == 400
-    assert json.loads(embed.text)["error"]["message"]
+    assert embed.status_code == 400 and json.loads(embed.text)["error"]["message"]

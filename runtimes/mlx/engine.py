@@ -3,8 +3,9 @@
 One model per worker. Generation runs `mlx_lm.generate.generate_step` over a prompt cache kept between requests,
 so a prompt that starts like the previous conversation only computes its new tokens (reported as cached tokens).
 Sampling, logit bias and the penalties map to mlx-lm's sampler and logits processors; stop strings, logprobs and
-the reasoning-token count work as in the llama.cpp engine. Grammars and JSON-schema output are not available on
-MLX yet: such a request gets a clear 400 instead of being silently ignored.
+the reasoning-token count work as in the llama.cpp engine. JSON-schema and JSON-object output and GBNF grammars are
+enforced by a logits processor (runtimes/mlx/constraints.py). Images are not available on MLX here: such a request
+gets a clear 400 instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import EngineError, Progress, ReasoningCounter, text_event, token_entry
 
-UNSUPPORTED = {"grammar": "A GBNF grammar", "json_schema": "JSON-schema output", "json_object": "JSON-object output",
-               "images": "Image input"}
+UNSUPPORTED = {"images": "Image input"}
 
 
 class MlxEngine:
@@ -45,6 +45,7 @@ class MlxEngine:
         self.cache = make_prompt_cache(self.model)
         self.cached: list[int] = []  # the tokens the prompt cache holds, in order
         self.prompt_text = ""
+        self._grammar_index = None  # built on the first structured request
         bos = self.tokenizer.bos_token
         self.bos_text, self.eos_text = bos or "", self.tokenizer.eos_token or ""
         if progress:
@@ -110,6 +111,31 @@ class MlxEngine:
                                             frequency_penalty=sampling.get("frequency_penalty") or None)
         return sampler, processors
 
+    def _exact_detokenizer(self):
+        """mlx-lm's streaming detokenizers drop the leading space of the first token (a display nicety for
+        chat); the text must stay exact, as llama.cpp gives it (" yes" after "Answer:" is not "yes")."""
+        detokenizer = self.tokenizer.detokenizer
+        detokenizer.reset()
+        if hasattr(detokenizer, "trim_space"):
+            detokenizer.trim_space = False
+        elif hasattr(detokenizer, "_maybe_trim_space"):
+            detokenizer.text, detokenizer.offset = "\0", 1  # not empty: nothing counts as the start
+        return detokenizer
+
+    def _constraint(self, request: dict, fed_prompt: int):
+        from runtimes.mlx.constraints import GrammarProcessor, TokenizerIndex, grammar_for
+
+        try:
+            grammar = grammar_for(request)
+            if grammar is None:
+                return None
+            if self._grammar_index is None:
+                self._grammar_index = TokenizerIndex(self.tokenizer)
+            return GrammarProcessor(self._grammar_index, grammar, fed_prompt)
+        except ValueError as exc:
+            param = "grammar" if request.get("grammar") else "response_format"
+            raise EngineError(f"The grammar cannot be used: {exc}", 400, "invalid_grammar", param) from exc
+
     def _logprobs(self, token: int, logprobs, top: int) -> dict:
         import mlx.core as mx
 
@@ -142,9 +168,11 @@ class MlxEngine:
         mx.random.seed(seed if seed is not None else random.randint(0, 2**31 - 1))
         cached = self._reuse_cache(prompt)
         sampler, processors = self._processors(sampling)
+        constraint = self._constraint(request, len(prompt) - cached)
+        if constraint is not None:
+            processors = [*processors, constraint]
         stops = StopMatcher(request.get("stop") or [])
-        detokenizer = self.tokenizer.detokenizer
-        detokenizer.reset()
+        detokenizer = self._exact_detokenizer()
         top_logprobs = request.get("logprobs")
         reasoning_start = request.get("reasoning_start")
         reasoning = ReasoningCounter("inside" if reasoning_start and opened_think else reasoning_start)
@@ -185,8 +213,9 @@ class MlxEngine:
                     break
         finally:
             steps.close()
-        # The cache holds every token generate_step fed to the model: the prompt and all but the last token.
-        self.cached += produced[:-1]
+        # The cache holds what generate_step fed to the model, which may or may not include the last token it
+        # yielded (it feeds each token before yielding it, except at its own max_tokens): ask the cache.
+        self.cached = (prompt + produced)[:self.cache[0].offset]
         if not hit_stop:
             detokenizer.finalize()
             tail = stops.feed(detokenizer.last_segment)[0] + stops.flush()

@@ -195,6 +195,7 @@ class CompletionBody(SamplingBody):
     prompt: str | list[str]
     echo: bool = False
     suffix: str | None = None
+    grammar: str | None = None  # a GBNF grammar, as llama-server accepts
 
     def to_request(self) -> GenerationRequest:
         prompt = self.prompt
@@ -204,7 +205,7 @@ class CompletionBody(SamplingBody):
                                       code="invalid_value", param="prompt")
             prompt = prompt[0]
         return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_new_tokens(),
-                                 stop=self.stops())
+                                 stop=self.stops(), grammar=self.grammar)
 
 
 class EmbeddingBody(_Body):
