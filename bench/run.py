@@ -7,6 +7,7 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 - `lms ps --json` median wall time <= 250 ms; daemon idle RSS <= 120 MB
 - `lms get` download throughput / curl of the same file from the same local Hub server >= 0.8 (bench/download.py)
 - `lms load --estimate-only` within ±10% of the worker's measured peak RSS (bench/estimate.py)
+- MLX streaming decode through the API / raw mlx_lm.stream_generate >= 0.9 (bench/mlx.py)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import download as download_bench  # noqa: E402
 from bench import estimate as estimate_bench  # noqa: E402
+from bench import mlx as mlx_bench  # noqa: E402
 from lms.generation.chat_template import render  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
 
@@ -207,12 +209,14 @@ def main() -> int:
     rows += download_bench.rows(downloads)
     estimates = estimate_bench.measure()
     rows += estimate_bench.rows(estimates)
+    mlx = mlx_bench.measure()
+    rows += mlx_bench.rows(mlx)
     results.update({
         "raw_tokens_per_second": raw_tps, "lms_tokens_per_second": lms_tps, "decode_ratio": lms_tps / raw_tps,
         "raw_ttft_ms": raw_ttft * 1000, "lms_ttft_ms": lms_ttft * 1000,
         "ttft_overhead_ms": ttft_overhead * 1000, "ttft_pairs_ms": [[b * 1000, s * 1000] for b, s in ttft_pairs],
         "ps_json_median_ms": statistics.median(timings) * 1000, "daemon_idle_rss_mb": rss / 1e6,
-        "responses_follow_up": follow_up, "downloads": downloads, "memory_estimates": estimates,
+        "responses_follow_up": follow_up, "downloads": downloads, "memory_estimates": estimates, "mlx": mlx,
     })
     width = max(len(r[0]) for r in rows)
     print(f"{'metric'.ljust(width)}  {'value':>10}  target")
