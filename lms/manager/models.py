@@ -18,7 +18,7 @@ from lms import config
 from lms.generation.request import GenerationError
 from lms.logs import LogBus
 from lms.manager.worker import WorkerHandle
-from lms.store import catalog
+from lms.store import catalog, runtimes
 from lms.store.catalog import ModelEntry
 from lms.store.estimate import check
 from lms.store.estimate import estimate as memory_estimate
@@ -42,9 +42,10 @@ class LoadedModel:
     active: int = 0  # requests queued or running, including the current one
     status: str = "idle"
     load_seconds: float = 0.0
-    evict_when_idle: bool = False
+    evict_when_idle: bool = False  # auto-evicted while requests were in flight: unloaded after the last one
     estimated_bytes: int = 0
-    parallel: int = 1  # auto-evicted while requests were in flight: unloaded after the last one
+    parallel: int = 1
+    engine: dict = field(default_factory=dict)  # the engine and version this model runs on
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -61,6 +62,7 @@ class LoadedModel:
             "queued": self.active,
             "parallel": self.parallel if self.entry.type == "llm" else None,
             "pid": self.worker.pid,
+            "engine": self.engine,
         })
         return info
 
@@ -176,14 +178,16 @@ class ModelManager:
         identifier = self._new_identifier(entry, identifier)
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
-        worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit)
+        runtime = runtime_for(entry)
+        worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit,
+                                          runtimes.import_path(runtimes.engine(runtime)))
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
                    "chat_template": entry.chat_template,
                    "projector": str(entry.projector) if entry.projector else None}
         loaded = None
         try:
-            async for event in worker.call("load", runtime=runtime_for(entry), options=options):
+            async for event in worker.call("load", runtime=runtime, options=options):
                 if event["type"] == "progress" and progress:
                     progress(event["progress"])
                 elif event["type"] == "loaded":
@@ -201,7 +205,8 @@ class ModelManager:
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
-                            estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel)
+                            estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel,
+                            engine={"name": runtime, "version": loaded["info"].get("engine_version")})
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         self.loaded[identifier] = model

@@ -47,14 +47,19 @@ class WorkerHandle:
         return self.process.pid
 
     @classmethod
-    async def spawn(cls, log_path: Path, on_exit: Callable[[WorkerHandle], None]) -> WorkerHandle:
+    async def spawn(cls, log_path: Path, on_exit: Callable[[WorkerHandle], None],
+                    import_path: Path | None = None) -> WorkerHandle:
+        """A new worker process; `import_path` goes first on its module path (a selected engine version)."""
         parent, child = socket.socketpair()
         log_file = open(log_path, "ab")
+        env = dict(os.environ)
+        if import_path is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(import_path), env.get("PYTHONPATH")]))
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "runtimes.worker", "--fd", str(child.fileno()),
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=log_file, cwd=str(Path(__file__).resolve().parents[2]),
+                stdout=log_file, stderr=log_file, cwd=str(Path(__file__).resolve().parents[2]), env=env,
             )
         finally:
             child.close()

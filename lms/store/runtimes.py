@@ -1,0 +1,197 @@
+"""Engine versions ("runtimes"): the bundled one of each engine (its package in lms's own environment), and
+others installed from the package index into `LMS_HOME/runtimes/<engine>-<version>/`.
+
+Workers start with the selected version of their engine first on their import path; a loaded model keeps the
+version it was loaded with. An install goes into a temporary folder renamed only when complete, so a failed
+update leaves the previous version selected and working.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lms import config
+from lms.generation.request import GenerationError
+
+LLAMA_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+                    "-DGGML_BMI2=ON")  # portable: a native build crashes in the AMX kernels of some CPUs
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    package: str
+    model_format: str
+
+
+ENGINES = {"llama.cpp": Engine("llama.cpp", "llama-cpp-python", "GGUF"), "mlx": Engine("mlx", "mlx-lm", "MLX")}
+
+
+def _bad(message: str, status: int = 400, code: str = "invalid_value") -> GenerationError:
+    return GenerationError(message, status=status, code=code, param="runtime")
+
+
+def engine(name: str) -> Engine:
+    found = ENGINES.get(name.lower().removesuffix("-lm").replace("llama-cpp", "llama.cpp").replace("llamacpp",
+                                                                                                  "llama.cpp"))
+    if found is None:
+        raise _bad(f"Unknown engine '{name}'; engines: {', '.join(ENGINES)}.", 404, "runtime_not_found")
+    return found
+
+
+def parse(spec: str) -> tuple[Engine, str | None]:
+    name, _, version = spec.partition("@")
+    return engine(name), version or None
+
+
+def runtimes_dir() -> Path:
+    return config.home() / "runtimes"
+
+
+def bundled_version(item: Engine) -> str | None:
+    try:
+        return importlib.metadata.version(item.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def install_dir(item: Engine, version: str) -> Path:
+    return runtimes_dir() / f"{item.name}-{version}"
+
+
+def installed(item: Engine) -> list[str]:
+    versions = [v for v in [bundled_version(item)] if v]
+    for folder in sorted(runtimes_dir().glob(f"{item.name}-*")) if runtimes_dir().is_dir() else []:
+        if (folder / ".complete").exists():
+            versions.append(folder.name[len(item.name) + 1:])
+    return sorted(set(versions), key=_version_key)
+
+
+def _selection() -> dict:
+    return config.read_json(runtimes_dir() / "selected.json", {})
+
+
+def selected(item: Engine) -> str | None:
+    chosen = _selection().get(item.name)
+    return chosen if chosen in installed(item) else bundled_version(item)
+
+
+def select(item: Engine, version: str) -> None:
+    if version not in installed(item):
+        raise _bad(f"{item.name}@{version} is not installed; get it with: lms runtime get {item.name}@{version}",
+                   404, "runtime_not_found")
+    runtimes_dir().mkdir(parents=True, exist_ok=True)
+    config.write_json(runtimes_dir() / "selected.json", {**_selection(), item.name: version})
+
+
+def import_path(item: Engine) -> Path | None:
+    """The folder to put first on a worker's import path for the selected version (None: the bundled one)."""
+    version = selected(item)
+    if version is None or version == bundled_version(item):
+        return None
+    return install_dir(item, version)
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.\-+]", version))
+
+
+def available(item: Engine) -> list[str]:
+    """Versions on the package index, newest first."""
+    result = subprocess.run([sys.executable, "-m", "pip", "index", "versions", item.package], capture_output=True,
+                            text=True, timeout=120)
+    match = re.search(r"Available versions: (.*)", result.stdout)
+    if result.returncode != 0 or not match:
+        raise _bad(f"Cannot list {item.package} versions: {result.stderr.strip()[-300:]}", 502, "index_unreachable")
+    return [v.strip() for v in match.group(1).split(",")]
+
+
+def install(item: Engine, version: str) -> Path:
+    """Install `package==version` (its own code only: its dependencies come from lms's environment)."""
+    target = install_dir(item, version)
+    if (target / ".complete").exists():
+        return target
+    runtimes_dir().mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(staging),
+               f"{item.package}=={version}"]
+    if item.name == "llama.cpp":  # built from source, portable, never from pip's cache of a native build
+        env["CMAKE_ARGS"] = LLAMA_CMAKE_ARGS
+        command.insert(4, "--no-cache-dir")
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _bad(f"Installing {item.name}@{version} failed: {result.stderr.strip()[-500:]}", 502, "install_failed")
+    (staging / ".complete").write_text(version)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def remove(item: Engine, version: str, in_use: set[str]) -> None:
+    if version == bundled_version(item):
+        raise _bad(f"{item.name}@{version} is the bundled version; it cannot be removed.", 409, "runtime_bundled")
+    if version == selected(item) or f"{item.name}@{version}" in in_use:
+        raise _bad(f"{item.name}@{version} is selected or in use; select another version first.", 409,
+                   "runtime_in_use")
+    if not (install_dir(item, version) / ".complete").exists():
+        raise _bad(f"{item.name}@{version} is not installed.", 404, "runtime_not_found")
+    shutil.rmtree(install_dir(item, version))
+
+
+def listing() -> list[dict]:
+    rows = []
+    for item in ENGINES.values():
+        chosen = selected(item)
+        for version in installed(item):
+            rows.append({"name": item.name, "version": version, "selected": version == chosen,
+                         "bundled": version == bundled_version(item), "modelFormat": item.model_format})
+    return rows
+
+
+def survey() -> dict:
+    """This machine as the engines see it: CPU and its vector extensions, memory, GPUs."""
+    import psutil
+
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    wanted = ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "amx_int8", "amx_bf16", "neon", "asimd"]
+    memory = psutil.virtual_memory()
+    return {"cpu": {"name": model, "architecture": platform.machine(), "cores": psutil.cpu_count(logical=False),
+                    "threads": psutil.cpu_count(), "extensions": [f for f in wanted if f in flags]},
+            "memory": {"totalBytes": memory.total, "availableBytes": memory.available}, "gpus": _gpus()}
+
+
+def _gpus() -> list[dict]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, total = line.rpartition(",")
+        if total.strip().isdigit():
+            gpus.append({"name": name.strip(), "vendor": "NVIDIA", "memoryBytes": int(total) * 1024 * 1024})
+    return gpus
+
