@@ -140,3 +140,19 @@ def client(served):
     import openai
 
     return openai.OpenAI(base_url=served.base_url + "/v1", api_key="lm-studio", max_retries=0, timeout=120)
+
+
+MLX_MODEL = "lmstudio-community/smollm2-135m-instruct-mlx-4bit"
+
+
+@pytest.fixture(scope="session")
+def mlx_model(served):
+    """The MLX conversion of the bundled model, loaded in the shared daemon next to the GGUF one."""
+    from tools.mlx_from_gguf import ensure_mlx_smollm2
+
+    target = served.home / "models" / "lmstudio-community" / "SmolLM2-135M-Instruct-MLX-4bit"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(ensure_mlx_smollm2())
+    served.run("load", MLX_MODEL, "-y")
+    return MLX_MODEL

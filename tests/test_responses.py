@@ -13,8 +13,14 @@ from tests.conftest import CHAT_MODEL
 PARIS = "What is the capital of France? Answer in one sentence."
 
 
-def test_string_input_answers(client):
-    response = client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0)
+@pytest.fixture(params=["gguf", "mlx"])
+def chat_model(request):
+    """The same scenarios on both engines: the bundled GGUF on llama.cpp, and its MLX conversion on mlx-lm."""
+    return CHAT_MODEL if request.param == "gguf" else request.getfixturevalue("mlx_model")
+
+
+def test_string_input_answers(client, chat_model):
+    response = client.responses.create(model=chat_model, input=PARIS, temperature=0)
     assert response.status == "completed" and response.object == "response"
     assert "Paris" in response.output_text
     assert response.id.startswith("resp_")
@@ -24,9 +30,9 @@ def test_string_input_answers(client):
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
 
 
-def test_item_input_with_instructions_and_history(client):
+def test_item_input_with_instructions_and_history(client, chat_model):
     response = client.responses.create(
-        model=CHAT_MODEL, instructions="You are terse.", temperature=0, max_output_tokens=40,
+        model=chat_model, instructions="You are terse.", temperature=0, max_output_tokens=40,
         input=[
             {"type": "message", "role": "user", "content": "My name is Alice."},
             {"type": "message", "role": "assistant", "content": "Nice to meet you, Alice.", "phase": "final_answer"},
@@ -37,8 +43,8 @@ def test_item_input_with_instructions_and_history(client):
     assert response.instructions == "You are terse."
 
 
-def test_streaming_events_are_ordered_and_complete(client):
-    events = list(client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0, stream=True))
+def test_streaming_events_are_ordered_and_complete(client, chat_model):
+    events = list(client.responses.create(model=chat_model, input=PARIS, temperature=0, stream=True))
     types = [e.type for e in events]
     assert types[:2] == ["response.created", "response.in_progress"]
     assert types[-1] == "response.completed"
@@ -63,10 +69,10 @@ def test_raw_sse_framing(served):
         assert event_line == "event: " + json.loads(data_line.removeprefix("data: "))["type"]
 
 
-def test_previous_response_id_chain_and_cached_tokens(client):
-    first = client.responses.create(model=CHAT_MODEL, input="My favourite colour is green. Remember it.",
+def test_previous_response_id_chain_and_cached_tokens(client, chat_model):
+    first = client.responses.create(model=chat_model, input="My favourite colour is green. Remember it.",
                                     temperature=0, max_output_tokens=30)
-    second = client.responses.create(model=CHAT_MODEL, previous_response_id=first.id, temperature=0,
+    second = client.responses.create(model=chat_model, previous_response_id=first.id, temperature=0,
                                      input="What is my favourite colour?", max_output_tokens=30)
     assert second.previous_response_id == first.id
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
@@ -78,24 +84,24 @@ def test_previous_response_id_chain_and_cached_tokens(client):
     assert client.responses.retrieve(second.id).output_text == second.output_text
 
 
-def test_store_false_is_not_retrievable(client):
-    response = client.responses.create(model=CHAT_MODEL, input="Hi", store=False, max_output_tokens=5)
+def test_store_false_is_not_retrievable(client, chat_model):
+    response = client.responses.create(model=chat_model, input="Hi", store=False, max_output_tokens=5)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
     with pytest.raises(openai.BadRequestError) as error:
-        client.responses.create(model=CHAT_MODEL, previous_response_id=response.id, input="Again")
+        client.responses.create(model=chat_model, previous_response_id=response.id, input="Again")
     assert error.value.body["code"] == "previous_response_not_found"
 
 
-def test_delete(client):
-    response = client.responses.create(model=CHAT_MODEL, input="Hi", max_output_tokens=5)
+def test_delete(client, chat_model):
+    response = client.responses.create(model=chat_model, input="Hi", max_output_tokens=5)
     client.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
 
 
-def test_max_output_tokens_is_incomplete(client):
-    response = client.responses.create(model=CHAT_MODEL, input="Write a long story about a dragon.",
+def test_max_output_tokens_is_incomplete(client, chat_model):
+    response = client.responses.create(model=chat_model, input="Write a long story about a dragon.",
                                        max_output_tokens=6)
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
@@ -103,8 +109,8 @@ def test_max_output_tokens_is_incomplete(client):
     assert response.usage.output_tokens == 6
 
 
-def test_logprobs(client):
-    response = client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0, max_output_tokens=8,
+def test_logprobs(client, chat_model):
+    response = client.responses.create(model=chat_model, input=PARIS, temperature=0, max_output_tokens=8,
                                        include=["message.output_text.logprobs"], top_logprobs=3)
     part = response.output[0].content[0]
     assert len(part.logprobs) == response.usage.output_tokens
@@ -112,17 +118,20 @@ def test_logprobs(client):
     assert first.logprob <= 0 and len(first.top_logprobs) == 3
     assert first.top_logprobs[0].logprob >= first.top_logprobs[1].logprob
     assert "".join(lp.token for lp in part.logprobs) == part.text
-    events = list(client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0, max_output_tokens=8,
+    events = list(client.responses.create(model=chat_model, input=PARIS, temperature=0, max_output_tokens=8,
                                           include=["message.output_text.logprobs"], top_logprobs=2, stream=True))
     streamed = [lp for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
-    assert [lp.token for lp in streamed] == [lp.token for lp in part.logprobs]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    # each streamed delta carries the logprobs of exactly its tokens
+    assert "".join(lp.token for lp in streamed) == text and len(streamed) == events[-1].response.usage.output_tokens
+    assert all(len(lp.top_logprobs) == 2 for lp in streamed)
 
 
-def test_json_schema_output(client):
+def test_json_schema_output(client, chat_model):
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
               "required": ["city", "country"], "additionalProperties": False}
     response = client.responses.create(
-        model=CHAT_MODEL, input="Name a famous city and its country.", temperature=0, max_output_tokens=60,
+        model=chat_model, input="Name a famous city and its country.", temperature=0, max_output_tokens=60,
         text={"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}})
     assert set(json.loads(response.output_text)) == {"city", "country"}
     assert response.text.format.type == "json_schema"
@@ -132,40 +141,40 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Get the cu
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-def test_function_tool_round_trip_with_required_choice(client):
-    response = client.responses.create(model=CHAT_MODEL, input="What is the weather in Paris?", tools=[WEATHER],
+def test_function_tool_round_trip_with_required_choice(client, chat_model):
+    response = client.responses.create(model=chat_model, input="What is the weather in Paris?", tools=[WEATHER],
                                        tool_choice="required", temperature=0)
     calls = [item for item in response.output if item.type == "function_call"]
     assert calls and calls[0].name == "get_weather"
     assert "city" in json.loads(calls[0].arguments)
     assert response.tools[0].name == "get_weather" and response.tools[0].strict is None
-    answer = client.responses.create(model=CHAT_MODEL, previous_response_id=response.id, temperature=0,
+    answer = client.responses.create(model=chat_model, previous_response_id=response.id, temperature=0,
                                      max_output_tokens=40, tools=[WEATHER], input=[
                                          {"type": "function_call_output", "call_id": calls[0].call_id,
                                           "output": json.dumps({"temperature_c": 18, "sky": "sunny"})}])
     assert answer.status in ("completed", "incomplete") and answer.output_text
 
 
-def test_named_tool_choice_and_none(client):
+def test_named_tool_choice_and_none(client, chat_model):
     other = {**WEATHER, "name": "get_time", "description": "Get the time in a city"}
-    named = client.responses.create(model=CHAT_MODEL, input="Weather in Rome?", tools=[WEATHER, other],
+    named = client.responses.create(model=chat_model, input="Weather in Rome?", tools=[WEATHER, other],
                                     tool_choice={"type": "function", "name": "get_time"}, temperature=0)
     assert [i.name for i in named.output if i.type == "function_call"] == ["get_time"]
-    none = client.responses.create(model=CHAT_MODEL, input="Weather in Rome?", tools=[WEATHER], tool_choice="none",
+    none = client.responses.create(model=chat_model, input="Weather in Rome?", tools=[WEATHER], tool_choice="none",
                                    temperature=0, max_output_tokens=20)
     assert all(i.type == "message" for i in none.output)
 
 
-def test_reasoning_from_a_forced_think_block(client):
+def test_reasoning_from_a_forced_think_block(client, chat_model):
     grammar = 'root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\nthought ::= [a-zA-Z ,.]{5,80}\n' \
               'answer ::= [a-zA-Z ,.]{1,80}'
-    response = client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0, extra_body={"grammar": grammar})
+    response = client.responses.create(model=chat_model, input=PARIS, temperature=0, extra_body={"grammar": grammar})
     kinds = [item.type for item in response.output]
     assert kinds == ["reasoning", "message"]
     assert response.output[0].content[0].text.strip()
     assert "<think>" not in response.output_text
     assert 0 < response.usage.output_tokens_details.reasoning_tokens < response.usage.output_tokens
-    events = list(client.responses.create(model=CHAT_MODEL, input=PARIS, temperature=0, stream=True,
+    events = list(client.responses.create(model=chat_model, input=PARIS, temperature=0, stream=True,
                                           extra_body={"grammar": grammar}))
     assert any(e.type == "response.reasoning.delta" for e in events)
 
