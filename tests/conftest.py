@@ -156,3 +156,9 @@ def mlx_model(served):
         target.symlink_to(ensure_mlx_smollm2())
     served.run("load", MLX_MODEL, "-y")
     return MLX_MODEL
+
+
+@pytest.fixture(params=["gguf", "mlx"])
+def chat_model(request):
+    """The same scenarios on both engines: the bundled GGUF on llama.cpp, and its MLX conversion on mlx-lm."""
+    return CHAT_MODEL if request.param == "gguf" else request.getfixturevalue("mlx_model")

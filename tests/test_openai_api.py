@@ -21,8 +21,8 @@ def test_models_list_has_downloaded_models(client):
     assert client.models.retrieve(CHAT_MODEL).id == CHAT_MODEL
 
 
-def test_chat_completion_answers(client):
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0)
+def test_chat_completion_answers(client, chat_model):
+    completion = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0)
     choice = completion.choices[0]
     assert "Paris" in choice.message.content
     assert choice.finish_reason == "stop"
@@ -32,9 +32,9 @@ def test_chat_completion_answers(client):
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
-def test_chat_streaming_matches_non_streaming(client):
-    full = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, seed=1)
-    chunks = list(client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, seed=1,
+def test_chat_streaming_matches_non_streaming(client, chat_model):
+    full = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, seed=1)
+    chunks = list(client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, seed=1,
                                                  stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -44,7 +44,7 @@ def test_chat_streaming_matches_non_streaming(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
 
 
-def test_content_parts_system_and_history(client):
+def test_content_parts_system_and_history(client, chat_model):
     messages = [
         {"role": "system", "content": "You answer with one word."},
         {"role": "user", "content": [{"type": "text", "text": "Name a color."}]},
@@ -52,57 +52,57 @@ def test_content_parts_system_and_history(client):
         {"role": "user", "content": [{"type": "text", "text": "What is the capital of "}, {"type": "text",
                                                                                           "text": "France?"}]},
     ]
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=messages, temperature=0, max_tokens=20)
+    completion = client.chat.completions.create(model=chat_model, messages=messages, temperature=0, max_tokens=20)
     assert completion.choices[0].message.content
 
 
-def test_max_tokens_gives_length(client):
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=[
+def test_max_tokens_gives_length(client, chat_model):
+    completion = client.chat.completions.create(model=chat_model, messages=[
         {"role": "user", "content": "Write a long story about a dragon."}], max_tokens=5, temperature=0)
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage.completion_tokens == 5
 
 
-def test_stop_string_is_not_emitted(client):
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, stop=["Paris"])
+def test_stop_string_is_not_emitted(client, chat_model):
+    completion = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, stop=["Paris"])
     assert completion.choices[0].finish_reason == "stop"
     assert "Paris" not in completion.choices[0].message.content
 
 
-def test_seed_makes_sampling_repeatable(client):
-    kwargs = dict(model=CHAT_MODEL, messages=[{"role": "user", "content": "Invent a name for a cat."}],
+def test_seed_makes_sampling_repeatable(client, chat_model):
+    kwargs = dict(model=chat_model, messages=[{"role": "user", "content": "Invent a name for a cat."}],
                   temperature=1.0, max_tokens=16, seed=1234)
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     second = client.chat.completions.create(**kwargs).choices[0].message.content
     assert first == second
 
 
-def test_logit_bias_bans_a_token(client):
+def test_logit_bias_bans_a_token(client, chat_model):
     import llama_cpp
 
     from lms.store.catalog import bundled_model_file
 
-    baseline = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=3)
+    baseline = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, max_tokens=3)
     text = baseline.choices[0].message.content
     vocab = llama_cpp.Llama(model_path=str(bundled_model_file()), vocab_only=True, verbose=False)
     first_token = vocab.tokenize(text.encode(), add_bos=False)[0]
-    biased = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=3,
+    biased = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, max_tokens=3,
                                             logit_bias={str(first_token): -100})
     assert vocab.tokenize(biased.choices[0].message.content.encode(), add_bos=False)[0] != first_token
 
 
-def test_penalties_and_sampling_parameters_are_accepted(client):
+def test_penalties_and_sampling_parameters_are_accepted(client, chat_model):
     completion = client.chat.completions.create(
-        model=CHAT_MODEL, messages=QUESTION, temperature=0.7, top_p=0.9, presence_penalty=0.5,
+        model=chat_model, messages=QUESTION, temperature=0.7, top_p=0.9, presence_penalty=0.5,
         frequency_penalty=0.5, max_tokens=8, extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.2})
     assert completion.choices[0].message.content
 
 
-def test_json_schema_is_enforced(client):
+def test_json_schema_is_enforced(client, chat_model):
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
               "required": ["city", "population"], "additionalProperties": False}
     completion = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Give me a city and its population as JSON."}],
+        model=chat_model, messages=[{"role": "user", "content": "Give me a city and its population as JSON."}],
         temperature=0, max_tokens=60,
         response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}})
     data = json.loads(completion.choices[0].message.content)
@@ -110,25 +110,25 @@ def test_json_schema_is_enforced(client):
     assert isinstance(data["city"], str) and isinstance(data["population"], int)
 
 
-def test_json_object_is_enforced(client):
+def test_json_object_is_enforced(client, chat_model):
     completion = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": 'Answer as JSON with the key "capital": what is '
+        model=chat_model, messages=[{"role": "user", "content": 'Answer as JSON with the key "capital": what is '
                                                                  'the capital of France?'}],
         temperature=0, max_tokens=200, response_format={"type": "json_object"})
     assert completion.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(completion.choices[0].message.content), dict)
 
 
-def test_text_completion_uses_raw_prompt(client):
-    completion = client.completions.create(model=CHAT_MODEL, prompt="The capital of France is", max_tokens=4,
+def test_text_completion_uses_raw_prompt(client, chat_model):
+    completion = client.completions.create(model=chat_model, prompt="The capital of France is", max_tokens=4,
                                            temperature=0)
     assert completion.object == "text_completion"
     assert "Paris" in completion.choices[0].text
     assert completion.usage.prompt_tokens == 5
 
 
-def test_text_completion_streams(client):
-    stream = client.completions.create(model=CHAT_MODEL, prompt="One, two, three,", max_tokens=8, temperature=0,
+def test_text_completion_streams(client, chat_model):
+    stream = client.completions.create(model=chat_model, prompt="One, two, three,", max_tokens=8, temperature=0,
                                        stream=True)
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks)
@@ -181,29 +181,29 @@ THINK_GRAMMAR = ('root ::= "<think>\\n" thought "\\n</think>\\n\\n" answer\nthou
                  'answer ::= [a-zA-Z ,.]{1,80}')
 
 
-def test_chat_reasoning_is_separated(client):
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0,
+def test_chat_reasoning_is_separated(client, chat_model):
+    completion = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0,
                                                 extra_body={"grammar": THINK_GRAMMAR})
     message = completion.choices[0].message
     assert message.reasoning.strip() and "<think>" not in message.content
     details = completion.usage.completion_tokens_details
     assert 0 < details.reasoning_tokens < completion.usage.completion_tokens
-    chunks = list(client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, stream=True,
+    chunks = list(client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0, stream=True,
                                                  extra_body={"grammar": THINK_GRAMMAR}))
     streamed = "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks if c.choices)
     assert streamed == message.reasoning
 
 
-def test_reasoning_effort_none_turns_parsing_off(client):
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0,
+def test_reasoning_effort_none_turns_parsing_off(client, chat_model):
+    completion = client.chat.completions.create(model=chat_model, messages=QUESTION, temperature=0,
                                                 reasoning_effort="none", extra_body={"grammar": THINK_GRAMMAR})
     assert completion.choices[0].message.content.startswith("<think>")
 
 
-def test_required_tool_choice_on_a_model_without_tool_training(client):
+def test_required_tool_choice_on_a_model_without_tool_training(client, chat_model):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-    completion = client.chat.completions.create(model=CHAT_MODEL, messages=[
+    completion = client.chat.completions.create(model=chat_model, messages=[
         {"role": "user", "content": "Weather in Paris?"}], tools=tools, tool_choice="required", temperature=0)
     [call] = completion.choices[0].message.tool_calls
     assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)

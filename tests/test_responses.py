@@ -13,12 +13,6 @@ from tests.conftest import CHAT_MODEL
 PARIS = "What is the capital of France? Answer in one sentence."
 
 
-@pytest.fixture(params=["gguf", "mlx"])
-def chat_model(request):
-    """The same scenarios on both engines: the bundled GGUF on llama.cpp, and its MLX conversion on mlx-lm."""
-    return CHAT_MODEL if request.param == "gguf" else request.getfixturevalue("mlx_model")
-
-
 def test_string_input_answers(client, chat_model):
     response = client.responses.create(model=chat_model, input=PARIS, temperature=0)
     assert response.status == "completed" and response.object == "response"

@@ -99,7 +99,11 @@ class MlxEngine:
         self.cached = self.cached[:common]
         return common
 
-    def _processors(self, sampling: dict):
+    def _processors(self, sampling: dict, cached_prompt: list[int]):
+        """The sampler and the penalty processors. mlx-lm hands processors only the tokens fed in this call, so
+        a reused prompt cache would shrink the penalty window; they get the cached prompt prepended, and the
+        same request then samples the same way whatever the cache held."""
+        import mlx.core as mx
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         sampler = make_sampler(temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
@@ -109,7 +113,15 @@ class MlxEngine:
                                             repetition_penalty=sampling.get("repeat_penalty", 1.1),
                                             presence_penalty=sampling.get("presence_penalty") or None,
                                             frequency_penalty=sampling.get("frequency_penalty") or None)
-        return sampler, processors
+        if not cached_prompt:
+            return sampler, processors
+        history = mx.array(cached_prompt)
+
+        def with_history(processor):
+            return lambda tokens, logits: processor(
+                history if tokens is None else mx.concatenate([history, tokens]), logits)
+
+        return sampler, [with_history(p) for p in processors]
 
     def _exact_detokenizer(self):
         """mlx-lm's streaming detokenizers drop the leading space of the first token (a display nicety for
@@ -167,7 +179,7 @@ class MlxEngine:
         seed = sampling.get("seed")
         mx.random.seed(seed if seed is not None else random.randint(0, 2**31 - 1))
         cached = self._reuse_cache(prompt)
-        sampler, processors = self._processors(sampling)
+        sampler, processors = self._processors(sampling, prompt[:cached])
         constraint = self._constraint(request, len(prompt) - cached)
         if constraint is not None:
             processors = [*processors, constraint]
