@@ -9,8 +9,8 @@ from websockets.sync.client import connect
 from tests.conftest import CHAT_MODEL
 
 
-def turn(socket, **body) -> list[dict]:
-    socket.send(json.dumps({"type": "response.create", "model": CHAT_MODEL, "max_output_tokens": 16, **body}))
+def turn(socket, model: str = CHAT_MODEL, **body) -> list[dict]:
+    socket.send(json.dumps({"type": "response.create", "model": model, "max_output_tokens": 16, **body}))
     events = []
     while True:
         event = json.loads(socket.recv(timeout=120))
@@ -23,18 +23,19 @@ def ws_url(served) -> str:
     return served.base_url.replace("http://", "ws://") + "/v1/responses"
 
 
-def test_events_match_the_http_stream(served):
+def test_events_match_the_http_stream(served, chat_model):
     with connect(ws_url(served)) as socket:
-        events = turn(socket, input="Say hello.")
+        events = turn(socket, chat_model, input="Say hello.")
     assert events[0]["type"] == "response.created"
     assert events[-1]["type"] in ("response.completed", "response.incomplete")
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
-def test_store_false_continues_only_on_its_own_connection(served):
+def test_store_false_continues_only_on_its_own_connection(served, chat_model):
     with connect(ws_url(served)) as socket:
-        first = turn(socket, input="The code word is cobalt.", store=False)[-1]["response"]
-        second = turn(socket, input="What is the code word?", previous_response_id=first["id"], store=False)
+        first = turn(socket, chat_model, input="The code word is cobalt.", store=False)[-1]["response"]
+        second = turn(socket, chat_model, input="What is the code word?", previous_response_id=first["id"],
+                      store=False)
         assert second[-1]["type"] in ("response.completed", "response.incomplete")
         assert second[-1]["response"]["usage"]["input_tokens"] > first["usage"]["input_tokens"]
     with connect(ws_url(served)) as other:
