@@ -63,3 +63,33 @@ class ReasoningCounter:
         self.tokens += 1
         if "</think>" in self.text:
             self.state = "off"
+
+
+def generation_limits(request: dict, prompt_tokens: int, n_ctx: int) -> tuple[int, int]:
+    """(tokens the answer may have, seed) of a request: a prompt that fills the context fails here."""
+    import random
+
+    if prompt_tokens >= n_ctx:
+        raise EngineError(
+            f"This model's maximum context length is {n_ctx} tokens. However, your request has "
+            f"{prompt_tokens} input tokens. Please reduce the length of the input.",
+            400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
+    budget = n_ctx - prompt_tokens
+    max_tokens = request.get("max_tokens")
+    limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
+    seed = (request.get("sampling") or {}).get("seed")
+    return limit, seed if seed is not None else random.randint(0, 2**31 - 1)
+
+
+def done_event(finish: str, prompt_tokens: int, count: int, cached: int, reasoning_tokens: int, started: float,
+               first_token_at: float | None, ended: float) -> dict:
+    """The last event of a generation: why it ended, token usage, and timing."""
+    first_token_at = first_token_at or ended
+    decode_time = ended - first_token_at
+    return {"type": "done", "finish_reason": finish,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
+                      "total_tokens": prompt_tokens + count, "cached_tokens": cached,
+                      "reasoning_tokens": reasoning_tokens},
+            "stats": {"time_to_first_token": first_token_at - started, "generation_time": ended - started,
+                      "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
+                      "prompt_tokens": prompt_tokens, "predicted_tokens": count}}

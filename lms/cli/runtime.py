@@ -59,14 +59,18 @@ def get(
     info(f"Installed {item.name}@{version}. Select it with: lms runtime select {item.name}@{version}")
 
 
+def _versioned(spec: str, command: str):
+    item, version = _or_fail(_store().parse, spec)
+    if not version:
+        fail(f"Name a version: lms runtime {command} engine@version (see lms runtime ls).")
+    return item, version
+
+
 @runtime_app.command("select")
 def select(spec: Annotated[str, typer.Argument(help="engine@version")]):
     """Select the version new models of that engine load with (loaded models keep theirs until reloaded)."""
-    runtimes = _store()
-    item, version = _or_fail(runtimes.parse, spec)
-    if not version:
-        fail("Name a version: lms runtime select engine@version (see lms runtime ls).")
-    _or_fail(runtimes.select, item, version)
+    item, version = _versioned(spec, "select")
+    _or_fail(_store().select, item, version)
     info(f"Selected {item.name}@{version}.")
 
 
@@ -75,14 +79,11 @@ def remove(spec: Annotated[str, typer.Argument(help="engine@version")]):
     """Remove an installed engine version (not the bundled one, nor one selected or in use)."""
     from lms.client import connect
 
-    runtimes = _store()
-    item, version = _or_fail(runtimes.parse, spec)
-    if not version:
-        fail("Name a version: lms runtime remove engine@version.")
+    item, version = _versioned(spec, "remove")
     client = connect()
     in_use = {f"{m['engine'].get('name')}@{m['engine'].get('version')}" for m in (client.get("/lms/ps") if client
                                                                                    else []) if m.get("engine")}
-    _or_fail(runtimes.remove, item, version, in_use)
+    _or_fail(_store().remove, item, version, in_use)
     info(f"Removed {item.name}@{version}.")
 
 

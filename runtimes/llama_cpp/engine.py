@@ -10,7 +10,6 @@ import base64
 import codecs
 import contextlib
 import json
-import random
 import time
 
 import llama_cpp
@@ -21,7 +20,16 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from lms.generation.chat_template import TemplateError, render
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
-from runtimes.common import EngineError, Progress, ReasoningCounter, physical_cores, text_event, token_entry
+from runtimes.common import (
+    EngineError,
+    Progress,
+    ReasoningCounter,
+    done_event,
+    generation_limits,
+    physical_cores,
+    text_event,
+    token_entry,
+)
 from runtimes.llama_cpp.vision import Projector, VisionError
 
 # A chat model that writes one of these has ended its turn and begun another (Ollama's ChatML and Llama 3
@@ -180,17 +188,9 @@ class LlamaCppEngine:
     def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
         started = time.perf_counter()
         prompt, opened_think = self._prompt_tokens(request)
-        if len(prompt) >= self.n_ctx:
-            raise EngineError(
-                f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
-                f"{len(prompt)} input tokens. Please reduce the length of the input.",
-                400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
-        budget = self.n_ctx - len(prompt)
-        max_tokens = request.get("max_tokens")
-        limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
+        limit, seed = generation_limits(request, len(prompt), self.n_ctx)
         sampling = request.get("sampling") or {}
-        seed = sampling.get("seed")
-        self.llm.set_seed(seed if seed is not None else random.randint(0, 2**31 - 1))
+        self.llm.set_seed(seed)
         cached = 0 if request.get("images") else self._cached_prefix(prompt)
         grammar = self._grammar(request)
         generator = self.llm.generate(
@@ -250,22 +250,8 @@ class LlamaCppEngine:
         tail = "" if hit_stop_string else stops.flush() + decoder.decode(b"", final=True)
         if finish != "cancelled" and (tail or pending_logprobs):
             emit(text_event(tail, pending_logprobs))
-        ended = time.perf_counter()
-        first_token_at = first_token_at or ended
-        decode_time = ended - first_token_at
-        emit({
-            "type": "done",
-            "finish_reason": finish,
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": count,
-                      "total_tokens": len(prompt) + count, "cached_tokens": cached,
-                      "reasoning_tokens": reasoning.tokens},
-            "stats": {
-                "time_to_first_token": first_token_at - started,
-                "generation_time": ended - started,
-                "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
-                "prompt_tokens": len(prompt), "predicted_tokens": count,
-            },
-        })
+        emit(done_event(finish, len(prompt), count, cached, reasoning.tokens, started, first_token_at,
+                        time.perf_counter()))
 
     def _logprobs(self, token: int, piece: bytes, top: int) -> dict:
         """The chosen token's log-probability under the model's raw distribution, and the top alternatives."""

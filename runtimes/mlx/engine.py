@@ -11,13 +11,20 @@ gets a clear 400 instead of being silently ignored.
 from __future__ import annotations
 
 import importlib.metadata
-import random
 import time
 
 from lms.generation.chat_template import TemplateError, render
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
-from runtimes.common import EngineError, Progress, ReasoningCounter, text_event, token_entry
+from runtimes.common import (
+    EngineError,
+    Progress,
+    ReasoningCounter,
+    done_event,
+    generation_limits,
+    text_event,
+    token_entry,
+)
 
 UNSUPPORTED = {"images": "Image input"}
 
@@ -167,17 +174,9 @@ class MlxEngine:
         self._check_supported(request)
         started = time.perf_counter()
         prompt, opened_think = self._prompt_tokens(request)
-        if len(prompt) >= self.n_ctx:
-            raise EngineError(
-                f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
-                f"{len(prompt)} input tokens. Please reduce the length of the input.",
-                400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
-        budget = self.n_ctx - len(prompt)
-        max_tokens = request.get("max_tokens")
-        limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
+        limit, seed = generation_limits(request, len(prompt), self.n_ctx)
         sampling = request.get("sampling") or {}
-        seed = sampling.get("seed")
-        mx.random.seed(seed if seed is not None else random.randint(0, 2**31 - 1))
+        mx.random.seed(seed)
         cached = self._reuse_cache(prompt)
         sampler, processors = self._processors(sampling, prompt[:cached])
         constraint = self._constraint(request, len(prompt) - cached)
@@ -233,15 +232,8 @@ class MlxEngine:
             tail = stops.feed(detokenizer.last_segment)[0] + stops.flush()
             if finish != "cancelled" and (tail or pending_logprobs):
                 emit(text_event(tail, pending_logprobs))
-        ended = time.perf_counter()
-        first_token_at = first_token_at or ended
-        decode_time = ended - first_token_at
-        emit({"type": "done", "finish_reason": finish,
-              "usage": {"prompt_tokens": len(prompt), "completion_tokens": count, "total_tokens": len(prompt) + count,
-                        "cached_tokens": cached, "reasoning_tokens": reasoning.tokens},
-              "stats": {"time_to_first_token": first_token_at - started, "generation_time": ended - started,
-                        "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
-                        "prompt_tokens": len(prompt), "predicted_tokens": count}})
+        emit(done_event(finish, len(prompt), count, cached, reasoning.tokens, started, first_token_at,
+                        time.perf_counter()))
 
     def embed(self, request: dict) -> dict:
         raise EngineError("The MLX engine does not compute embeddings.", 400, "model_not_supported")
