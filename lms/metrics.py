@@ -8,7 +8,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -73,8 +72,8 @@ class CountRequests:
     """ASGI middleware: counts each HTTP request by its route's path template (not the raw path, which would
     make a label per response id) and final status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes):
-        self.app, self.metrics, self.routes = app, metrics, routes
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,7 +90,8 @@ class CountRequests:
         try:
             await self.app(scope, receive, recording)
         finally:
-            route = next((r.path for r in self.routes if r.matches(scope)[0] == Match.FULL), "unmatched")
+            # the router records the route it matched in the (shared) scope: no second matching here
+            route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
 
 

@@ -81,9 +81,8 @@ def build_public_app(state, *, cors: bool = False, api_token: str | None = None,
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]))
     if api_token:
         middleware.append(Middleware(RequireToken, token=api_token))
-    routes = api_routes()
-    middleware.insert(0, Middleware(CountRequests, metrics=state.metrics, routes=routes))
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    middleware.insert(0, Middleware(CountRequests, metrics=state.metrics))
+    app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     # mcp.json servers run programs on this machine: over HTTP only for authenticated clients, as in LM Studio
     allow_mcp_json = state.settings.allow_mcp_json and bool(api_token)
     share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,

@@ -1,8 +1,8 @@
 """Download jobs, run by the daemon: one variant of one Hub repository each.
 
-Files are fetched by `huggingface_hub` into a staging folder outside `models/` (its `.incomplete` files are
-resumed with HTTP ranges after an interruption or a daemon restart), each is checked against the Hub's sha256,
-and only when every file of the variant is complete and verified are they moved into
+Each file goes to `<staging>/<path>.part` outside `models/` (lms/store/transfer.py: resumed with an HTTP range
+after an interruption or a daemon restart, hashed on the way and checked against the Hub's sha256), and only
+when every file of the variant is complete and verified are they moved into
 `models/<publisher>/<repo>/`: `lms ls` never shows a partial model. A journal file per job lets a restarted daemon
 pick its jobs up again. Two requests for the same variant share one job.
 """
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lms import config
+from lms.cli.output import file_size
 from lms.generation.request import GenerationError
 from lms.store.hub import HubFile
 from lms.store.transfer import TransferError, fetch
@@ -170,11 +171,11 @@ class DownloadManager:
 
     def _check_space(self, job: Job) -> None:
         job.staging_dir.mkdir(parents=True, exist_ok=True)
-        needed = job.total_bytes - sum(_partial_size(job, f) for f in job.files) + self.reserve_bytes
+        needed = job.total_bytes - sum(_partialfile_size(job, f) for f in job.files) + self.reserve_bytes
         free = shutil.disk_usage(job.staging_dir).free
         if free < needed:
             raise GenerationError(f"Not enough disk space for {job.repo_id}@{job.variant}: it needs "
-                                  f"{_size(needed)} and {_size(free)} is free.", status=507, code="disk_full")
+                                  f"{file_size(needed)} and {file_size(free)} is free.", status=507, code="disk_full")
 
     # --- running ----------------------------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class DownloadManager:
             await asyncio.to_thread(self._install, job)
             job.status, job.completed_at = "completed", time.time()
             log.info("downloaded %s@%s (%s): fetched and verified in %.2f s, installed in %.2f s", job.repo_id,
-                     job.variant, _size(job.total_bytes), fetched - fetching, time.perf_counter() - fetched)
+                     job.variant, file_size(job.total_bytes), fetched - fetching, time.perf_counter() - fetched)
         except Cancelled:
             job.status = "cancelled"
         except asyncio.CancelledError:
@@ -270,19 +271,11 @@ def _part_path(job: Job, file: HubFile) -> Path:
     return job.staging_dir / f"{file.path}.part"
 
 
-def _partial_size(job: Job, file: HubFile) -> int:
+def _partialfile_size(job: Job, file: HubFile) -> int:
     if _complete(job.target_dir / file.path, file) or _complete(job.staging_dir / file.path, file):
         return file.size
     part = _part_path(job, file)
     return part.stat().st_size if part.exists() else 0
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.2f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1000
-    return f"{count:.2f} GB"
 
 
 def _describe(exc: Exception) -> str:
