@@ -1,13 +1,15 @@
 # Everything installs into .venv. llama-cpp-python is source-only on PyPI: we build it once, portable
 # (a -march=native build crashes in the AMX kernels of some CPUs), into a cache keyed by its flags, so
-# pip's own wheel cache can never hand us a native build.
+# pip's own wheel cache can never hand us a native build. llamafile's matrix kernels are off: they sum in a
+# different order for a batch than for one token, and speculative decoding must give the text decoding alone gives.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 LLAMA_VERSION := 0.3.36
-LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable-avx2
-LLAMA_STAMP := $(VENV)/.llama-cpp-portable-$(LLAMA_VERSION)
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_LLAMAFILE=OFF
+LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable-avx2-nollamafile
+LLAMA_STAMP := $(VENV)/.llama-cpp-portable-nollamafile-$(LLAMA_VERSION)
 MODEL := huggingfacetb/smollm2-135m-instruct
 
 .PHONY: install run test bench lint clean

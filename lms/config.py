@@ -61,6 +61,7 @@ class Settings:
     guardrails: str = "relaxed"  # off, relaxed (fits this machine's memory) or strict (fits what is free now)
     memory_limit_bytes: int = 0  # memory lms may use for models; 0: the machine's
     default_context_length: int = 4096
+    default_parallel: int = 4  # predictions a llama.cpp model runs at once (continuous batching), unless load says
     max_body_bytes: int = 32 * 1024 * 1024
     threads: int = 0  # 0: one per physical core
     default_port: int = 1234

@@ -17,7 +17,9 @@ class Engine(Protocol):
         """What was loaded: context length, model type, memory facts."""
 
     def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
-        """Run one GenerationRequest (as a dict); emit its events; stop soon after cancelled() is true."""
+        """Run one GenerationRequest (as a dict); emit its events; stop soon after cancelled() is true.
+        An engine with `concurrent = True` only queues it here and emits from its own thread, ending with a
+        `done` or `error` event; others run it to the end before returning."""
 
     def embed(self, request: dict) -> dict:
         """Run one EmbeddingRequest (as a dict); return {"embeddings": [[float]], "prompt_tokens": int}."""
@@ -31,6 +33,10 @@ class Engine(Protocol):
 
 def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
     """Load a model; `progress` gets 0..1 as it loads and may return False to abort."""
+    if runtime == "llama.cpp" and options.get("embedding"):
+        from runtimes.llama_cpp.embedding import LlamaCppEmbedder
+
+        return LlamaCppEmbedder(**options, progress=progress)
     if runtime == "llama.cpp":
         from runtimes.llama_cpp.engine import LlamaCppEngine
 

@@ -2,8 +2,10 @@
 
 Messages from the daemon: `{"op": "load"|"generate"|"embed"|"cancel"|"shutdown", "id", ...}`.
 Messages to the daemon: events tagged with the request `id` (see lms.generation.request), plus
-`{"type": "loaded", "info"}` and `{"type": "result", ...}`. Requests run one at a time on the engine
-thread; the reader thread only queues them and marks cancellations, so a cancel lands within one token.
+`{"type": "loaded", "info"}` and `{"type": "result", ...}`. Requests are taken one at a time by the engine
+thread: a concurrent engine (llama.cpp's batching scheduler) only queues a generation there and streams it from its
+own thread, others run it to the end. The reader thread only queues requests and marks cancellations, so a cancel
+lands within one token.
 When the daemon goes away (end of file on the socket) the worker exits: it never outlives its owner.
 """
 
@@ -60,9 +62,12 @@ def serve(conn: Connection) -> None:
 
     def run_job(job: dict) -> None:
         request_id = job["id"]
+        queued_only = False  # a concurrent engine's generation outlives this call; its last event ends it
 
         def emit(event: dict) -> None:
             conn.send({"id": request_id, **event})
+            if queued_only and event["type"] in ("done", "error"):
+                cancelled.discard(request_id)
 
         op = job["op"]
         try:
@@ -80,7 +85,9 @@ def serve(conn: Connection) -> None:
                 state["engine"] = load_engine(job["runtime"], job["options"], progress)
                 emit({"type": "loaded", "info": state["engine"].info()})
             elif op == "generate":
-                state["engine"].generate(job["request"], emit, lambda: request_id in cancelled)
+                engine = state["engine"]
+                queued_only = getattr(engine, "concurrent", False)
+                engine.generate(job["request"], emit, lambda: request_id in cancelled)
             elif op == "embed":
                 emit({"type": "result", **state["engine"].embed(job["request"])})
             elif op == "count":
@@ -91,9 +98,11 @@ def serve(conn: Connection) -> None:
             status, code, param = getattr(exc, "status", 500), getattr(exc, "code", None), getattr(exc, "param", None)
             if status >= 500:
                 traceback.print_exc()
+            queued_only = False
             emit(_error(str(exc) or type(exc).__name__, status, code, param))
         finally:
-            cancelled.discard(request_id)
+            if not queued_only:
+                cancelled.discard(request_id)
 
     def engine_loop() -> None:
         while (job := jobs.get()) is not None:

@@ -69,7 +69,7 @@ def test_a_model_serving_a_request_is_evicted_only_after_it(lms3):
     worker = threading.Thread(target=long_stream)
     worker.start()
     busy = wait_for(lambda: (m := loaded(lms3).get(COPY)) and m["status"] == "generating" and m)
-    assert busy["queued"] == 1
+    assert busy["queued"] == 0 and busy["parallel"] == 4  # running in one of its slots, nothing waiting
     ask(lms3, OTHER)  # asks for auto-evict of COPY, which is still generating
     assert COPY in loaded(lms3) and worker.is_alive()
     worker.join(timeout=120)
@@ -96,10 +96,12 @@ def test_estimate_only_and_guardrails(tmp_path):
     lms = Lms(home=tmp_path / "guarded", port=free_port(),
               settings={"LMS_GUARDRAILS": "strict", "LMS_MEMORY_LIMIT_BYTES": str(200 * 2**20)})
     try:
-        small = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "512")
-        large = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "4096", "--gpu", "max")
+        small = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "512", "--parallel", "1")
+        large = lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "4096", "--gpu", "max")  # 4 slots by default
         kv_per_token = 2 * 30 * 3 * 64 * 2  # SmolLM2: layers, KV heads, head size, f16
-        assert large["parts"]["kvCache"] - small["parts"]["kvCache"] == kv_per_token * (4096 - 512)
+        assert small["parts"]["kvCache"] == kv_per_token * 512 and large["parallel"] == 4
+        assert large["parts"]["kvCache"] == 4 * kv_per_token * 4096
+        assert large["parts"]["prefixCache"] == kv_per_token * 4096
         assert small["memory"]["totalBytes"] == sum(small["parts"].values())
         assert small["passesGuardrails"] and not large["passesGuardrails"]
         assert large["gpu"] == "none (CPU only)" and large["memory"]["totalVramBytes"] == 0

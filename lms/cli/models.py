@@ -120,7 +120,14 @@ def load(
     ttl: Annotated[int | None, typer.Option("--ttl", min=1, help="Unload after this many idle seconds.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU offload: off, max or a ratio 0..1 (this machine has "
                                                           "no GPU: everything runs on the CPU).")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Predictions the model may run at once.")] = 1,
+    parallel: Annotated[int | None, typer.Option(
+        "--parallel", min=1, help="Predictions the model runs at once, batched (default 4; each has the whole "
+                                  "context, so KV-cache memory grows with it).")] = None,
+    draft_model: Annotated[str | None, typer.Option(
+        "--speculative-draft-model", help="Speculative decoding: a smaller model with the same vocabulary that "
+                                          "drafts tokens for this one to check.")] = None,
+    draft_max_tokens: Annotated[int | None, typer.Option(
+        "--speculative-draft-max-tokens", min=1, help="Tokens the draft model proposes per step (default 8).")] = None,
     estimate_only: Annotated[bool, typer.Option("--estimate-only", help="Print the memory the model would need "
                                                                         "and whether it may load; load nothing.")]
     = False,
@@ -137,12 +144,12 @@ def load(
     if estimate_only:
         try:
             plan = client.post("/lms/estimate", {"model": model_key, "context_length": context_length,
-                                                 "gpu_ratio": ratio})
+                                                 "gpu_ratio": ratio, "parallel": parallel})
         except DaemonError as exc:
             fail(str(exc))
         return print_json(plan) if json_ else _print_estimate(plan)
     body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl,
-            "parallel": parallel, "stream": True}
+            "parallel": parallel, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens, "stream": True}
     console = Console(stderr=True)
     started = time.perf_counter()
     loaded = None
@@ -191,6 +198,8 @@ def _print_estimate(plan: dict) -> None:
     memory = plan["memory"]
     info(f"Model: {plan['model']}")
     info(f"Context Length: {plan['contextLength']:,}")
+    if plan.get("parallel", 1) > 1:
+        info(f"Parallel: {plan['parallel']} (each with the whole context)")
     if plan["gpuRatio"]:
         info(f"GPU Offload: {plan['gpuRatio'] * 100:.0f}% requested; no GPU on this machine: CPU only")
     info(f"Estimated GPU Memory:   {memory_size(memory['totalVramBytes'])}")

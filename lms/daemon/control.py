@@ -33,7 +33,9 @@ class LoadBody(BaseModel):
     identifier: str | None = None
     context_length: int | None = Field(None, ge=1)
     ttl: int | None = Field(None, ge=1)
-    parallel: int = Field(1, ge=1)
+    parallel: int | None = Field(None, ge=1)
+    draft_model: str | None = None
+    draft_max_tokens: int | None = Field(None, ge=1)
     stream: bool = False
 
 
@@ -93,7 +95,10 @@ async def estimate(request: Request):
     if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
         raise APIError("'context_length' must be a positive integer", status=400, code="invalid_value",
                        param="context_length")
-    return JSONResponse(manager.estimate(entry, context_length, float(body.get("gpu_ratio") or 0.0)))
+    parallel = body.get("parallel")
+    if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
+        raise APIError("'parallel' must be a positive integer", status=400, code="invalid_value", param="parallel")
+    return JSONResponse(manager.estimate(entry, context_length, float(body.get("gpu_ratio") or 0.0), parallel))
 
 
 async def load(request: Request):
@@ -103,7 +108,7 @@ async def load(request: Request):
     manager = _state(request).manager
     started = time.perf_counter()
     options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl,
-                   parallel=body.parallel)
+                   parallel=body.parallel, draft_model=body.draft_model, draft_max_tokens=body.draft_max_tokens)
     if not body.stream:
         model = await manager.load(body.model, **options)
         return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})

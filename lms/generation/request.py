@@ -49,6 +49,7 @@ class GenerationRequest:
     reasoning_start: str | None = None  # "detect": output may open with <think>; "inside": the prompt opened it
     template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)
     images: list[str] = field(default_factory=list)  # base64 image bytes, one per IMAGE_MARKER in the messages
+    draft_model: str | None = None  # speculative decoding with this model as the draft (a model key)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,6 +45,9 @@ class LoadedModel:
     evict_when_idle: bool = False  # auto-evicted while requests were in flight: unloaded after the last one
     estimated_bytes: int = 0
     parallel: int = 1
+    draft_model: str | None = None  # the speculative-decoding draft loaded with the model
+    draft_max_tokens: int | None = None
+    prefix_cache_bytes: int = 0  # host memory held by finished sequences kept for prefix reuse (last reported)
     engine: dict = field(default_factory=dict)  # the engine and version this model runs on
     tasks: set = field(default_factory=set, repr=False)
 
@@ -59,8 +62,11 @@ class LoadedModel:
             "lastUsedTime": self.last_used,
             "contextLength": self.context_length,
             "status": self.status,
-            "queued": self.active,
+            # requests waiting for one of the model's parallel slots
+            "queued": max(self.active - self.parallel, 0),
             "parallel": self.parallel if self.entry.type == "llm" else None,
+            "prefixCacheBytes": self.prefix_cache_bytes if self.entry.type == "llm" else None,
+            "draftModel": self.draft_model,
             "pid": self.worker.pid,
             "engine": self.engine,
         })
@@ -147,12 +153,35 @@ class ModelManager:
             identifier, n = f"{entry.model_key}:{n}", n + 1
         return identifier
 
-    def estimate(self, entry: ModelEntry, context_length: int | None = None, gpu_ratio: float = 0.0) -> dict:
+    def estimate(self, entry: ModelEntry, context_length: int | None = None, gpu_ratio: float = 0.0,
+                 parallel: int | None = None) -> dict:
         """The memory estimate of loading `entry`, and whether the guardrails let it load."""
-        planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio)
+        planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio,
+                                  self._parallel(entry, parallel))
         passes, room = check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
                              sum(m.estimated_bytes for m in self.loaded.values()))
         return {**planned.as_dict(room, passes), "guardrails": self.settings.guardrails}
+
+    def _parallel(self, entry: ModelEntry, wanted: int | None) -> int:
+        """Slots of a model: MLX and embedding models serve one request at a time."""
+        if entry.type != "llm" or entry.format == "mlx":
+            return 1
+        return wanted or self.settings.default_parallel
+
+    def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> dict:
+        """The worker's description of a draft model named by a load or a request."""
+        if model_entry.format == "mlx":
+            raise GenerationError("Speculative decoding (draft_model) is available for llama.cpp (GGUF) models.",
+                                  status=400, code="model_not_supported", param="draft_model")
+        try:
+            entry = self.resolve(name)
+        except GenerationError as exc:
+            raise GenerationError(f"Draft model '{name}' was not found.", status=404, code="model_not_found",
+                                  param="draft_model") from exc
+        if entry.type != "llm" or entry.format == "mlx":
+            raise GenerationError(f"Draft model '{name}' must be a GGUF text model.", status=400,
+                                  code="invalid_value", param="draft_model")
+        return {"path": str(entry.path), "name": entry.model_key, "max_tokens": max_tokens}
 
     def _context_length(self, entry: ModelEntry, wanted: int | None) -> int:
         if wanted is not None:
@@ -161,13 +190,16 @@ class ModelManager:
             self.settings.default_context_length, entry.max_context_length)
 
     async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
-                   ttl: int | None = None, jit: bool = False, parallel: int = 1,
+                   ttl: int | None = None, jit: bool = False, parallel: int | None = None,
+                   draft_model: str | None = None, draft_max_tokens: int | None = None,
                    progress: Callable[[float], None] | None = None) -> LoadedModel:
         """Load a model in a new worker. Cancelling this (a client that gives up) stops the load."""
         entry = self.resolve(name)
         context_length = self._context_length(entry, context_length)
         runtime_for(entry)  # an engine that is not installed fails here, before anything starts
-        planned = self.estimate(entry, context_length)
+        parallel = self._parallel(entry, parallel)
+        draft = self._draft(draft_model, entry, draft_max_tokens) if draft_model else None
+        planned = self.estimate(entry, context_length, parallel=parallel)
         if not planned["passesGuardrails"]:
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
             raise GenerationError(
@@ -185,6 +217,8 @@ class ModelManager:
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
                    "chat_template": entry.chat_template,
                    "projector": str(entry.projector) if entry.projector else None}
+        if runtime == "llama.cpp" and entry.type == "llm":
+            options.update(parallel=parallel, draft=draft, host_cache_bytes=planned["parts"]["prefixCache"])
         loaded = None
         try:
             async for event in worker.call("load", runtime=runtime, options=options):
@@ -206,6 +240,7 @@ class ModelManager:
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
                             estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel,
+                            draft_model=draft["name"] if draft else None, draft_max_tokens=draft_max_tokens,
                             engine={"name": runtime, "version": loaded["info"].get("engine_version")})
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
@@ -310,6 +345,8 @@ class ModelManager:
         if model.entry.type != "llm":
             raise GenerationError(f"'{model.identifier}' is an embedding model and cannot generate text.",
                                   status=400, code="model_not_supported", param="model")
+        if request.get("draft_model"):
+            request = {**request, "draft": self._draft(request["draft_model"], model.entry, model.draft_max_tokens)}
         bus = self.bus
         if bus.wants("llm.prediction.input"):
             request = {**request, "echo_prompt": True}
@@ -324,6 +361,8 @@ class ModelManager:
                                      "modelPath": model.entry.rel_path, "modelIdentifier": model.identifier})
                 elif kind == "text" and texts is not None:
                     texts.append(event["text"])
+                if kind == "done" and "prefix_cache_bytes" in event:
+                    model.prefix_cache_bytes = event.pop("prefix_cache_bytes")
                 if kind == "done" and self.metrics is not None:
                     self.metrics.generation_done(model.identifier, event)
                 if kind == "done" and texts is not None:

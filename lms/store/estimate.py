@@ -1,7 +1,9 @@
 """How much memory a model needs loaded, from its GGUF metadata, before any of it is spent.
 
 peak RSS of the worker ≈ process baseline + weights (the file, memory-mapped) + KV cache + compute buffers:
-- KV cache: 2 (K and V) × layers × KV heads × head size × 2 bytes (f16) per token of context;
+- KV cache: 2 (K and V) × layers × KV heads × head size × 2 bytes (f16) per token of context, for each of the
+  model's parallel slots (each slot has the whole context);
+- prefix cache: finished sequences kept in host memory for reuse, at most one context's KV (filled as used);
 - compute buffers: measured on llama.cpp's CPU backend, they grow with the vocabulary (the logits and output
   projection of a batch): about 12 MiB + 172 bytes per vocabulary entry (SmolLM2: 20 MiB, Gemma 3: 55 MiB).
 The benchmark (`make bench`) prints this estimate against the measured peak RSS of real workers.
@@ -30,20 +32,26 @@ class Estimate:
     context_bytes: int
     compute_bytes: int
     baseline_bytes: int
+    parallel: int = 1
+    prefix_cache_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.model_bytes + self.context_bytes + self.compute_bytes + self.baseline_bytes
+        return self.model_bytes + self.context_bytes + self.compute_bytes + self.baseline_bytes + \
+            self.prefix_cache_bytes
 
     def as_dict(self, available: int | None = None, passes: bool | None = None) -> dict:
         """LM Studio's EstimatedResourcesUsage shape, plus the parts it is made of."""
         result = {"model": self.model_key, "contextLength": self.context_length, "gpuRatio": self.gpu_ratio,
+                  "parallel": self.parallel,
                   "gpu": "none (CPU only)",
                   "memory": {"confidence": "high", "modelVramBytes": 0, "contextVramBytes": 0, "totalVramBytes": 0,
-                             "modelBytes": self.model_bytes, "contextBytes": self.context_bytes + self.compute_bytes,
+                             "modelBytes": self.model_bytes,
+                             "contextBytes": self.context_bytes + self.compute_bytes + self.prefix_cache_bytes,
                              "totalBytes": self.total_bytes},
                   "parts": {"weights": self.model_bytes, "kvCache": self.context_bytes,
-                            "computeBuffers": self.compute_bytes, "process": self.baseline_bytes}}
+                            "computeBuffers": self.compute_bytes, "process": self.baseline_bytes,
+                            "prefixCache": self.prefix_cache_bytes}}
         if passes is not None:
             result["passesGuardrails"] = passes
         if available is not None:
@@ -91,13 +99,18 @@ def _mlx_estimate(entry: ModelEntry, context_length: int, gpu_ratio: float) -> E
                     MLX_COMPUTE, MLX_BASELINE)
 
 
-def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0) -> Estimate:
+def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0, parallel: int = 1) -> Estimate:
     if entry.format == "mlx":
         return _mlx_estimate(entry, context_length, gpu_ratio)
     header = read_header(entry.path)
-    context = 0 if entry.type == "embedding" else kv_bytes_per_token(header) * context_length
+    if entry.type == "embedding":
+        context = prefix_cache = 0
+    else:
+        prefix_cache = kv_bytes_per_token(header) * context_length
+        context = prefix_cache * parallel
     compute = COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header)
-    return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, context, compute, WORKER_BASELINE)
+    return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, context, compute, WORKER_BASELINE,
+                    parallel, prefix_cache)
 
 
 def available_memory(limit: int = 0) -> tuple[int, int]:

@@ -1,21 +1,18 @@
-"""One GGUF model on llama-cpp-python: chat and raw generation with streaming and cancellation, embeddings.
+"""One GGUF chat/completion model on llama.cpp: requests are turned into token jobs for the batching scheduler, and
+each job's tokens back into events (text with logprobs, stop strings, reasoning count, usage, timing).
 
-The decode loop is ours (over `Llama.generate`) so that we count tokens exactly, stop within one token of a
-cancel, handle stop strings across token boundaries, and report prompt tokens reused from the KV cache.
+The decode loop is ours, on llama.cpp's C API through llama-cpp-python's bindings: one context with N slots,
+sampling in llama.cpp's sampler chains, so no Python runs over the vocabulary per token.
 """
 
 from __future__ import annotations
 
 import base64
 import codecs
-import contextlib
-import json
+import threading
 import time
 
 import llama_cpp
-import numpy as np
-from llama_cpp import Llama, LlamaGrammar
-from llama_cpp.llama_grammar import JSON_GBNF
 
 from lms.generation.chat_template import TemplateError, render
 from lms.generation.stops import StopMatcher
@@ -28,263 +25,248 @@ from runtimes.common import (
     generation_limits,
     physical_cores,
     text_event,
-    token_entry,
 )
+from runtimes.llama_cpp.draft import DraftModel, check_vocabularies
+from runtimes.llama_cpp.loading import load_model, new_context
+from runtimes.llama_cpp.prefix_cache import HostCache
+from runtimes.llama_cpp.sampling import SamplerChain, logprobs_entry, token_pieces
+from runtimes.llama_cpp.scheduler import Job, Scheduler
 from runtimes.llama_cpp.vision import Projector, VisionError
 
 # A chat model that writes one of these has ended its turn and begun another (Ollama's ChatML and Llama 3
 # templates stop on them too); harmony's <|start|> is not here: gpt-oss writes several messages per turn.
 TURN_START_MARKERS = ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>")
-
-
-@contextlib.contextmanager
-def _reporting_progress(progress: Progress | None):
-    """llama-cpp-python has no load-progress option; give llama.cpp's own callback to the model params it
-    creates, for the duration of one load."""
-    if progress is None:
-        yield
-        return
-    library = llama_cpp.llama_cpp
-    original = library.llama_model_default_params
-    callback = library.llama_progress_callback(lambda value, _data: bool(progress(value)))
-
-    def params_with_progress():
-        params = original()
-        params.progress_callback = callback
-        return params
-
-    library.llama_model_default_params = params_with_progress
-    try:
-        yield
-    finally:
-        library.llama_model_default_params = original
+BATCH = 512  # tokens per decode step: prompt chunks share a step with the running streams
+DEFAULT_DRAFT_TOKENS = 8
+DRAFT_OUTPUTS = 32  # logits rows per step beyond one per slot: what all drafts of a step may check together
 
 
 class LlamaCppEngine:
     name = "llama.cpp"
     version = llama_cpp.__version__
+    concurrent = True  # generate() queues the request and returns; events come from the scheduler thread
 
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
-                 chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None):
-        threads = threads or physical_cores()
-        self.embedding = embedding
-        options = dict(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
-                       embedding=embedding, verbose=False)
-        if embedding:
-            # Encoder models need a whole input in one micro-batch.
-            options.update(n_batch=context_length, n_ubatch=context_length)
-        with _reporting_progress(progress):
-            try:
-                self.llm = Llama(**options)
-            except ValueError as exc:
-                raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
-        self.n_ctx = self.llm.n_ctx()
-        self.n_vocab = self.llm.n_vocab()
+                 chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None,
+                 parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None):
+        self.threads = threads or physical_cores()
+        self.model = load_model(path, progress)
+        self.vocab = self.model.vocab
+        self.n_slots = max(1, parallel)
+        self.max_outputs = self.n_slots + DRAFT_OUTPUTS
+        self.ctx = new_context(self.model, context_length, self.n_slots, BATCH, self.threads, self.max_outputs)
+        self.n_ctx = llama_cpp.llama_n_ctx_seq(self.ctx)  # what one request may use
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.piece = token_pieces(self.vocab)
         try:
-            self.projector = Projector(self.llm, projector, threads) if projector else None
+            self.projector = Projector(self.model.model, projector, self.threads) if projector else None
         except VisionError as exc:
             raise EngineError(str(exc), 500, "model_load_failed") from exc
         self.chat_template = chat_template
-        vocab = self.llm._model.vocab
-        self._vocab = vocab
-        self.bos_text = self._piece(self.llm.token_bos())
-        self.eos_text = self._piece(self.llm.token_eos())
+        self.bos_text = self._special_text(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos_text = self._special_text(llama_cpp.llama_vocab_eos(self.vocab))
         self._turn_starts = self._single_tokens(TURN_START_MARKERS)
-        self.prompt_text = ""
+        self.host_cache = HostCache(host_cache_bytes)
+        n_swa = llama_cpp.llama_model_n_swa(self.model.model) if hasattr(llama_cpp, "llama_model_n_swa") else 0
+        self.scheduler = Scheduler(self.ctx, self.n_slots, BATCH, self.max_outputs, self.host_cache, n_swa)
+        self.drafts: dict[str, DraftModel] = {}
+        self._draft_lock = threading.Lock()
+        self.default_draft = self._draft(draft) if draft else None
+        self.default_draft_tokens = (draft or {}).get("max_tokens") or DEFAULT_DRAFT_TOKENS
+
+    # --- model facts ----------------------------------------------------------------------------------------
+
+    def _special_text(self, token: int) -> str:
+        return self.piece(token).decode("utf-8", errors="ignore") if token >= 0 else ""
 
     def _single_tokens(self, markers: tuple[str, ...]) -> set[int]:
         tokens = set()
         for marker in markers:
-            ids = self.llm.tokenize(marker.encode(), add_bos=False, special=True)
+            ids = self.model.tokenize(marker.encode(), add_bos=False, special=True)
             if len(ids) == 1:
                 tokens.add(ids[0])
         return tokens
 
-    def _piece(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
-
     def info(self) -> dict:
         return {"context_length": self.n_ctx, "engine": self.name, "engine_version": self.version,
-                "embedding": self.embedding, "n_vocab": self.llm.n_vocab()}
+                "embedding": False, "n_vocab": self.n_vocab, "parallel": self.n_slots,
+                "draft_model": self.default_draft.name if self.default_draft else None}
 
     def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return self.model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
-        """The prompt's tokens, and whether the chat template itself opened a <think> block.
+    def _draft(self, spec: dict) -> DraftModel:
+        """The draft model a request or the load named, loaded once and kept."""
+        with self._draft_lock:
+            found = self.drafts.get(spec["path"])
+            if found is None:
+                model = load_model(spec["path"])
+                check_vocabularies(self.model, model, spec.get("name") or spec["path"])
+                found = DraftModel(model, spec.get("name") or spec["path"], self.n_ctx, self.n_slots, self.threads)
+                self.drafts[spec["path"]] = found
+            return found
 
-        With images, the prompt is evaluated into the context here (through the projector): the tokens returned
-        are then the context's own history, which the decode loop finds already cached."""
-        if request.get("messages") is not None:
-            try:
-                text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
-                              eos_token=self.eos_text, tools=request.get("tools"),
-                              **(request.get("template_options") or {}))
-            except TemplateError as exc:
-                raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
-            # The tokenizer adds BOS itself when the model wants it; don't double it.
-            if self.bos_text and text.startswith(self.bos_text):
-                text = text[len(self.bos_text):]
-            opened_think = text.rstrip().endswith("<think>")
-            self.prompt_text = text
-            if request.get("images"):
-                return self._evaluate_with_images(text, request["images"]), opened_think
-            return self.tokenize(text), opened_think
-        self.prompt_text = request.get("prompt") or ""
-        return self.tokenize(self.prompt_text), False
+    # --- requests -------------------------------------------------------------------------------------------
 
-    def _evaluate_with_images(self, text: str, images: list[str]) -> list[int]:
-        if self.projector is None:
-            raise EngineError("This model has no vision projector: it cannot take images.", 400,
-                              "model_not_supported", "messages")
+    def _prompt_text(self, request: dict) -> tuple[str, bool]:
+        """The prompt as text, and whether the chat template itself opened a <think> block."""
+        if request.get("messages") is None:
+            return request.get("prompt") or "", False
         try:
-            return self.projector.evaluate(self.llm, text, [base64.b64decode(image) for image in images])
-        except VisionError as exc:
-            if str(exc).startswith("context:"):
-                count = int(str(exc).split(":")[1])
-                raise EngineError(
-                    f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
-                    f"{count} input tokens (images included). Please reduce the length of the input.",
-                    400, "context_length_exceeded", "messages") from exc
-            raise EngineError(str(exc), 400, "invalid_image", "messages") from exc
+            text = render(self.chat_template, request["messages"], bos_token=self.bos_text, eos_token=self.eos_text,
+                          tools=request.get("tools"), **(request.get("template_options") or {}))
+        except TemplateError as exc:
+            raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
+        # The tokenizer adds BOS itself when the model wants it; don't double it.
+        if self.bos_text and text.startswith(self.bos_text):
+            text = text[len(self.bos_text):]
+        return text, text.rstrip().endswith("<think>")
 
     def count(self, request: dict) -> int:
-        return len(self._prompt_tokens(request)[0])
-
-    def _grammar(self, request: dict) -> LlamaGrammar | None:
-        try:
-            if request.get("grammar"):
-                return LlamaGrammar.from_string(request["grammar"], verbose=False)
-            if request.get("json_schema") is not None:
-                return LlamaGrammar.from_json_schema(json.dumps(request["json_schema"]), verbose=False)
-            if request.get("json_object"):
-                return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        except Exception as exc:
-            raise EngineError(f"cannot build a grammar for the requested format: {exc}", 400,
-                              "invalid_format", "response_format") from exc
-        return None
-
-    def _logits_processor(self, logit_bias: dict | None):
-        if not logit_bias:
-            return None
-        n_vocab = self.llm.n_vocab()
-        bias = {}
-        for key, value in logit_bias.items():
-            token = int(key)
-            if not 0 <= token < n_vocab:
-                raise EngineError(f"logit_bias has a token id out of range: {token}", 400, "invalid_value",
-                                  "logit_bias")
-            bias[token] = float(value)
-
-        def apply(_input_ids, scores):
-            for token, value in bias.items():
-                scores[token] += value
-            return scores
-
-        return llama_cpp.LogitsProcessorList([apply])
+        return len(self.tokenize(self._prompt_text(request)[0]))
 
     def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+        """Queue one generation; its events are emitted from the scheduler thread as it runs."""
         started = time.perf_counter()
-        prompt, opened_think = self._prompt_tokens(request)
-        limit, seed = generation_limits(request, len(prompt), self.n_ctx)
-        sampling = request.get("sampling") or {}
-        self.llm.set_seed(seed)
-        cached = 0 if request.get("images") else self._cached_prefix(prompt)
-        grammar = self._grammar(request)
-        generator = self.llm.generate(
-            prompt,
-            temp=sampling.get("temperature", 0.8),
-            top_p=sampling.get("top_p", 0.95),
-            top_k=sampling.get("top_k", 40),
-            min_p=sampling.get("min_p", 0.05),
-            repeat_penalty=sampling.get("repeat_penalty", 1.1),
-            presence_penalty=sampling.get("presence_penalty", 0.0),
-            frequency_penalty=sampling.get("frequency_penalty", 0.0),
-            logits_processor=self._logits_processor(sampling.get("logit_bias")),
-            grammar=grammar,
-        )
-        stops = StopMatcher(request.get("stop") or [])
-        chat = request.get("messages") is not None
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        top_logprobs = request.get("logprobs")  # None: no logprobs; N: the chosen token's and N alternatives
-        reasoning_start = request.get("reasoning_start")
-        if reasoning_start and opened_think:
-            reasoning_start = "inside"
-        reasoning = ReasoningCounter(reasoning_start)
-        pending_logprobs: list[dict] = []
-        finish, count, first_token_at, hit_stop_string = "length", 0, None, False
+        text, opened_think = self._prompt_text(request)
+        images = request.get("images") or []
+        if images and self.projector is None:
+            raise EngineError("This model has no vision projector: it cannot take images.", 400,
+                              "model_not_supported", "messages")
+        # With images the tokens are known once the projector has split the prompt; the text alone sizes the limit.
+        tokens = self.tokenize(text)
+        limit, seed = generation_limits(request, len(tokens), self.n_ctx)
+        spec = request.get("draft")
+        draft = self._draft(spec) if spec else self.default_draft
+        draft_tokens = (spec.get("max_tokens") if spec else None) or self.default_draft_tokens
+        if limit <= 0:
+            emit(done_event("length", len(tokens), 0, 0, 0, started, None, time.perf_counter()))
+            return
+        sampler = SamplerChain(self.vocab, self.n_vocab, request, seed)
+        stream = _Stream(self, request, emit, started, opened_think, text, draft)
+        job = Job(tokens, limit, cancelled, stream.fail, stream.on_token, stream.on_cancel, sampler,
+                  prepare=self._media_preparer(text, images) if images else None, draft=draft, draft_max=draft_tokens)
+        stream.job = job
+        self.scheduler.submit(job)
+
+    def _media_preparer(self, text: str, images: list[str]):
+        data = [base64.b64decode(image) for image in images]
+
+        def prepare(job: Job, seq: int) -> None:
+            def decode_text(tokens: list[int], position: int) -> None:
+                for start in range(0, len(tokens), BATCH):
+                    self._decode_into(seq, tokens[start: start + BATCH], position + start)
+
+            try:
+                job.tokens = self.projector.evaluate(self.ctx, seq, self.n_ctx, BATCH, text, data, decode_text)
+            except VisionError as exc:
+                if str(exc).startswith("context:"):
+                    count = int(str(exc).split(":")[1])
+                    raise EngineError(
+                        f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
+                        f"{count} input tokens (images included). Please reduce the length of the input.",
+                        400, "context_length_exceeded", "messages") from exc
+                raise EngineError(str(exc), 400, "invalid_image", "messages") from exc
+            job.limit = min(job.limit, self.n_ctx - len(job.tokens))
+
+        return prepare
+
+    def _decode_into(self, seq: int, tokens: list[int], position: int) -> None:
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
         try:
-            for token in generator if limit > 0 else ():
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                    emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached,
-                          "reasoning_open": reasoning_start == "inside",
-                          # the fully templated prompt, only when `lms log stream` listens for it
-                          **({"prompt_text": self.prompt_text} if request.get("echo_prompt") else {})})
-                if cancelled():
-                    finish = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token) or (chat and token in self._turn_starts):
-                    finish = "stop"
-                    break
-                count += 1
-                # Special tokens are text here: tool-call markers such as <|python_tag|> or [TOOL_CALLS] are
-                # control tokens, and the output parser needs to see them (end-of-generation ones stop above).
-                piece = self.llm.detokenize([token], special=True)
-                if top_logprobs is not None:
-                    pending_logprobs.append(self._logprobs(token, piece, top_logprobs))
-                decoded = decoder.decode(piece)
-                reasoning.add(decoded)
-                text, hit_stop_string = stops.feed(decoded)
-                if text:
-                    emit(text_event(text, pending_logprobs))
-                if hit_stop_string:
-                    finish = "stop"
-                    break
-                if count >= limit:
-                    break
+            for row, token in enumerate(tokens):
+                batch.token[row], batch.pos[row], batch.n_seq_id[row] = token, position + row, 1
+                batch.seq_id[row][0], batch.logits[row] = seq, False
+            batch.n_tokens = len(tokens)
+            if llama_cpp.llama_decode(self.ctx, batch) != 0:
+                raise EngineError("llama.cpp could not evaluate the prompt", 500, "decode_failed")
         finally:
-            generator.close()
-        tail = "" if hit_stop_string else stops.flush() + decoder.decode(b"", final=True)
-        if finish != "cancelled" and (tail or pending_logprobs):
-            emit(text_event(tail, pending_logprobs))
-        emit(done_event(finish, len(prompt), count, cached, reasoning.tokens, started, first_token_at,
-                        time.perf_counter()))
-
-    def _logprobs(self, token: int, piece: bytes, top: int) -> dict:
-        """The chosen token's log-probability under the model's raw distribution, and the top alternatives."""
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.n_vocab,))
-        shifted = logits - logits.max()
-        logprobs = shifted - np.log(np.exp(shifted).sum())
-        entry = token_entry(piece, float(logprobs[token]))
-        if top:
-            best = np.argpartition(-logprobs, top)[:top]
-            best = best[np.argsort(-logprobs[best])]
-            entry["top_logprobs"] = [token_entry(self.llm.detokenize([int(t)]), float(logprobs[t])) for t in best]
-        else:
-            entry["top_logprobs"] = []
-        return entry
-
-    def _cached_prefix(self, prompt: list[int]) -> int:
-        """Prompt tokens the next decode will reuse from the KV cache (as Llama.generate decides it)."""
-        if self.llm.n_tokens == 0:
-            return 0
-        common = 0
-        for have, want in zip(self.llm._input_ids, prompt):
-            if have != want:
-                break
-            common += 1
-        return min(common, len(prompt) - 1)
+            llama_cpp.llama_batch_free(batch)
 
     def embed(self, request: dict) -> dict:
-        inputs = request["inputs"]
-        counts = [len(self.llm.tokenize(text.encode("utf-8"), add_bos=True)) for text in inputs]
-        for index, count in enumerate(counts):
-            if count > self.n_ctx:
-                raise EngineError(
-                    f"Input {index} has {count} tokens, more than this model's context length of {self.n_ctx}.",
-                    400, "context_length_exceeded", "input")
-        vectors = self.llm.embed(inputs, normalize=True, truncate=False)
-        return {"embeddings": vectors, "prompt_tokens": sum(counts)}
+        raise EngineError("This model does not compute embeddings.", 400, "model_not_supported", "model")
+
+    def cache_bytes(self) -> int:
+        return self.host_cache.used
+
+
+class _Stream:
+    """One job's tokens turned into events: text (UTF-8 safe, held back at possible stop strings), logprobs,
+    the reasoning count, and the final done event."""
+
+    def __init__(self, engine: LlamaCppEngine, request: dict, emit: Emit, started: float, opened_think: bool,
+                 prompt_text: str, draft: DraftModel | None):
+        self.engine, self.request, self.emit, self.started = engine, request, emit, started
+        self.prompt_text, self.draft = prompt_text, draft
+        self.chat = request.get("messages") is not None
+        self.stops = StopMatcher(request.get("stop") or [])
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.top_logprobs = request.get("logprobs")  # None: none; N: the chosen token's and N alternatives
+        reasoning_start = request.get("reasoning_start")
+        self.reasoning_open = bool(reasoning_start and opened_think)
+        self.reasoning = ReasoningCounter("inside" if self.reasoning_open else reasoning_start)
+        self.pending_logprobs: list[dict] = []
+        self.first_token_at: float | None = None
+        self.produced = 0
+        self.job: Job | None = None
+
+    def on_token(self, job: Job, token: int, row: int) -> bool:
+        """Handle one sampled token; False ends the generation (the event stream is then complete)."""
+        engine = self.engine
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            self.emit({"type": "prompt", "prompt_tokens": len(job.tokens), "cached_tokens": job.cached,
+                       "reasoning_open": self.reasoning_open,
+                       # the fully templated prompt, only when `lms log stream` listens for it
+                       **({"prompt_text": self.prompt_text} if self.request.get("echo_prompt") else {})})
+            self.prompt_tokens = len(job.tokens)
+        if llama_cpp.llama_vocab_is_eog(engine.vocab, token) or (self.chat and token in engine._turn_starts):
+            self._finish("stop", flush=True)
+            return False
+        self.produced += 1
+        # Special tokens are text here: tool-call markers such as <|python_tag|> or [TOOL_CALLS] are control
+        # tokens, and the output parser needs to see them (end-of-generation ones stop above).
+        piece = engine.piece(token)
+        if self.top_logprobs is not None:
+            self.pending_logprobs.append(logprobs_entry(engine.ctx, row, engine.n_vocab, token, piece,
+                                                        self.top_logprobs, engine.piece))
+        decoded = self.decoder.decode(piece)
+        self.reasoning.add(decoded)
+        text, hit_stop = self.stops.feed(decoded)
+        if text:
+            self.emit(text_event(text, self.pending_logprobs))
+        if hit_stop:
+            self._finish("stop", flush=False)
+            return False
+        if self.produced >= job.limit:
+            self._finish("length", flush=True)
+            return False
+        return True
+
+    def _finish(self, reason: str, flush: bool) -> None:
+        tail = self.stops.flush() + self.decoder.decode(b"", final=True) if flush else ""
+        if reason != "cancelled" and (tail or self.pending_logprobs):
+            self.emit(text_event(tail, self.pending_logprobs))
+        job = self.job
+        done = done_event(reason, getattr(self, "prompt_tokens", len(job.tokens)), self.produced, job.cached,
+                          self.reasoning.tokens, self.started, self.first_token_at, time.perf_counter())
+        if self.draft is not None:
+            stats = job.draft_stats
+            done["stats"].update({"draft_model": self.draft.name, "total_draft_tokens_count": stats["total"],
+                                  "accepted_draft_tokens_count": stats["accepted"],
+                                  "rejected_draft_tokens_count": stats["rejected"],
+                                  "ignored_draft_tokens_count": stats["ignored"]})
+        done["prefix_cache_bytes"] = self.engine.host_cache.used
+        job.sampler.close()
+        self.emit(done)
+
+    def on_cancel(self, job: Job) -> None:
+        self._finish("cancelled", flush=False)
+
+    def fail(self, error: Exception) -> None:
+        if self.job is not None:
+            self.job.sampler.close()
+        status = getattr(error, "status", 500)
+        self.emit({"type": "error", "message": str(error) or type(error).__name__, "status": status,
+                   "code": getattr(error, "code", None), "param": getattr(error, "param", None)})
+

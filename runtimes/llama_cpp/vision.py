@@ -21,27 +21,28 @@ class VisionError(Exception):
 
 
 class Projector:
-    def __init__(self, llm: llama_cpp.Llama, path: str, threads: int):
+    def __init__(self, model, path: str, threads: int):
         params = mtmd_cpp.mtmd_context_params_default()
         params.use_gpu = False
         params.print_timings = False
         params.n_threads = threads
-        self.context = mtmd_cpp.mtmd_init_from_file(path.encode(), llm.model, params)
+        self.context = mtmd_cpp.mtmd_init_from_file(path.encode(), model, params)
         if not self.context:
             raise VisionError(f"cannot load the vision projector {path}")
         if not mtmd_cpp.mtmd_support_vision(self.context):
             mtmd_cpp.mtmd_free(self.context)
             raise VisionError(f"{path} is not a vision projector")
         self.marker = mtmd_cpp.mtmd_default_marker().decode()
-        llm._stack.callback(self.close)
 
     def close(self) -> None:
         if self.context:
             mtmd_cpp.mtmd_free(self.context)
             self.context = None
 
-    def evaluate(self, llm: llama_cpp.Llama, text: str, images: list[bytes]) -> list[int]:
-        """Evaluate a prompt with images into a fresh context; return the token history to sample after."""
+    def evaluate(self, ctx, seq: int, n_ctx: int, n_batch: int, text: str, images: list[bytes],
+                 decode_text) -> list[int]:
+        """Evaluate a prompt with images into an empty sequence; return its token history (image positions hold
+        NOT_A_TOKEN). `decode_text(tokens, position)` evaluates a run of text tokens into the same sequence."""
         if text.count(IMAGE_MARKER) != len(images):
             raise VisionError(f"the prompt has {text.count(IMAGE_MARKER)} image places for {len(images)} images")
         bitmaps = []
@@ -63,30 +64,29 @@ class Projector:
             count = mtmd_cpp.mtmd_input_chunks_size(chunks)
             total = sum(mtmd_cpp.mtmd_input_chunk_get_n_tokens(mtmd_cpp.mtmd_input_chunks_get(chunks, i))
                         for i in range(count))
-            if total >= llm.n_ctx():
+            if total >= n_ctx:
                 raise VisionError(f"context:{total}")
-            llm.reset()
-            llm._ctx.kv_cache_clear()
+            history: list[int] = []
             for index in range(count):
-                self._evaluate_chunk(llm, mtmd_cpp.mtmd_input_chunks_get(chunks, index))
-            return llm.input_ids[: llm.n_tokens].tolist()
+                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
+                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    size = ctypes.c_size_t()
+                    tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(size))
+                    run = [tokens[i] for i in range(size.value)]
+                    decode_text(run, len(history))
+                    history += run
+                    continue
+                new_past = llama_cpp.llama_pos(0)
+                result = mtmd_cpp.mtmd_helper_eval_chunk_single(
+                    self.context, ctx, chunk, llama_cpp.llama_pos(len(history)), llama_cpp.llama_seq_id(seq),
+                    n_batch, False, ctypes.byref(new_past))
+                if result != 0:
+                    raise VisionError(f"encoding an image failed (error {result})")
+                history += [NOT_A_TOKEN] * (new_past.value - len(history))
+            if not history or history[-1] == NOT_A_TOKEN:
+                raise VisionError("the prompt must end with text after its images")
+            return history
         finally:
             mtmd_cpp.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
                 mtmd_cpp.mtmd_bitmap_free(bitmap)
-
-    def _evaluate_chunk(self, llm: llama_cpp.Llama, chunk) -> None:
-        if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
-            size = ctypes.c_size_t()
-            tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(size))
-            llm.eval([tokens[i] for i in range(size.value)])
-            return
-        start = llm.n_tokens
-        new_past = llama_cpp.llama_pos(0)
-        result = mtmd_cpp.mtmd_helper_eval_chunk_single(self.context, llm._ctx.ctx, chunk, llama_cpp.llama_pos(start),
-                                                        llama_cpp.llama_seq_id(0), llm.n_batch, False,
-                                                        ctypes.byref(new_past))
-        if result != 0:
-            raise VisionError(f"encoding an image failed (error {result})")
-        llm.n_tokens = new_past.value
-        llm.input_ids[start: llm.n_tokens] = NOT_A_TOKEN

@@ -28,10 +28,19 @@ def model_info(model) -> dict:
             "context_length": model.context_length}
 
 
+DRAFT_STATS = ("draft_model", "total_draft_tokens_count", "accepted_draft_tokens_count", "rejected_draft_tokens_count",
+               "ignored_draft_tokens_count")
+
+
+def draft_stats(raw: dict) -> dict:
+    """LM Studio's speculative-decoding stats, when the generation had a draft model."""
+    return {key: raw[key] for key in DRAFT_STATS if key in raw}
+
+
 def stats(raw: dict, finish_reason: str | None) -> dict:
     return {"tokens_per_second": raw.get("tokens_per_second"), "time_to_first_token": raw.get("time_to_first_token"),
             "generation_time": raw.get("generation_time"),
-            "stop_reason": STOP_REASONS.get(finish_reason or "stop", finish_reason)}
+            "stop_reason": STOP_REASONS.get(finish_reason or "stop", finish_reason), **draft_stats(raw)}
 
 
 def native_details(model, raw_stats: dict, finish_reason: str | None) -> dict:

@@ -48,7 +48,8 @@ def _v1_model(request: Request, entry: ModelEntry, variants: list[ModelEntry]) -
              "display_name": entry.display_name,
              "quantization": {"name": entry.quantization, "bits_per_weight": quant_bits(entry.quantization)},
              "size_bytes": entry.size_bytes, "params_string": entry.params_string,
-             "loaded_instances": [{"id": m.identifier, "config": {"context_length": m.context_length, "parallel": 1}}
+             "loaded_instances": [{"id": m.identifier,
+                                   "config": {"context_length": m.context_length, "parallel": m.parallel}}
                                   for m in _instances(request, entry)],
              "max_context_length": entry.max_context_length, "format": "gguf"}
     if entry.type == "llm":

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from lms.api.generate import collect, error_chunk, new_id, openai_usage, primed
 from lms.api.http import read_json, sse, until_disconnect
 from lms.api.images import load_image
-from lms.api.native.details import native_details
+from lms.api.native.details import draft_stats, native_details
 from lms.api.openai.schemas import ChatCompletionBody
 from lms.api.semantic import ParseOptions, semantic_events
 from lms.generation.request import GenerationError
@@ -74,8 +74,14 @@ async def chat_completions(request: Request, native: bool = False):
             "finish_reason": outcome.finish_reason,
         }],
         "usage": openai_usage(outcome.usage),
-        **(native_details(model, outcome.stats, outcome.finish_reason) if native else {}),
+        **(native_details(model, outcome.stats, outcome.finish_reason) if native else _speculative(outcome.stats)),
     })
+
+
+def _speculative(raw_stats: dict) -> dict:
+    """With a draft model, LM Studio's draft counters ride along as `stats` (OpenAI clients ignore the field)."""
+    found = draft_stats(raw_stats or {})
+    return {"stats": found} if found else {}
 
 
 async def _stream(completion_id: str, loaded: LoadedModel, events, body: ChatCompletionBody, reasoning_field: str,
@@ -107,8 +113,8 @@ async def _stream(completion_id: str, loaded: LoadedModel, events, body: ChatCom
                 calls += 1
             elif kind == "done":
                 last = chunk({}, event["finish_reason"])
-                if native:
-                    last.update(native_details(loaded, event.get("stats") or {}, event["finish_reason"]))
+                last.update(native_details(loaded, event.get("stats") or {}, event["finish_reason"]) if native
+                            else _speculative(event.get("stats")))
                 yield last
                 if include_usage:
                     yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,

@@ -38,6 +38,7 @@ class SamplingBody(_Body):
     logit_bias: dict[str, float] | None = None
     n: int | None = Field(None, ge=1, le=1, description="only one choice per request is supported")
     ttl: int | None = Field(None, ge=1, description="idle seconds before a JIT-loaded model unloads")
+    draft_model: str | None = Field(None, description="a smaller same-vocabulary model: speculative decoding")
 
     @field_validator("stop")
     @classmethod
@@ -170,6 +171,7 @@ class ChatCompletionBody(SamplingBody):
             max_tokens=self.max_new_tokens(), stop=self.stops(), tools=plan.template_tools, grammar=self.grammar,
             json_schema=plan.json_schema, reasoning_start=None if effort == "none" else "detect",
             template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
+            draft_model=self.draft_model,
         )
         if self.max_completion_tokens not in (None, -1):
             request.max_tokens = self.max_completion_tokens
@@ -205,7 +207,7 @@ class CompletionBody(SamplingBody):
                                       code="invalid_value", param="prompt")
             prompt = prompt[0]
         return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_new_tokens(),
-                                 stop=self.stops(), grammar=self.grammar)
+                                 stop=self.stops(), grammar=self.grammar, draft_model=self.draft_model)
 
 
 class EmbeddingBody(_Body):

@@ -81,6 +81,7 @@ class CreateResponse(_Body):
     seed: int | None = None
     grammar: str | None = None
     ttl: int | None = Field(None, ge=1)
+    draft_model: str | None = None  # LM Studio's speculative decoding draft
 
     @field_validator("include")
     @classmethod

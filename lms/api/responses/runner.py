@@ -227,6 +227,7 @@ class ResponseRun:
             logprobs=(body.top_logprobs or 0) if body.wants_logprobs else None,
             reasoning_start=None if effort == "none" else "detect",
             template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
+            draft_model=body.draft_model,
         )
         return request, ParseOptions(reasoning=effort != "none", tools=plan, template=self.model.entry.chat_template)
 

@@ -1,0 +1,310 @@
+"""Engine benchmark, side by side in one run: lms, raw llama-cpp-python and llama.cpp's own llama-server, on the same
+model, threads and prompts (issue: continuous batching, prefix cache, speculative decoding).
+
+Measured:
+- single-stream decode tok/s and time to first token (256-token greedy streams, end-of-text banned);
+- aggregate decode tok/s and per-request latency (p50/p99) at 1, 2, 4 and 8 concurrent streams, both servers
+  with 4 parallel slots (llama-server `-np 4`, lms `--parallel 4`), each slot with the same context;
+- a second request sharing a ~1,000-token prefix with an earlier one: its TTFT against the cold one;
+- speculative decoding: a larger same-vocabulary target (the bundled model requantized) alone and with the
+  bundled Q4_1 as draft, on lms, with the texts compared.
+
+    python bench/engine.py     # or `make bench`, which runs every benchmark
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import llama_server  # noqa: E402
+from lms.generation.chat_template import render  # noqa: E402
+from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
+
+TOKENS = 256
+CONTEXT = 4096  # per slot, on both servers
+SLOTS = 4
+ROUNDS = 3
+CONCURRENCY = (1, 2, 4, 8)
+SPEC_TARGET = "f32"  # the bundled model requantized: same vocabulary, ~3x the decode cost of the Q4_1 draft
+SPEC_KEY = "lms-bench/smollm2-135m-instruct-f32"
+
+
+def threads() -> int:
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def story(seed: str) -> list[dict]:
+    return [{"role": "system", "content": f"You are a storyteller ({seed})."},
+            {"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
+
+
+def stream(port: int, body: dict, model: str | None = None) -> dict:
+    """One streamed chat completion: ttft, decode tok/s, token count, latency and text, measured by the client."""
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    if model:
+        payload["model"] = model
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    started = time.perf_counter()
+    connection.request("POST", "/v1/chat/completions", body=json.dumps(payload),
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    first = last = None
+    tokens, text = 0, []
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+        for choice in chunk.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                text.append(piece)
+    ended = time.perf_counter()
+    connection.close()
+    if first is None:
+        raise RuntimeError(f"no tokens from the server on port {port}")
+    return {"ttft": first - started, "decode": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
+            "tokens": tokens, "latency": ended - started, "text": "".join(text)}
+
+
+def concurrent(port: int, bodies: list[dict], model: str | None) -> dict:
+    """Send every body at once; aggregate tok/s over the wall time, and each request's latency."""
+    results: list[dict] = [None] * len(bodies)
+
+    def one(index: int) -> None:
+        results[index] = stream(port, bodies[index], model)
+
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(bodies))]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - started
+    return {"aggregate": sum(r["tokens"] for r in results) / wall, "latencies": [r["latency"] for r in results]}
+
+
+def greedy(messages: list[dict], eos: int, tokens: int = TOKENS) -> dict:
+    return {"messages": messages, "max_tokens": tokens, "temperature": 0, "logit_bias": {str(eos): -100}}
+
+
+def raw_single(llm, template: str | None, messages: list[dict], eos: int) -> dict:
+    """The same stream on bare llama-cpp-python (its high-level generate loop)."""
+    import llama_cpp
+
+    started = time.perf_counter()
+    prompt = llm.tokenize(render(template, messages).encode(), add_bos=True, special=True)
+
+    def ban_eos(_ids, scores):
+        scores[eos] -= 100
+        return scores
+
+    first, count = None, 0
+    for token in llm.generate(prompt, temp=0.0, repeat_penalty=1.0,
+                              logits_processor=llama_cpp.LogitsProcessorList([ban_eos])):
+        llm.detokenize([token])
+        first = first or time.perf_counter()
+        count += 1
+        if count == TOKENS:
+            break
+    ended = time.perf_counter()
+    return {"ttft": first - started, "decode": (count - 1) / (ended - first)}
+
+
+def long_prefix(nonce: str) -> str:
+    lines = [f"Rule {i}: the keeper of lighthouse {nonce} logs the weather, the ships and the lamp at hour {i}."
+             for i in range(40)]
+    return "You are the harbour assistant. Follow these rules.\n" + "\n".join(lines)
+
+
+def prefix_reuse(port: int, model: str | None, eos: int) -> dict:
+    """TTFT of a request whose ~1,000-token prefix an earlier request evaluated, against that cold request."""
+    ratios, cold_ms, warm_ms, prompt_tokens = [], [], [], 0
+    for round_ in range(ROUNDS):
+        system = {"role": "system", "content": long_prefix(f"{time.time_ns()}-{round_}")}
+        cold = stream(port, greedy([system, {"role": "user", "content": "Which hour is the lamp logged?"}], eos, 8),
+                      model)
+        warm = stream(port, greedy([system, {"role": "user", "content": "Name one thing the keeper logs."}], eos, 8),
+                      model)
+        ratios.append(warm["ttft"] / cold["ttft"])
+        cold_ms.append(cold["ttft"] * 1000)
+        warm_ms.append(warm["ttft"] * 1000)
+    return {"cold_ttft_ms": statistics.median(cold_ms), "warm_ttft_ms": statistics.median(warm_ms),
+            "ratio": statistics.median(ratios), "prompt_tokens": prompt_tokens}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def serve_measure(port: int, model: str | None, eos: int) -> dict:
+    """Everything both servers are measured on."""
+    stream(port, greedy(story("warm-up"), eos, 16), model)
+    singles = [stream(port, greedy(story(f"single {time.time_ns()}"), eos), model) for _ in range(ROUNDS)]
+    result = {"decode": statistics.median(s["decode"] for s in singles),
+              "ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000, "streams": {}}
+    for count in CONCURRENCY:
+        rounds = [concurrent(port, [greedy(story(f"{count}-{i}-{time.time_ns()}"), eos) for i in range(count)], model)
+                  for _ in range(2)]
+        latencies = [value for r in rounds for value in r["latencies"]]
+        result["streams"][count] = {"aggregate": statistics.median(r["aggregate"] for r in rounds),
+                                    "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99)}
+    result["prefix"] = prefix_reuse(port, model, eos)
+    return result
+
+
+def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("llama-server exited at start")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("llama-server did not become ready")
+
+
+def measure_llama_server(model: Path, eos: int) -> dict:
+    binary = llama_server.binary()
+    port = free_port()
+    process = subprocess.Popen([str(binary), "-m", str(model), "-c", str(CONTEXT * SLOTS), "-np", str(SLOTS),
+                                "-t", str(threads()), "-tb", str(threads()), "--host", "127.0.0.1", "--port",
+                                str(port), "--no-webui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, process)
+        return serve_measure(port, None, eos)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def lms(env: dict, *args: str) -> str:
+    return subprocess.run([str(REPO / ".venv/bin/lms"), *args], env=env, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def measure_lms(eos: int) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="lms-bench-engine-"))
+    env = dict(os.environ, LMS_HOME=str(home), LMS_THREADS=str(threads()), LMS_JIT_AUTO_EVICT="false")
+    port = free_port()
+    try:
+        lms(env, "server", "start", "-p", str(port))
+        lms(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "--parallel", str(SLOTS), "-y")
+        result = serve_measure(port, BUNDLED_KEY, eos)
+        result["speculative"] = speculative(env, home, port, eos)
+        return result
+    finally:
+        subprocess.run([str(REPO / ".venv/bin/lms"), "daemon", "down"], env=env, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def speculative(env: dict, home: Path, port: int, eos: int) -> dict:
+    """The requantized target alone, then with the bundled Q4_1 as draft (per request), same prompts."""
+    from tools.requantize import bundled_as
+
+    target = bundled_as(SPEC_TARGET)
+    folder = home / "models" / SPEC_KEY
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / target.name).symlink_to(target)
+    lms(env, "unload", "--all")
+    lms(env, "load", SPEC_KEY, "-c", str(CONTEXT), "--parallel", "1", "-y")
+    prompts = [story(f"speculative {i}") for i in range(ROUNDS)]
+    stream(port, greedy(story("warm-up"), eos, 16), SPEC_KEY)
+    alone = [stream(port, greedy(p, eos), SPEC_KEY) for p in prompts]
+    drafted = [stream(port, {**greedy(p, eos), "draft_model": BUNDLED_KEY}, SPEC_KEY) for p in prompts]
+    plain_tps = statistics.median(r["decode"] for r in alone)
+    draft_tps = statistics.median(r["decode"] for r in drafted)
+    return {"target": target.name, "target_decode": plain_tps, "with_draft_decode": draft_tps,
+            "speedup": draft_tps / plain_tps,
+            "identical_texts": sum(a["text"] == d["text"] for a, d in zip(alone, drafted)), "rounds": ROUNDS}
+
+
+def measure_raw(model: Path, eos: int) -> dict:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads(), n_threads_batch=threads(), verbose=False)
+    template = read_header(model).metadata.get("tokenizer.chat_template")
+    raw_single(llm, template, story("warm-up"), eos)
+    runs = [raw_single(llm, template, story(f"raw {i}"), eos) for i in range(ROUNDS)]
+    return {"decode": statistics.median(r["decode"] for r in runs),
+            "ttft_ms": statistics.median(r["ttft"] for r in runs) * 1000}
+
+
+def measure() -> dict:
+    model = bundled_model_file()
+    from llama_cpp import Llama
+
+    eos = Llama(model_path=str(model), n_ctx=64, verbose=False, vocab_only=True).token_eos()
+    return {"threads": threads(), "slots": SLOTS, "context_per_slot": CONTEXT, "tokens": TOKENS,
+            "raw": measure_raw(model, eos), "llama_server": measure_llama_server(model, eos), "lms": measure_lms(eos)}
+
+
+def rows(results: dict) -> list[tuple[str, str, str]]:
+    ours, server, raw = results["lms"], results["llama_server"], results["raw"]
+    table = [
+        ("engine: single-stream decode tok/s lms / llama-server / raw",
+         f"{ours['decode']:.1f} / {server['decode']:.1f} / {raw['decode']:.1f}", ""),
+        ("engine: single-stream decode lms / llama-server", f"{ours['decode'] / server['decode']:.3f}", ">= 0.95"),
+        ("engine: TTFT ms lms / llama-server / raw",
+         f"{ours['ttft_ms']:.0f} / {server['ttft_ms']:.0f} / {raw['ttft_ms']:.0f}", ""),
+    ]
+    for count in CONCURRENCY:
+        mine, theirs = ours["streams"][count], server["streams"][count]
+        table.append((f"engine: {count} streams aggregate tok/s lms / llama-server",
+                      f"{mine['aggregate']:.1f} / {theirs['aggregate']:.1f}", ""))
+        table.append((f"engine: {count} streams aggregate ratio", f"{mine['aggregate'] / theirs['aggregate']:.3f}",
+                      ">= 1.0" if count == 4 else ""))
+        table.append((f"engine: {count} streams latency p50/p99 s lms | llama-server",
+                      f"{mine['p50_s']:.1f}/{mine['p99_s']:.1f} | {theirs['p50_s']:.1f}/{theirs['p99_s']:.1f}", ""))
+    for name, side in (("lms", ours), ("llama-server", server)):
+        prefix = side["prefix"]
+        table.append((f"engine: shared 1k-token prefix TTFT warm/cold ms ({name})",
+                      f"{prefix['warm_ttft_ms']:.0f}/{prefix['cold_ttft_ms']:.0f}", ""))
+        table.append((f"engine: shared-prefix TTFT ratio ({name})", f"{prefix['ratio']:.3f}",
+                      "<= 0.20" if name == "lms" else ""))
+    spec = ours["speculative"]
+    table.append((f"engine: speculative tok/s target alone / with draft ({spec['target']})",
+                  f"{spec['target_decode']:.1f} / {spec['with_draft_decode']:.1f}", ""))
+    table.append(("engine: speculative speedup", f"{spec['speedup']:.3f}", ">= 1.3"))
+    table.append(("engine: speculative identical texts", f"{spec['identical_texts']}/{spec['rounds']}", "all"))
+    return table
+
+
+if __name__ == "__main__":
+    measured = measure()
+    for name, value, target in rows(measured):
+        print(f"{name:<72} {value:>24}  {target}")
+    (REPO / "bench" / "engine-results.json").write_text(json.dumps(measured, indent=2))

@@ -1,0 +1,83 @@
+"""The draft model of speculative decoding: a small model with the target's vocabulary that guesses the next few
+tokens greedily; the target checks them all in one batch (runtimes.llama_cpp.scheduler)."""
+
+from __future__ import annotations
+
+import llama_cpp
+
+from runtimes.common import EngineError
+from runtimes.llama_cpp.loading import new_context
+from runtimes.llama_cpp.prefix_cache import common_prefix
+from runtimes.llama_cpp.sampling import token_pieces
+
+
+def check_vocabularies(target, draft, draft_name: str) -> None:
+    """A draft can only propose tokens the target reads the same way: same size, same special tokens, same pieces."""
+    t_vocab, d_vocab = target.vocab, draft.vocab
+    t_size, d_size = llama_cpp.llama_vocab_n_tokens(t_vocab), llama_cpp.llama_vocab_n_tokens(d_vocab)
+    problem = None
+    if t_size != d_size:
+        problem = f"it has {d_size} tokens and the model has {t_size}"
+    elif llama_cpp.llama_vocab_type(t_vocab) != llama_cpp.llama_vocab_type(d_vocab):
+        problem = "its tokenizer type differs"
+    elif (llama_cpp.llama_vocab_bos(t_vocab), llama_cpp.llama_vocab_eos(t_vocab)) != (
+            llama_cpp.llama_vocab_bos(d_vocab), llama_cpp.llama_vocab_eos(d_vocab)):
+        problem = "its special tokens differ"
+    else:
+        t_piece, d_piece = token_pieces(t_vocab), token_pieces(d_vocab)
+        mismatch = next((t for t in range(t_size) if t_piece(t) != d_piece(t)), None)
+        if mismatch is not None:
+            problem = f"token {mismatch} differs"
+    if problem:
+        raise EngineError(f"The draft model '{draft_name}' cannot be used with this model: {problem}. A draft model "
+                          "must share the model's vocabulary.", 400, "incompatible_draft_model", "draft_model")
+
+
+class DraftModel:
+    def __init__(self, model, name: str, n_ctx: int, n_seq: int, threads: int, n_batch: int = 512):
+        self.model, self.name = model, name
+        self.n_batch = n_batch
+        self.ctx = new_context(model, n_ctx, n_seq, n_batch, threads, max_outputs=1)  # one guess at a time
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        params = llama_cpp.llama_sampler_chain_default_params()
+        self.greedy = llama_cpp.llama_sampler_chain_init(params)
+        llama_cpp.llama_sampler_chain_add(self.greedy, llama_cpp.llama_sampler_init_greedy())
+        self.held: dict[int, list[int]] = {}  # per sequence: the tokens its KV holds
+
+    def propose(self, seq: int, tokens: list[int], count: int) -> list[int]:
+        """Up to `count` greedy guesses of what follows `tokens`."""
+        held = self.held.get(seq, [])
+        keep = min(common_prefix(held, tokens), len(tokens) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            keep = 0
+        held = tokens[:keep]
+        # catch up on what the target accepted since last time; the last chunk's logits give the first guess
+        while keep < len(tokens):
+            chunk = tokens[keep: keep + self.n_batch]
+            if not self._decode(chunk, keep, seq):
+                self.held[seq] = held
+                return []
+            keep += len(chunk)
+            held = tokens[:keep]
+        guesses: list[int] = []
+        while True:
+            guess = llama_cpp.llama_sampler_sample(self.greedy, self.ctx, -1)
+            guesses.append(guess)
+            if len(guesses) >= count or not self._decode([guess], len(held), seq):
+                break
+            held = [*held, guess]
+        self.held[seq] = held
+        return guesses
+
+    def _decode(self, tokens: list[int], position: int, seq: int) -> bool:
+        batch = self.batch
+        for row, token in enumerate(tokens):
+            batch.token[row] = token
+            batch.pos[row] = position + row
+            batch.n_seq_id[row] = 1
+            batch.seq_id[row][0] = seq
+            batch.logits[row] = row == len(tokens) - 1
+        batch.n_tokens = len(tokens)
+        return llama_cpp.llama_decode(self.ctx, batch) == 0

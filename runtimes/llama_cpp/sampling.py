@@ -1,0 +1,142 @@
+"""Token choice in llama.cpp's own sampler chain: one chain per sequence, so sampling runs in C with no per-token
+Python over the vocabulary (penalties, logit bias, grammar, top-k, top-p, min-p, temperature, seeded draw)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+
+import llama_cpp
+import numpy as np
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from runtimes.common import EngineError, token_entry
+
+PENALTY_WINDOW = 64  # generated tokens the repeat/frequency/presence penalties look back over
+
+
+def grammar_text(request: dict) -> str | None:
+    """The GBNF a request's output format asks for, if any."""
+    try:
+        if request.get("grammar"):
+            return request["grammar"]
+        if request.get("json_schema") is not None:
+            return json_schema_to_gbnf(json.dumps(request["json_schema"]))
+    except Exception as exc:
+        raise EngineError(f"cannot build a grammar for the requested format: {exc}", 400, "invalid_format",
+                          "response_format") from exc
+    return JSON_GBNF if request.get("json_object") else None
+
+
+def _logit_bias(values: dict, n_vocab: int):
+    entries = []
+    for key, value in values.items():
+        token = int(key)
+        if not 0 <= token < n_vocab:
+            raise EngineError(f"logit_bias has a token id out of range: {token}", 400, "invalid_value", "logit_bias")
+        entries.append((token, float(value)))
+    array = (llama_cpp.llama_logit_bias * len(entries))()
+    for slot, (token, bias) in zip(array, entries):
+        slot.token, slot.bias = token, bias
+    return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(entries), array)
+
+
+class SamplerChain:
+    """A request's sampler chain. `sample(ctx, i)` picks from the i-th output row of the last decode and records the
+    token in the chain (penalty history, grammar state)."""
+
+    def __init__(self, vocab, n_vocab: int, request: dict, seed: int):
+        sampling = request.get("sampling") or {}
+        self.n_vocab = n_vocab
+        # Plain greedy decoding (temperature 0, no penalties, no grammar) is an argmax: numpy does it in a fraction
+        # of the time the chain takes to build its 50k-entry candidate array.
+        self.argmax_bias: dict[int, float] | None = None
+        if sampling.get("temperature", 0.8) <= 0 and grammar_text(request) is None and \
+                sampling.get("repeat_penalty", 1.1) == 1.0 and not sampling.get("frequency_penalty") and \
+                not sampling.get("presence_penalty"):
+            self.argmax_bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self.chain = llama_cpp.llama_sampler_chain_init(params)
+        add = self._add
+        try:
+            if sampling.get("logit_bias"):
+                add(_logit_bias(sampling["logit_bias"], n_vocab))
+            repeat = sampling.get("repeat_penalty", 1.1)
+            frequency, presence = sampling.get("frequency_penalty", 0.0), sampling.get("presence_penalty", 0.0)
+            if repeat != 1.0 or frequency or presence:
+                # over the answer's own tokens, as llama-cpp-python's generate loop has always done
+                add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, repeat, frequency, presence))
+            grammar = grammar_text(request)
+            if grammar is not None:
+                sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+                if not sampler:
+                    raise EngineError("the grammar could not be parsed", 400, "invalid_format", "response_format")
+                add(sampler)
+            temperature = sampling.get("temperature", 0.8)
+            if temperature <= 0:
+                add(llama_cpp.llama_sampler_init_greedy())
+                return
+            add(llama_cpp.llama_sampler_init_top_k(sampling.get("top_k", 40)))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.get("top_p", 0.95), 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.get("min_p", 0.05), 1))
+            add(llama_cpp.llama_sampler_init_temp(temperature))
+            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, sampler) -> None:
+        llama_cpp.llama_sampler_chain_add(self.chain, sampler)  # the chain owns it from here
+
+    def sample(self, ctx, index: int) -> int:
+        if self.argmax_bias is None:
+            return llama_cpp.llama_sampler_sample(self.chain, ctx, index)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        if self.argmax_bias:
+            logits = logits.copy()
+            for token, bias in self.argmax_bias.items():
+                logits[token] += bias
+        return int(logits.argmax())
+
+    def close(self) -> None:
+        if self.chain:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+def logprobs_entry(ctx, index: int, n_vocab: int, token: int, piece: bytes, top: int, piece_of) -> dict:
+    """The chosen token's log-probability under the model's raw distribution (output row `index` of the last
+    decode), and its `top` most likely alternatives."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    entry = token_entry(piece, float(logprobs[token]))
+    entry["top_logprobs"] = []
+    if top:
+        best = np.argpartition(-logprobs, top)[:top]
+        best = best[np.argsort(-logprobs[best])]
+        entry["top_logprobs"] = [token_entry(piece_of(int(t), special=False), float(logprobs[t])) for t in best]
+    return entry
+
+
+def token_pieces(vocab):
+    """`piece(token, special=True)`: a token's bytes, memoised (the vocabulary never changes)."""
+    cache: dict[tuple[int, bool], bytes] = {}
+    buffer = ctypes.create_string_buffer(256)
+
+    def piece(token: int, special: bool = True) -> bytes:
+        key = (token, special)
+        found = cache.get(key)
+        if found is None:
+            size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, special)
+            if size < 0:
+                big = ctypes.create_string_buffer(-size)
+                size = llama_cpp.llama_token_to_piece(vocab, token, big, len(big), 0, special)
+                found = big.raw[:size]
+            else:
+                found = buffer.raw[:size]
+            cache[key] = found
+        return found
+
+    return piece
