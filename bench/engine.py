@@ -112,7 +112,10 @@ def concurrent(port: int, bodies: list[dict], model: str | None) -> dict:
 
 
 def greedy(messages: list[dict], eos: int, tokens: int = TOKENS) -> dict:
-    return {"messages": messages, "max_tokens": tokens, "temperature": 0, "logit_bias": {str(eos): -100}}
+    """The same sampling on every side, spelled out (the servers' defaults differ: LM Studio's repeat penalty is
+    1.1, llama-server's 1.0)."""
+    return {"messages": messages, "max_tokens": tokens, "temperature": 0, "repeat_penalty": 1.0,
+            "logit_bias": {str(eos): -100}}
 
 
 def raw_single(llm, template: str | None, messages: list[dict], eos: int) -> dict:
@@ -243,8 +246,10 @@ def speculative(env: dict, home: Path, port: int, eos: int) -> dict:
     lms(env, "load", SPEC_KEY, "-c", str(CONTEXT), "--parallel", "1", "-y")
     prompts = [story(f"speculative {i}") for i in range(ROUNDS)]
     stream(port, greedy(story("warm-up"), eos, 16), SPEC_KEY)
-    alone = [stream(port, greedy(p, eos), SPEC_KEY) for p in prompts]
-    drafted = [stream(port, {**greedy(p, eos), "draft_model": BUNDLED_KEY}, SPEC_KEY) for p in prompts]
+    # LM Studio's default sampling (repeat penalty 1.1): the draft guesses as the request's own sampler would
+    bodies = [{k: v for k, v in greedy(p, eos).items() if k != "repeat_penalty"} for p in prompts]
+    alone = [stream(port, body, SPEC_KEY) for body in bodies]
+    drafted = [stream(port, {**body, "draft_model": BUNDLED_KEY}, SPEC_KEY) for body in bodies]
     plain_tps = statistics.median(r["decode"] for r in alone)
     draft_tps = statistics.median(r["decode"] for r in drafted)
     return {"target": target.name, "target_decode": plain_tps, "with_draft_decode": draft_tps,

@@ -23,27 +23,47 @@ import traceback
 
 class Connection:
     """JSON lines both ways. Sending happens on its own thread: the engine thread only queues a message and
-    goes back to decoding, so encoding and the socket write overlap the next token's compute."""
+    goes back to decoding, so encoding and the socket write overlap the next token's compute.
+
+    A batching engine's scheduler thread instead collects its events and writes them itself once per decode step
+    (`flush`): one write per step, between steps, so no other thread of this process wakes while llama.cpp's
+    threads compute (a woken thread preempts one of them, and the others wait at the next barrier)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.reader = sock.makefile("rb")
         self.outbox: queue.SimpleQueue[dict] = queue.SimpleQueue()
+        self.write_lock = threading.Lock()
+        self.step_thread: threading.Thread | None = None
+        self.step_events: list[dict] = []
         threading.Thread(target=self._send_loop, name="sender", daemon=True).start()
 
     def send(self, message: dict) -> None:
-        self.outbox.put(message)
+        if threading.current_thread() is self.step_thread:
+            self.step_events.append(message)
+        else:
+            self.outbox.put(message)
+
+    def flush_step(self) -> None:
+        """Write what the scheduler thread emitted during its last step (called on that thread)."""
+        if self.step_events:
+            batch, self.step_events = self.step_events, []
+            self._write(batch)
+
+    def _write(self, batch: list[dict]) -> None:
+        data = b"".join(json.dumps(m, separators=(",", ":")).encode() + b"\n" for m in batch)
+        try:
+            with self.write_lock:
+                self.sock.sendall(data)
+        except OSError:
+            os._exit(0)  # the daemon is gone
 
     def _send_loop(self) -> None:
         while True:
             batch = [self.outbox.get()]
             while not self.outbox.empty():  # whatever piled up goes out in one write
                 batch.append(self.outbox.get_nowait())
-            data = b"".join(json.dumps(m, separators=(",", ":")).encode() + b"\n" for m in batch)
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                os._exit(0)  # the daemon is gone
+            self._write(batch)
 
     def messages(self):
         for line in self.reader:
@@ -83,6 +103,8 @@ def serve(conn: Connection) -> None:
                     return request_id not in cancelled
 
                 state["engine"] = load_engine(job["runtime"], job["options"], progress)
+                if hasattr(state["engine"], "on_step_end"):
+                    conn.step_thread = state["engine"].on_step_end(conn.flush_step)
                 emit({"type": "loaded", "info": state["engine"].info()})
             elif op == "generate":
                 engine = state["engine"]

@@ -4,6 +4,7 @@ tokens greedily; the target checks them all in one batch (runtimes.llama_cpp.sch
 from __future__ import annotations
 
 import llama_cpp
+import numpy as np
 
 from runtimes.common import EngineError
 from runtimes.llama_cpp.loading import new_context
@@ -37,16 +38,18 @@ class DraftModel:
     def __init__(self, model, name: str, n_ctx: int, n_seq: int, threads: int, n_batch: int = 512):
         self.model, self.name = model, name
         self.n_batch = n_batch
-        self.ctx = new_context(model, n_ctx, n_seq, n_batch, threads, max_outputs=1)  # one guess at a time
+        self.ctx = new_context(model, n_ctx, n_seq, n_batch, threads, max_outputs=n_seq)  # one guess at a time
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         params = llama_cpp.llama_sampler_chain_default_params()
         self.greedy = llama_cpp.llama_sampler_chain_init(params)
         llama_cpp.llama_sampler_chain_add(self.greedy, llama_cpp.llama_sampler_init_greedy())
         self.held: dict[int, list[int]] = {}  # per sequence: the tokens its KV holds
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
 
-    def propose(self, seq: int, tokens: list[int], count: int) -> list[int]:
-        """Up to `count` greedy guesses of what follows `tokens`."""
+    def propose(self, seq: int, tokens: list[int], count: int, pick=None) -> list[int]:
+        """Up to `count` guesses of what follows `tokens`: `pick(logits, guesses so far)` chooses each (the request's
+        own greedy choice: logit bias and penalties applied), else the draft's argmax."""
         held = self.held.get(seq, [])
         keep = min(common_prefix(held, tokens), len(tokens) - 1)
         if not llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1):
@@ -63,7 +66,11 @@ class DraftModel:
             held = tokens[:keep]
         guesses: list[int] = []
         while True:
-            guess = llama_cpp.llama_sampler_sample(self.greedy, self.ctx, -1)
+            if pick is None:
+                guess = llama_cpp.llama_sampler_sample(self.greedy, self.ctx, -1)
+            else:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+                guess = pick(logits, guesses)
             guesses.append(guess)
             if len(guesses) >= count or not self._decode([guess], len(held), seq):
                 break

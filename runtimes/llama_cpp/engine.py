@@ -183,6 +183,12 @@ class LlamaCppEngine:
         finally:
             llama_cpp.llama_batch_free(batch)
 
+    def on_step_end(self, callback) -> threading.Thread:
+        """Have `callback` run on the scheduler thread after every decode step (the worker sends events then);
+        returns that thread."""
+        self.scheduler.step_end = callback
+        return self.scheduler.thread
+
     def embed(self, request: dict) -> dict:
         raise EngineError("This model does not compute embeddings.", 400, "model_not_supported", "model")
 

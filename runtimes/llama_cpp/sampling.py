@@ -48,6 +48,9 @@ class SamplerChain:
     def __init__(self, vocab, n_vocab: int, request: dict, seed: int):
         sampling = request.get("sampling") or {}
         self.n_vocab = n_vocab
+        self.bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
+        self.penalties = (sampling.get("repeat_penalty", 1.1), sampling.get("frequency_penalty", 0.0),
+                          sampling.get("presence_penalty", 0.0))
         # Plain greedy decoding (temperature 0, no penalties, no grammar) is an argmax: numpy does it in a fraction
         # of the time the chain takes to build its 50k-entry candidate array.
         self.argmax_bias: dict[int, float] | None = None
@@ -90,6 +93,8 @@ class SamplerChain:
         llama_cpp.llama_sampler_chain_add(self.chain, sampler)  # the chain owns it from here
 
     def sample(self, ctx, index: int) -> int:
+        if not self.chain:  # a request that already ended: never hand llama.cpp a freed chain
+            raise EngineError("sampling after the request ended", 500, "internal_error")
         if self.argmax_bias is None:
             return llama_cpp.llama_sampler_sample(self.chain, ctx, index)
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
@@ -98,6 +103,24 @@ class SamplerChain:
             for token, bias in self.argmax_bias.items():
                 logits[token] += bias
         return int(logits.argmax())
+
+    def guess(self, logits: np.ndarray, recent: list[int]) -> int:
+        """A draft's best guess at the token this chain would pick greedily: the same logit bias and the same
+        penalties over the same window (`recent`: the answer's tokens so far), then the most likely token."""
+        repeat, frequency, presence = self.penalties
+        if not self.bias and (repeat == 1.0 and not frequency and not presence or not recent):
+            return int(logits.argmax())
+        scores = logits.copy()
+        for token, bias in self.bias.items():
+            scores[token] += bias
+        counts: dict[int, int] = {}
+        for token in recent[-PENALTY_WINDOW:]:
+            counts[token] = counts.get(token, 0) + 1
+        for token, count in counts.items():
+            value = scores[token]
+            value = value / repeat if value > 0 else value * repeat
+            scores[token] = value - count * frequency - presence
+        return int(scores.argmax())
 
     def close(self) -> None:
         if self.chain:

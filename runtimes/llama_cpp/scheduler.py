@@ -52,11 +52,16 @@ class Job:
         self.sampler = sampler
         self.prepare = prepare  # evaluates media into the slot's sequence on admission (images)
         self.draft, self.draft_max = draft, draft_max
+        self.prompt_length = len(tokens)
         self.evaluated = 0
         self.cached = 0
         self.count = 0
         self.draft_stats = {"total": 0, "accepted": 0, "rejected": 0, "ignored": 0}
         self.admitted_at = 0.0
+
+    def guess(self, logits, guesses: list[int]) -> int:
+        """The draft's next guess, chosen as this job's own sampler would choose greedily."""
+        return self.sampler.guess(logits, self.tokens[self.prompt_length:] + guesses)
 
     @property
     def pending(self) -> int:
@@ -75,7 +80,9 @@ class Scheduler:
         self.waiting: collections.deque[Job] = collections.deque()
         self.wake = threading.Condition()
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_slots)
-        threading.Thread(target=self._run, name="scheduler", daemon=True).start()
+        self.step_end: Callable[[], None] = lambda: None  # after every step, on this thread (events go out)
+        self.thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self.thread.start()
 
     # --- from other threads -------------------------------------------------------------------------------
 
@@ -103,6 +110,7 @@ class Scheduler:
                 for slot in self.slots:
                     if slot.job:
                         self._release(slot, error=exc)
+            self.step_end()
 
     def _admit(self) -> None:
         with self.wake:
@@ -118,7 +126,8 @@ class Scheduler:
             slot = max(free, key=lambda s: self._fitness(s, job))
             try:
                 self._place(job, slot)
-            except Exception as exc:
+            except Exception as exc:  # e.g. an image that cannot be decoded: this request fails, alone
+                slot.job = None
                 self._clear(slot)
                 job.fail(exc)
 
@@ -136,7 +145,7 @@ class Scheduler:
         if job.prepare is not None:  # media evaluated straight into the sequence: nothing to reuse
             self._clear(slot)
             job.prepare(job, slot.seq)
-            job.prepare = None
+            job.prepare, job.prompt_length = None, len(job.tokens)
             self._truncate(slot, job, len(job.tokens) - 1)
             return
         want = len(job.tokens) - 1  # the last prompt token is always evaluated: its logits start the answer
@@ -215,7 +224,7 @@ class Scheduler:
             if job.pending != 1:
                 continue
             room = min(job.draft_max, job.limit - job.count - 1, budget - rows - 1, outputs)
-            drafts = job.draft.propose(slot.seq, job.tokens, room) if job.draft and room > 0 else []
+            drafts = job.draft.propose(slot.seq, job.tokens, room, job.guess) if job.draft and room > 0 else []
             outputs -= len(drafts)
             tokens = [job.tokens[-1], *drafts]
             self._fill(rows, tokens, job.evaluated, slot.seq, logits=True)
