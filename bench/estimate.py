@@ -60,16 +60,18 @@ def measure() -> list[dict]:
             [model] = DaemonClient(path=str(socket_path(home))).get("/lms/ps")  # with the worker's pid
             peak = _peak_rss(model["pid"])
             _lms(env, "unload", "measured")
-            estimate = plan["memory"]["totalBytes"]
-            rows.append({"model": key, "context": context, "estimate_bytes": estimate, "peak_rss_bytes": peak,
-                         "error": estimate / peak - 1})
+            # The host prefix cache is empty right after a load: its capacity is compared only once it fills.
+            estimate = plan["memory"]["totalBytes"] - plan["parts"].get("prefixCache", 0)
+            rows.append({"model": key, "context": context, "parallel": plan.get("parallel", 1),
+                         "estimate_bytes": estimate, "peak_rss_bytes": peak, "error": estimate / peak - 1,
+                         "prefix_cache_capacity_bytes": plan["parts"].get("prefixCache", 0)})
     finally:
         subprocess.run([sys.executable, "-m", "lms", "daemon", "down"], env=env, cwd=REPO, capture_output=True)
     return rows
 
 
 def rows(results: list[dict]) -> list[tuple[str, str, str]]:
-    return [(f"estimate vs peak RSS, {r['model'].split('/')[1]} @ {r['context']} "
+    return [(f"estimate vs peak RSS, {r['model'].split('/')[1]} @ {r['context']} x{r.get('parallel', 1)} slots "
              f"({r['estimate_bytes'] / 2**20:.0f} / {r['peak_rss_bytes'] / 2**20:.0f} MiB)",
              f"{r['error'] * 100:+.1f}%", "within ±10%") for r in results]
 

@@ -8,6 +8,8 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 - `lms get` download throughput / curl of the same file from the same local Hub server >= 0.8 (bench/download.py)
 - `lms load --estimate-only` within ±10% of the worker's measured peak RSS (bench/estimate.py)
 - MLX streaming decode through the API / raw mlx_lm.stream_generate >= 0.9 (bench/mlx.py)
+- against llama-server built from the same llama.cpp (bench/engine.py): single-stream decode >= 0.95x, aggregate
+  with 4 concurrent streams >= 1.0x, shared 1,000-token prefix TTFT <= 20% of cold, speculative decoding >= 1.3x
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import download as download_bench  # noqa: E402
+from bench import engine as engine_bench  # noqa: E402
 from bench import estimate as estimate_bench  # noqa: E402
 from bench import mlx as mlx_bench  # noqa: E402
 from lms.generation.chat_template import render  # noqa: E402
@@ -211,12 +214,15 @@ def main() -> int:
     rows += estimate_bench.rows(estimates)
     mlx = mlx_bench.measure()
     rows += mlx_bench.rows(mlx)
+    engine = engine_bench.measure()
+    rows += engine_bench.rows(engine)
     results.update({
         "raw_tokens_per_second": raw_tps, "lms_tokens_per_second": lms_tps, "decode_ratio": lms_tps / raw_tps,
         "raw_ttft_ms": raw_ttft * 1000, "lms_ttft_ms": lms_ttft * 1000,
         "ttft_overhead_ms": ttft_overhead * 1000, "ttft_pairs_ms": [[b * 1000, s * 1000] for b, s in ttft_pairs],
         "ps_json_median_ms": statistics.median(timings) * 1000, "daemon_idle_rss_mb": rss / 1e6,
         "responses_follow_up": follow_up, "downloads": downloads, "memory_estimates": estimates, "mlx": mlx,
+        "engine": engine,
     })
     width = max(len(r[0]) for r in rows)
     print(f"{'metric'.ljust(width)}  {'value':>10}  target")
