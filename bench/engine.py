@@ -149,7 +149,7 @@ def long_prefix(nonce: str) -> str:
 
 def prefix_reuse(port: int, model: str | None, eos: int) -> dict:
     """TTFT of a request whose ~1,000-token prefix an earlier request evaluated, against that cold request."""
-    ratios, cold_ms, warm_ms, prompt_tokens = [], [], [], 0
+    ratios, cold_ms, warm_ms = [], [], []
     for round_ in range(ROUNDS):
         system = {"role": "system", "content": long_prefix(f"{time.time_ns()}-{round_}")}
         cold = stream(port, greedy([system, {"role": "user", "content": "Which hour is the lamp logged?"}], eos, 8),
@@ -160,7 +160,7 @@ def prefix_reuse(port: int, model: str | None, eos: int) -> dict:
         cold_ms.append(cold["ttft"] * 1000)
         warm_ms.append(warm["ttft"] * 1000)
     return {"cold_ttft_ms": statistics.median(cold_ms), "warm_ttft_ms": statistics.median(warm_ms),
-            "ratio": statistics.median(ratios), "prompt_tokens": prompt_tokens}
+            "ratio": statistics.median(ratios)}
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -41,15 +41,12 @@ class DraftModel:
         self.ctx = new_context(model, n_ctx, n_seq, n_batch, threads, max_outputs=n_seq)  # one guess at a time
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        params = llama_cpp.llama_sampler_chain_default_params()
-        self.greedy = llama_cpp.llama_sampler_chain_init(params)
-        llama_cpp.llama_sampler_chain_add(self.greedy, llama_cpp.llama_sampler_init_greedy())
         self.held: dict[int, list[int]] = {}  # per sequence: the tokens its KV holds
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
 
-    def propose(self, seq: int, tokens: list[int], count: int, pick=None) -> list[int]:
+    def propose(self, seq: int, tokens: list[int], count: int, pick) -> list[int]:
         """Up to `count` guesses of what follows `tokens`: `pick(logits, guesses so far)` chooses each (the request's
-        own greedy choice: logit bias and penalties applied), else the draft's argmax."""
+        own greedy choice: logit bias and penalties applied)."""
         held = self.held.get(seq, [])
         keep = min(common_prefix(held, tokens), len(tokens) - 1)
         if not llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1):
@@ -66,11 +63,8 @@ class DraftModel:
             held = tokens[:keep]
         guesses: list[int] = []
         while True:
-            if pick is None:
-                guess = llama_cpp.llama_sampler_sample(self.greedy, self.ctx, -1)
-            else:
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
-                guess = pick(logits, guesses)
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+            guess = pick(logits, guesses)
             guesses.append(guess)
             if len(guesses) >= count or not self._decode([guess], len(held), seq):
                 break

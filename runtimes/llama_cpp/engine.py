@@ -192,9 +192,6 @@ class LlamaCppEngine:
     def embed(self, request: dict) -> dict:
         raise EngineError("This model does not compute embeddings.", 400, "model_not_supported", "model")
 
-    def cache_bytes(self) -> int:
-        return self.host_cache.used
-
 
 class _Stream:
     """One job's tokens turned into events: text (UTF-8 safe, held back at possible stop strings), logprobs,
@@ -214,6 +211,7 @@ class _Stream:
         self.pending_logprobs: list[dict] = []
         self.first_token_at: float | None = None
         self.produced = 0
+        self.prompt_tokens = 0  # known at the first token (with images, once the projector has split the prompt)
         self.job: Job | None = None
 
     def on_token(self, job: Job, token: int, row: int) -> bool:
@@ -254,7 +252,7 @@ class _Stream:
         if reason != "cancelled" and (tail or self.pending_logprobs):
             self.emit(text_event(tail, self.pending_logprobs))
         job = self.job
-        done = done_event(reason, getattr(self, "prompt_tokens", len(job.tokens)), self.produced, job.cached,
+        done = done_event(reason, self.prompt_tokens or len(job.tokens), self.produced, job.cached,
                           self.reasoning.tokens, self.started, self.first_token_at, time.perf_counter())
         if self.draft is not None:
             stats = job.draft_stats

@@ -49,15 +49,13 @@ class SamplerChain:
         sampling = request.get("sampling") or {}
         self.n_vocab = n_vocab
         self.bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
-        self.penalties = (sampling.get("repeat_penalty", 1.1), sampling.get("frequency_penalty", 0.0),
-                          sampling.get("presence_penalty", 0.0))
+        self.penalties = (float(sampling.get("repeat_penalty", 1.1)), float(sampling.get("frequency_penalty", 0.0)),
+                          float(sampling.get("presence_penalty", 0.0)))
         # Plain greedy decoding (temperature 0, no penalties, no grammar) is an argmax: numpy does it in a fraction
         # of the time the chain takes to build its 50k-entry candidate array.
-        self.argmax_bias: dict[int, float] | None = None
-        if sampling.get("temperature", 0.8) <= 0 and grammar_text(request) is None and \
-                sampling.get("repeat_penalty", 1.1) == 1.0 and not sampling.get("frequency_penalty") and \
-                not sampling.get("presence_penalty"):
-            self.argmax_bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
+        grammar = grammar_text(request)
+        self.plain_greedy = sampling.get("temperature", 0.8) <= 0 and grammar is None and \
+            self.penalties == (1.0, 0.0, 0.0)
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(params)
@@ -65,12 +63,9 @@ class SamplerChain:
         try:
             if sampling.get("logit_bias"):
                 add(_logit_bias(sampling["logit_bias"], n_vocab))
-            repeat = sampling.get("repeat_penalty", 1.1)
-            frequency, presence = sampling.get("frequency_penalty", 0.0), sampling.get("presence_penalty", 0.0)
-            if repeat != 1.0 or frequency or presence:
+            if self.penalties != (1.0, 0.0, 0.0):
                 # over the answer's own tokens, as llama-cpp-python's generate loop has always done
-                add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, repeat, frequency, presence))
-            grammar = grammar_text(request)
+                add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, *self.penalties))
             if grammar is not None:
                 sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
                 if not sampler:
@@ -95,14 +90,9 @@ class SamplerChain:
     def sample(self, ctx, index: int) -> int:
         if not self.chain:  # a request that already ended: never hand llama.cpp a freed chain
             raise EngineError("sampling after the request ended", 500, "internal_error")
-        if self.argmax_bias is None:
+        if not self.plain_greedy:
             return llama_cpp.llama_sampler_sample(self.chain, ctx, index)
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
-        if self.argmax_bias:
-            logits = logits.copy()
-            for token, bias in self.argmax_bias.items():
-                logits[token] += bias
-        return int(logits.argmax())
+        return self.guess(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,)), [])
 
     def guess(self, logits: np.ndarray, recent: list[int]) -> int:
         """A draft's best guess at the token this chain would pick greedily: the same logit bias and the same

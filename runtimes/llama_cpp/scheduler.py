@@ -7,9 +7,8 @@ so the streams already running keep flowing.
 
 Prefix reuse: a new request starts from the longest token prefix it shares with any slot (its own, copied from
 another slot's sequence, or restored from the host cache of finished sequences), and only the rest is evaluated.
-When the shared KV pool runs out, idle slots give up their cache first, then the newest request is paused and
-re-queued (its prompt and output so far are evaluated again when it resumes), so nothing fails for lack of room
-while an older request can still finish.
+Each slot has its own KV stream of the whole context, and requests are limited to that context when they start,
+so no step can run out of KV room.
 """
 
 from __future__ import annotations
@@ -90,10 +89,6 @@ class Scheduler:
         with self.wake:
             self.waiting.append(job)
             self.wake.notify()
-
-    def busy(self) -> tuple[int, int]:
-        """(requests generating, requests waiting for a slot)"""
-        return sum(1 for s in self.slots if s.job), len(self.waiting)
 
     # --- the scheduling thread ------------------------------------------------------------------------------
 
@@ -246,10 +241,7 @@ class Scheduler:
             rows += take
         batch.n_tokens = rows
         result = llama_cpp.llama_decode(self.ctx, batch)
-        if result == 1:
-            self._make_room()
-            return
-        if result != 0:
+        if result != 0:  # the step's requests fail (see _run); the worker stays up
             raise EngineError(f"llama.cpp decode failed (error {result})", 500, "decode_failed")
         for slot, row, count, drafts, sampled in plan:
             job = slot.job
@@ -306,24 +298,3 @@ class Scheduler:
             batch.n_seq_id[row] = 1
             batch.seq_id[row][0] = seq
             batch.logits[row] = logits
-
-    def _make_room(self) -> None:
-        """The KV pool is full: drop idle slots' caches, or else pause the newest request."""
-        idle = [s for s in self.slots if s.job is None and s.tokens]
-        if idle:
-            for slot in idle:
-                self._keep_in_host_cache(slot, 0)
-                self._clear(slot)
-            return
-        running = sorted((s for s in self.slots if s.job), key=lambda s: s.job.admitted_at)
-        if len(running) == 1:
-            self._release(running[0], error=EngineError(
-                "The context is full: this request's prompt and answer do not fit in the model's context.",
-                400, "context_length_exceeded"))
-            return
-        newest = running[-1]
-        job, newest.job = newest.job, None
-        self._clear(newest)
-        job.evaluated = 0
-        with self.wake:
-            self.waiting.appendleft(job)
