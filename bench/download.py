@@ -23,7 +23,7 @@ from lms.config import socket_path  # noqa: E402
 from lms.store.catalog import bundled_model_file  # noqa: E402
 from tests.hf_server import FakeHub  # noqa: E402
 
-ROUNDS = 5
+ROUNDS = 7
 REPO_ID = "bench/Download-GGUF"
 
 
@@ -70,7 +70,10 @@ def measure(link_bytes_per_second: int | None = None) -> dict:
         client = DaemonClient(path=str(socket_path(home)))
         try:
             curl, lms = [], []
-            _curl_seconds(url, home / "warm")  # the page cache holds the file for both sides
+            # One untimed run of each side first: the page cache holds the file for both, and neither side's first
+            # transfer (new process, new buffers, the daemon's first job) weighs on the median.
+            _curl_seconds(url, home / "warm")
+            _lms_seconds(client, home, hub_url)
             for _ in range(ROUNDS):  # interleaved: drift in machine load hits both alike
                 curl.append(_curl_seconds(url, home / "curl.gguf"))
                 lms.append(_lms_seconds(client, home, hub_url))
