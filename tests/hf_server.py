@@ -64,6 +64,7 @@ class ServedRequest(NamedTuple):
     path: str  # the URL path, percent-decoded, without the query
     range: str | None  # the Range header as the client sent it
     bytes_sent: int
+    authorization: str | None = None  # the Authorization header as the client sent it
 
 
 class HubError(Exception):
@@ -152,6 +153,7 @@ class Repo:
     pipeline_tag: str | None
     extra: dict[str, Any]
     sha: str = ""
+    token: str | None = None  # a private repository: only `Authorization: Bearer <token>` sees it
 
     def __post_init__(self) -> None:
         self.sha = self.sha or fake_hex(f"commit:{self.repo_id}")
@@ -183,7 +185,7 @@ class Repo:
             "sha": self.sha,
             "lastModified": LAST_MODIFIED,
             "createdAt": CREATED_AT,
-            "private": False,
+            "private": self.token is not None,
             "gated": False,
             "disabled": False,
             "downloads": self.downloads,
@@ -255,11 +257,14 @@ class FakeHub:
         library_name: str | None = None,
         pipeline_tag: str | None = "text-generation",
         extra: Mapping[str, Any] | None = None,
+        token: str | None = None,
     ) -> Repo:
         """Register (or replace) a model repository; `files` maps the path inside the repo to a file on disk.
 
         `library_name` defaults to the first known library among the tags; `extra` adds fields to the model
         info JSON as the hub would send them (e.g. `{"gguf": {"context_length": 8192}}` or `{"cardData": ...}`).
+        With `token` the repository is private: without that bearer token it is answered as the hub answers an
+        anonymous client (401, RepoNotFound), and it is left out of searches.
         """
         tags = list(tags or [])
         hub_files = {}
@@ -268,7 +273,8 @@ class FakeHub:
             hub_files[path.strip("/")] = HubFile(path=path.strip("/"), local=local, size=local.stat().st_size)
         if library_name is None:
             library_name = next((tag for tag in KNOWN_LIBRARIES if tag in tags), None)
-        repo = Repo(repo_id, hub_files, tags, downloads, likes, library_name, pipeline_tag, dict(extra or {}))
+        repo = Repo(repo_id, hub_files, tags, downloads, likes, library_name, pipeline_tag, dict(extra or {}),
+                    token=token)
         self.repos[repo_id] = repo
         return repo
 
@@ -455,12 +461,17 @@ class _HubHandler(BaseHTTPRequestHandler):
         except HubError as error:
             self._send_error(error)
 
+    def _may_see(self, repo: Repo) -> bool:
+        return repo.token is None or self.headers.get("Authorization") == f"Bearer {repo.token}"
+
     def _find_repo(self, segments: list[str], keywords: tuple[str, ...]) -> tuple[Repo, list[str]]:
         """The repository the path starts with ("org/name", or a legacy "name") and the segments after it."""
         found = False
         for length in (2, 1):
             repo = self.hub.repos.get("/".join(segments[:length]))
             following = segments[length] if len(segments) > length else ""
+            if repo is not None and not self._may_see(repo):
+                raise HubError(401, "RepoNotFound", "Repository Not Found: private, and no valid token was sent")
             if repo is not None and following in keywords:
                 return repo, segments[length:]
             found = found or repo is not None
@@ -497,6 +508,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             if search in repo.repo_id.lower()
             and filters <= set(repo.tags) | {repo.library_name}
             and (author is None or repo.author == author)
+            and self._may_see(repo)
         ]
         sort = query.get("sort", [None])[-1]
         if sort in ("downloads", "likes"):  # the hub sorts descending, most downloaded first
@@ -541,7 +553,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         try:
             self._resolve(method, path, segments)
         except HubError:
-            self.hub.requests.append(ServedRequest(method, path, self.headers.get("Range"), 0))
+            self.hub.requests.append(ServedRequest(method, path, self.headers.get("Range"), 0,
+                                                   self.headers.get("Authorization")))
             raise
 
     def _resolve(self, method: str, path: str, segments: list[str]) -> None:
@@ -566,7 +579,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(last - first + 1))
         self.end_headers()
         if method == "HEAD":
-            self.hub.requests.append(ServedRequest(method, path, range_header, 0))
+            self.hub.requests.append(ServedRequest(method, path, range_header, 0, self.headers.get("Authorization")))
             return
 
         self.hub._body_started()
@@ -574,7 +587,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         try:
             sent = self._send_file(repo, hub_file, first, last - first + 1)
         finally:
-            self.hub._body_ended(ServedRequest(method, path, range_header, sent))
+            self.hub._body_ended(ServedRequest(method, path, range_header, sent, self.headers.get("Authorization")))
 
     def _file_headers(self, repo: Repo, hub_file: HubFile) -> dict[str, str]:
         """What the client reads from HEAD: the commit, the ETag it caches files by, the size."""

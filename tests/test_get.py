@@ -24,6 +24,7 @@ Q8_PARTS = ["SmolLM2-135M-Instruct-Q8_0-00001-of-00002.gguf", "SmolLM2-135M-Inst
 KEY = "lmstudio-community/smollm2-135m-instruct"
 CORRUPT_ID = "lms-test/Corrupt-SmolLM2-GGUF"
 MLX_ID = "lmstudio-community/SmolLM2-135M-Instruct-MLX-4bit"
+PRIVATE_ID = "lms-test/Private-SmolLM2-GGUF"
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,29 @@ def test_a_corrupted_download_is_rejected_and_not_listed(lms_hub):
     assert job["status"] == "failed" and "sha256" in job["error"]
     assert downloaded(lms_hub, "lms-test/") == []
     assert not list((lms_hub.home / "models").rglob("Corrupt*"))
+
+
+def test_a_private_repository_needs_hf_token(tmp_path, hub):
+    """HF_TOKEN from the shell of `lms get` reaches the Hub on every call the daemon makes, file downloads too."""
+    from lms.store.catalog import bundled_model_file
+
+    hub.add_repo(PRIVATE_ID, {"Private-SmolLM2-Q4_1.gguf": bundled_model_file()}, tags=["gguf"], token="hf_s3cret")
+    anonymous = new_lms(tmp_path / "anonymous", hub)
+    try:
+        refused = anonymous.run("get", PRIVATE_ID, "-y", check=False)
+        assert refused.returncode == 1 and "HF_TOKEN" in refused.stderr
+    finally:
+        anonymous.stop()
+    member = new_lms(tmp_path / "member", hub, HF_TOKEN="hf_s3cret")
+    try:
+        job = job_of(member, PRIVATE_ID)
+        assert job["status"] == "completed", job
+        assert [m["modelKey"] for m in downloaded(member, "lms-test/private")] == ["lms-test/private-smollm2"]
+        hub.wait_idle()
+        fetched = [r for r in hub.requests if r.path.startswith(f"/{PRIVATE_ID}/resolve/") and r.bytes_sent]
+        assert fetched and all(r.authorization == "Bearer hf_s3cret" for r in fetched)
+    finally:
+        member.stop()
 
 
 def _wait_for(predicate, timeout: float = 120, every: float = 0.1):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lms.store.catalog import bundled_model_file
 from lms.store import transfer
+from lms.store.catalog import bundled_model_file
 from lms.store.transfer import TransferError, fetch
 from tests.hf_server import FakeHub
 
