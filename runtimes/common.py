@@ -13,6 +13,15 @@ class EngineError(Exception):
         self.status, self.code, self.param = status, code, param
 
 
+def start_of_empty_prompt(bos: int | None) -> list[int]:
+    """An empty prompt (OpenAI accepts "") starts from the model's beginning-of-text token; a model without one
+    has nothing to start from."""
+    if bos is None or bos < 0:
+        raise EngineError("The prompt is empty, and this model has no beginning-of-text token to start from.", 400,
+                          "invalid_value", "prompt")
+    return [bos]
+
+
 def physical_cores() -> int:
     try:
         import psutil

@@ -46,6 +46,10 @@ def test_unknown_model_is_404_listing_available(served):
     ({"messages": []}, "messages"),
     ({}, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}, "response_format.type"),
+    ({"messages": [{"role": "assistant", "tool_calls": 1}]}, "messages.0.tool_calls"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{}]}]}, "messages.0.tool_calls.0.function"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}]},
+     "messages.0.tool_calls.0.function.name"),
 ])
 def test_invalid_chat_parameters_are_400_naming_the_parameter(served, body, param):
     error = _error(_post(served, "/v1/chat/completions", json={"model": CHAT_MODEL, **body}), 400)
@@ -86,6 +90,32 @@ def test_embedding_model_cannot_chat_and_chat_model_cannot_embed(served):
         "model": EMBEDDING_MODEL, "messages": [{"role": "user", "content": "hi"}]}), 400)
     _error(_post(served, "/v1/embeddings", json={"model": CHAT_MODEL, "input": "hi"}), 400)
     _error(_post(served, "/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": []}), 400)
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"input": "hi", "integrations": 5}, "integrations"),
+    ({"input": "hi", "reasoning": ["high"]}, "reasoning"),
+])
+def test_wrongly_typed_fields_of_native_chat_are_400(served, body, param):
+    error = _error(_post(served, "/api/v1/chat", json={"model": CHAT_MODEL, **body}), 400)
+    assert error["param"] == param
+
+
+@pytest.mark.parametrize("extra,field", [({"tools": 5}, "tools"), ({"tools": [1]}, "tools"),
+                                         ({"thinking": "on"}, "thinking")])
+def test_wrongly_typed_fields_of_anthropic_messages_are_400_in_its_shape(served, extra, field):
+    response = _post(served, "/v1/messages", json={"model": CHAT_MODEL, "max_tokens": 3, **extra,
+                                                   "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400, response.text
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error" and field in response.json()["error"]["message"]
+
+
+def test_an_empty_completion_prompt_starts_from_the_beginning_of_text(served, chat_model):
+    response = _post(served, "/v1/completions", json={"model": chat_model, "prompt": "", "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] == 1
+    assert response.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_daemon_survives_all_of_the_above(served):

@@ -118,6 +118,13 @@ def _tool_choice(choice) -> tuple[object, bool]:
     raise _bad("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
 
 
+def _list_of_objects(body: dict, name: str) -> list[dict]:
+    value = body.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _bad(f"'{name}' must be a list of objects", name)
+    return value
+
+
 def to_chat(body: dict) -> ChatCompletionBody:
     if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
         raise GenerationError("'max_tokens' is required and must be a positive integer", status=400,
@@ -125,8 +132,10 @@ def to_chat(body: dict) -> ChatCompletionBody:
     choice, parallel = _tool_choice(body.get("tool_choice"))
     tools = [{"type": "function", "function": {"name": t.get("name"), "description": t.get("description") or "",
                                                "parameters": t.get("input_schema") or {"type": "object"}}}
-             for t in body.get("tools") or [] if isinstance(t, dict)]
+             for t in _list_of_objects(body, "tools")]
     thinking = body.get("thinking") or {}
+    if not isinstance(thinking, dict):
+        raise _bad("'thinking' must be an object: {type: enabled, budget_tokens} or {type: disabled}", "thinking")
     chat = {"model": body.get("model"), "messages": _messages(body), "max_tokens": body["max_tokens"],
             "stop": body.get("stop_sequences"), "temperature": body.get("temperature"), "top_p": body.get("top_p"),
             "top_k": body.get("top_k"), "stream": bool(body.get("stream")), "tools": tools or None,

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lms.api.anthropic import messages
-from lms.api.errors import EXCEPTION_HANDLERS, error_body
+from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected, error_body
 from lms.api.native.routes import native_routes
 from lms.api.openai.chat import chat_completions
 from lms.api.openai.completions import completions
@@ -81,6 +81,7 @@ def build_public_app(state, *, cors: bool = False, api_token: str | None = None,
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]))
     if api_token:
         middleware.append(Middleware(RequireToken, token=api_token))
+    middleware.insert(0, Middleware(CatchUnexpected))
     middleware.insert(0, Middleware(CountRequests, metrics=state.metrics))
     app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     # mcp.json servers run programs on this machine: over HTTP only for authenticated clients, as in LM Studio

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lms.generation.request import GenerationError
 
 APIError = GenerationError  # one exception type from the worker to the wire
+log = logging.getLogger("lms.server")
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -53,8 +57,41 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
-async def handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+def internal_error(exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(f"Internal error: {exc}", "server_error", None, "internal_error"), status_code=500)
+
+
+async def handle_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    return internal_error(exc)
+
+
+class CatchUnexpected:
+    """A bug in a route becomes a logged 500 in the OpenAI shape, and the client's keep-alive connection stays
+    usable. (Starlette's last-resort handler answers too, but then re-raises to the server, which drops the
+    connection: the client's next request on it was reset.) A response already under way cannot be replaced:
+    that error still goes up, and the connection is closed, so the client sees the answer was cut."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("Internal error on %s %s", scope.get("method"), scope.get("path"))
+            await internal_error(exc)(scope, receive, send)
 
 
 EXCEPTION_HANDLERS = {

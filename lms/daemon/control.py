@@ -13,13 +13,14 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from lms import __version__, config
 from lms.api.app import api_routes, share_state
-from lms.api.errors import EXCEPTION_HANDLERS, APIError
+from lms.api.errors import EXCEPTION_HANDLERS, APIError, CatchUnexpected
 from lms.api.http import read_json
 from lms.daemon import control_models
 from lms.generation.request import GenerationError
@@ -208,7 +209,7 @@ def build_control_app(daemon) -> Starlette:
         *control_models.routes(),
         *api_routes(),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
     # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`
     share_state(app, daemon, allow_remote_mcp=daemon.settings.allow_remote_mcp, allow_mcp_json=True)

@@ -24,6 +24,7 @@ from runtimes.common import (
     done_event,
     generation_limits,
     physical_cores,
+    start_of_empty_prompt,
     text_event,
 )
 from runtimes.llama_cpp.draft import DraftModel, check_vocabularies
@@ -134,7 +135,7 @@ class LlamaCppEngine:
             raise EngineError("This model has no vision projector: it cannot take images.", 400,
                               "model_not_supported", "messages")
         # With images the tokens are known once the projector has split the prompt; the text alone sizes the limit.
-        tokens = self.tokenize(text)
+        tokens = self.tokenize(text) or ([] if images else start_of_empty_prompt(llama_cpp.llama_vocab_bos(self.vocab)))
         limit, seed = generation_limits(request, len(tokens), self.n_ctx)
         spec = request.get("draft")
         draft = self._draft(spec) if spec else self.default_draft

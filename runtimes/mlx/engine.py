@@ -22,6 +22,7 @@ from runtimes.common import (
     ReasoningCounter,
     done_event,
     generation_limits,
+    start_of_empty_prompt,
     text_event,
     token_entry,
 )
@@ -68,7 +69,7 @@ class MlxEngine:
     def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
         if request.get("messages") is None:
             self.prompt_text = request.get("prompt") or ""
-            return self.tokenize(self.prompt_text), False
+            return self.tokenize(self.prompt_text) or start_of_empty_prompt(self.tokenizer.bos_token_id), False
         try:
             text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
                           eos_token=self.eos_text, tools=request.get("tools"),

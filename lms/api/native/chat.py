@@ -75,10 +75,13 @@ def to_responses(body: dict) -> CreateResponse:
     if previous is not None and (not isinstance(previous, str) or not previous.startswith("resp_")):
         raise _bad("'previous_response_id' must be a response id starting with 'resp_'", "previous_response_id")
     reasoning = body.get("reasoning")
-    if reasoning is not None and reasoning not in REASONING:
+    if reasoning is not None and (not isinstance(reasoning, str) or reasoning not in REASONING):
         raise _bad(f"'reasoning' must be one of {', '.join(REASONING)}", "reasoning")
+    integrations = body.get("integrations") or []
+    if not isinstance(integrations, list):
+        raise _bad("'integrations' must be a list", "integrations")
     translated = {"model": body["model"], "input": _input(body["input"]), "instructions": body.get("system_prompt"),
-                  "tools": [_integration(v, i) for i, v in enumerate(body.get("integrations") or [])],
+                  "tools": [_integration(v, i) for i, v in enumerate(integrations)],
                   **{key: body[key] for key in SAMPLING if body.get(key) is not None}}
     if reasoning:
         translated["reasoning"] = {"effort": REASONING[reasoning]}

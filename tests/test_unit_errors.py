@@ -1,0 +1,68 @@
+"""CatchUnexpected: a bug in a route is a 500 in the OpenAI shape on a connection that stays usable."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
+from tests.conftest import free_port
+
+
+async def broken(_request):
+    raise RuntimeError("a bug")
+
+
+async def fine(_request):
+    return JSONResponse({"ok": True})
+
+
+async def broken_midway(_request):
+    async def body():
+        yield b"partial"
+        raise RuntimeError("a bug after the answer started")
+
+    return StreamingResponse(body())
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = Starlette(routes=[Route("/broken", broken), Route("/fine", fine), Route("/midway", broken_midway)],
+                    middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="critical")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(running.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{config.port}"
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_bug_is_a_500_in_the_openai_shape_and_the_connection_is_kept(server):
+    with httpx.Client(base_url=server) as client:
+        for _ in range(3):
+            broken_answer = client.get("/broken")
+            assert broken_answer.status_code == 500
+            assert broken_answer.json()["error"] == {"message": "Internal error: a bug", "type": "server_error",
+                                                     "param": None, "code": "internal_error"}
+            assert broken_answer.headers.get("connection") != "close"
+            assert client.get("/fine").json() == {"ok": True}  # same pooled connection, not reset
+
+
+def test_a_bug_after_the_answer_started_cuts_it(server):
+    with httpx.Client(base_url=server) as client:
+        with pytest.raises(httpx.HTTPError):
+            client.get("/midway").read()
+        assert client.get("/fine").json() == {"ok": True}
