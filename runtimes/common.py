@@ -13,6 +13,11 @@ class EngineError(Exception):
         self.status, self.code, self.param = status, code, param
 
 
+def format_param(request: dict) -> str:
+    """The request field an output-format error is about (a grammar, a response format, forced tool calls)."""
+    return "grammar" if request.get("grammar") else request.get("format_param") or "response_format"
+
+
 def start_of_empty_prompt(bos: int | None) -> list[int]:
     """An empty prompt (OpenAI accepts "") starts from the model's beginning-of-text token; a model without one
     has nothing to start from."""

@@ -111,6 +111,24 @@ def test_wrongly_typed_fields_of_anthropic_messages_are_400_in_its_shape(served,
     assert response.json()["error"]["type"] == "invalid_request_error" and field in response.json()["error"]["message"]
 
 
+BROKEN_SCHEMA = {"$ref": "#/$defs/missing"}  # neither grammar builder can follow a reference to nothing
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": BROKEN_SCHEMA}}}, "response_format"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required", "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": BROKEN_SCHEMA}}]}, "tools"),
+    ("/v1/responses", {"input": "hi", "text": {"format": {"type": "json_schema", "name": "x",
+                                                          "schema": BROKEN_SCHEMA}}}, "text.format"),
+    ("/v1/responses", {"input": "hi", "tool_choice": "required",
+                       "tools": [{"type": "function", "name": "f", "parameters": BROKEN_SCHEMA}]}, "tools"),
+])
+def test_a_schema_no_grammar_can_follow_is_400_naming_where_it_came_from(served, chat_model, path, body, param):
+    error = _error(_post(served, path, json={"model": chat_model, "max_tokens": 4, **body}), 400)
+    assert error["param"] == param
+
+
 def test_an_empty_completion_prompt_starts_from_the_beginning_of_text(served, chat_model):
     response = _post(served, "/v1/completions", json={"model": chat_model, "prompt": "", "max_tokens": 4})
     assert response.status_code == 200, response.text

@@ -44,6 +44,7 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF
     json_schema: dict | None = None  # constrain output to this schema (by grammar)
     json_object: bool = False  # constrain output to any JSON object
+    format_param: str = "response_format"  # the request field the schema came from, named by format errors
     tools: list[dict] | None = None  # handed to the chat template
     logprobs: int | None = None  # None: none; N >= 0: each token's logprob and its N most likely alternatives
     reasoning_start: str | None = None  # "detect": output may open with <think>; "inside": the prompt opened it

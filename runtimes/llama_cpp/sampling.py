@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from runtimes.common import EngineError, token_entry
+from runtimes.common import EngineError, format_param, token_entry
 
 PENALTY_WINDOW = 64  # generated tokens the repeat/frequency/presence penalties look back over
 
@@ -24,7 +24,7 @@ def grammar_text(request: dict) -> str | None:
             return json_schema_to_gbnf(json.dumps(request["json_schema"]))
     except Exception as exc:
         raise EngineError(f"cannot build a grammar for the requested format: {exc}", 400, "invalid_format",
-                          "response_format") from exc
+                          format_param(request)) from exc
     return JSON_GBNF if request.get("json_object") else None
 
 
@@ -69,7 +69,7 @@ class SamplerChain:
             if grammar is not None:
                 sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
                 if not sampler:
-                    raise EngineError("the grammar could not be parsed", 400, "invalid_format", "response_format")
+                    raise EngineError("the grammar could not be parsed", 400, "invalid_format", format_param(request))
                 add(sampler)
             temperature = sampling.get("temperature", 0.8)
             if temperature <= 0:

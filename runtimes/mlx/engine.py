@@ -21,6 +21,7 @@ from runtimes.common import (
     Progress,
     ReasoningCounter,
     done_event,
+    format_param,
     generation_limits,
     start_of_empty_prompt,
     text_event,
@@ -153,8 +154,8 @@ class MlxEngine:
                 self._grammar_index = TokenizerIndex(self.tokenizer)
             return GrammarProcessor(self._grammar_index, grammar, fed_prompt)
         except ValueError as exc:
-            param = "grammar" if request.get("grammar") else "response_format"
-            raise EngineError(f"The grammar cannot be used: {exc}", 400, "invalid_grammar", param) from exc
+            raise EngineError(f"The grammar cannot be used: {exc}", 400, "invalid_grammar",
+                              format_param(request)) from exc
 
     def _logprobs(self, token: int, logprobs, top: int) -> dict:
         import mlx.core as mx

@@ -185,7 +185,8 @@ class ChatCompletionBody(SamplingBody):
         request = GenerationRequest(
             messages=[m.for_template() for m in self.messages], sampling=self.sampling(),
             max_tokens=self.max_new_tokens(), stop=self.stops(), tools=plan.template_tools, grammar=self.grammar,
-            json_schema=plan.json_schema, reasoning_start=None if effort == "none" else "detect",
+            json_schema=plan.json_schema, format_param="tools" if plan.forced else "response_format",
+            reasoning_start=None if effort == "none" else "detect",
             template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
             draft_model=self.draft_model,
         )

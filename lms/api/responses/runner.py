@@ -224,6 +224,7 @@ class ResponseRun:
             json_schema=plan.json_schema if plan.forced else (fmt.schema_ or {}) if fmt.type == "json_schema"
             else None,
             json_object=fmt.type == "json_object" and not plan.forced,
+            format_param="tools" if plan.forced else "text.format",
             logprobs=(body.top_logprobs or 0) if body.wants_logprobs else None,
             reasoning_start=None if effort == "none" else "detect",
             template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
