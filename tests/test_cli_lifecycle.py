@@ -55,6 +55,8 @@ def test_server_start_status_stop(lms):
     stopped = lms.run("server", "stop")
     assert f"Stopped the server on port {lms.port}." in stopped.stderr
     assert lms.json("server", "status") == {"running": False, "port": lms.port}
+    lms.run("server", "start", "-p", str(lms.port))
+    assert lms.json("server", "stop") == {"running": False, "stopped": True, "port": lms.port}
     assert lms.run("server", "stop", check=False).returncode == 1
 
 

@@ -51,7 +51,8 @@ def test_get_select_and_serve_another_mlx_version(lms):
     busy = lms.run("runtime", "remove", f"mlx@{OTHER_MLX}", check=False)
     assert busy.returncode == 1 and "in use" in busy.stderr
     bundled = next(r["version"] for r in lms.json("runtime", "ls") if r["name"] == "mlx" and r["bundled"])
-    lms.run("runtime", "select", f"mlx@{bundled}")
+    assert lms.json("runtime", "select", f"mlx@{bundled}") == {"engine": "mlx", "version": bundled, "selected": True}
     lms.run("unload", "--all")
-    lms.run("runtime", "remove", f"mlx@{OTHER_MLX}")
+    assert lms.json("runtime", "remove", f"mlx@{OTHER_MLX}") == {"engine": "mlx", "version": OTHER_MLX,
+                                                                  "removed": True}
     assert [r["version"] for r in lms.json("runtime", "ls") if r["name"] == "mlx"] == [bundled]

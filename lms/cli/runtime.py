@@ -67,15 +67,18 @@ def _versioned(spec: str, command: str):
 
 
 @runtime_app.command("select")
-def select(spec: Annotated[str, typer.Argument(help="engine@version")]):
+def select(spec: Annotated[str, typer.Argument(help="engine@version")], json_: JsonFlag = False):
     """Select the version new models of that engine load with (loaded models keep theirs until reloaded)."""
     item, version = _versioned(spec, "select")
     _or_fail(_store().select, item, version)
-    info(f"Selected {item.name}@{version}.")
+    if json_:
+        print_json({"engine": item.name, "version": version, "selected": True})
+    else:
+        info(f"Selected {item.name}@{version}.")
 
 
 @runtime_app.command("remove")
-def remove(spec: Annotated[str, typer.Argument(help="engine@version")]):
+def remove(spec: Annotated[str, typer.Argument(help="engine@version")], json_: JsonFlag = False):
     """Remove an installed engine version (not the bundled one, nor one selected or in use)."""
     from lms.client import connect
 
@@ -84,7 +87,10 @@ def remove(spec: Annotated[str, typer.Argument(help="engine@version")]):
     in_use = {f"{m['engine'].get('name')}@{m['engine'].get('version')}" for m in (client.get("/lms/ps") if client
                                                                                    else []) if m.get("engine")}
     _or_fail(_store().remove, item, version, in_use)
-    info(f"Removed {item.name}@{version}.")
+    if json_:
+        print_json({"engine": item.name, "version": version, "removed": True})
+    else:
+        info(f"Removed {item.name}@{version}.")
 
 
 @runtime_app.command("update")

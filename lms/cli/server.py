@@ -67,7 +67,7 @@ def start(
 
 
 @server_app.command("stop")
-def stop():
+def stop(json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False):
     """Stop the HTTP server. Requests in flight are ended."""
     from lms.client import connect
 
@@ -75,7 +75,10 @@ def stop():
     if client is None or not client.get("/lms/server/status")["running"]:
         fail("The server is not running.")
     result = client.post("/lms/server/stop")
-    info(f"Stopped the server on port {result['port']}.")
+    if json_:
+        print_json({"running": False, "stopped": True, "port": result["port"]})
+    else:
+        info(f"Stopped the server on port {result['port']}.")
 
 
 @server_app.command("status")
