@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -190,6 +191,52 @@ def test_two_gets_of_the_same_model_share_one_job(lms_hub, hub):
         hub.throttle_bytes_per_second = None
     assert outputs[0]["job_id"] == outputs[1]["job_id"]
     assert {o["status"] for o in outputs} == {"completed"}
+
+
+def _active_job(lms: Lms) -> dict | None:
+    jobs = [j for j in lms.control().get("/lms/downloads") if j["status"] == "downloading"]
+    return jobs[0] if jobs and jobs[0]["downloaded_bytes"] > jobs[0]["total_size_bytes"] * 0.1 else None
+
+
+def test_ctrl_c_keeps_the_download_going_or_cancels_it_and_lms_get_follows_it_again(lms_hub, hub):
+    hub.throttle_bytes_per_second = 20_000_000
+    before = hub.bytes_served(REPO_ID, Q4)
+    command = [sys.executable, "-m", "lms", "get", f"{REPO_ID}@q4_1", "-y"]
+    try:
+        lms_hub.run("daemon", "up")
+        # From a script (no terminal), Ctrl+C leaves the job running in the daemon.
+        script = subprocess.Popen(command, env=lms_hub.env, cwd=REPO, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        job = _wait_for(lambda: _active_job(lms_hub))
+        script.send_signal(signal.SIGINT)
+        _, errors = script.communicate(timeout=30)
+        assert script.returncode == 0 and "goes on in the background" in errors
+        assert _job(lms_hub, job["job_id"])["status"] == "downloading"
+        # At a terminal, the answer "n" cancels it and keeps what was fetched.
+        primary, secondary = os.openpty()
+        person = subprocess.Popen(command, env=lms_hub.env, cwd=REPO, stdin=secondary, stderr=secondary,
+                                  stdout=subprocess.PIPE, text=True)
+        os.close(secondary)
+        time.sleep(1)  # let it attach to the running job
+        person.send_signal(signal.SIGINT)
+        seen, deadline = b"", time.monotonic() + 30
+        while b"background?" not in seen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 1)[0]:
+                seen += os.read(primary, 4096)
+        assert b"background?" in seen, seen[-500:]
+        os.write(primary, b"n\n")
+        assert person.wait(timeout=30) == 1
+        os.close(primary)
+        cancelled = _job(lms_hub, job["job_id"])
+        assert cancelled["status"] == "cancelled" and 0 < cancelled["downloaded_bytes"] < cancelled["total_size_bytes"]
+        # lms get again: a new job that resumes from the part.
+        finished = job_of(lms_hub, f"{REPO_ID}@q4_1")
+        assert finished["status"] == "completed"
+    finally:
+        hub.throttle_bytes_per_second = None
+    assert hub.wait_idle()
+    size = finished["total_size_bytes"]
+    assert size <= hub.bytes_served(REPO_ID, Q4) - before < size * 1.10
 
 
 def test_not_enough_disk_space_is_refused_before_starting(tmp_path, hub):

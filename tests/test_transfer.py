@@ -1,10 +1,14 @@
 """lms/store/transfer.py against a real HTTP server serving the bundled model file: the sha256 it returns is the
 file's, whatever way the bytes arrived (in one go, after a dropped connection, on top of a part file, from a
-server that ignores Range, through a redirect)."""
+server that ignores Range, through a redirect, chunked), by both ways of moving them (spliced in the kernel, and
+copied through a buffer as over TLS)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +23,13 @@ from tests.hf_server import FakeHub
 
 REPO_ID = "lms-test/Transfer-GGUF"
 NAME = "model.gguf"
+
+
+@pytest.fixture(autouse=True, params=["splice", "copy"])
+def way(request, monkeypatch):
+    if request.param == "copy":
+        monkeypatch.setattr(transfer, "_spliceable", lambda response, sock: False)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +118,7 @@ class _PlainServer(ThreadingHTTPServer):
         self.body = body
         self.ranges: list[str | None] = []
         self.stall_once = False  # send half the body, then nothing until the client gives up
+        self.chunked = False
         super().__init__(("127.0.0.1", 0), _PlainHandler)
 
 
@@ -124,6 +136,16 @@ class _PlainHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.server.ranges.append(self.headers.get("Range"))
+        if self.server.chunked:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            body = memoryview(self.server.body)
+            for start in range(0, len(body), 300_000):
+                piece = body[start:start + 300_000]
+                self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.server.body)))
         self.end_headers()
@@ -174,6 +196,36 @@ def test_a_stalled_connection_is_given_up_and_asked_again(plain_server, model, t
     resumed_at = int(second.removeprefix("bytes=").removesuffix("-"))
     assert first is None and 0 < resumed_at <= path.stat().st_size // 2  # asked again from what was written
     assert time.monotonic() - started < 3  # the kernel's receive timeout ended the wait, not the server
+
+
+def test_a_chunked_body(plain_server, model, tmp_path):
+    path, sha = model
+    plain_server.chunked = True
+    host, port = plain_server.server_address[:2]
+    digest, _ = fetched(f"http://{host}:{port}/file", tmp_path / "model.gguf.part", path.stat().st_size)
+    assert digest == sha
+
+
+def test_a_file_system_without_splice_gets_the_rest_copied(plain_server, model, tmp_path, monkeypatch, way):
+    path, sha = model
+    splice, into_files = os.splice, []
+
+    def refusing_files(source, destination, count, *args):
+        if stat.S_ISREG(os.fstat(destination).st_mode):
+            into_files.append(count)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return splice(source, destination, count, *args)
+
+    monkeypatch.setattr(os, "splice", refusing_files)
+    host, port = plain_server.server_address[:2]
+    digest, _ = fetched(f"http://{host}:{port}/file", tmp_path / "model.gguf.part", path.stat().st_size)
+    assert digest == sha and part_bytes(tmp_path) == path.read_bytes()
+    assert len(into_files) == (1 if way == "splice" else 0)  # tried once, then copying for the rest
+    assert plain_server.ranges[0] is None and len(plain_server.ranges) == (2 if way == "splice" else 1)
+
+
+def part_bytes(folder: Path) -> bytes:
+    return (folder / "model.gguf.part").read_bytes()
 
 
 def test_a_missing_file_is_a_transfer_error_with_its_status(plain_server, tmp_path):

@@ -24,7 +24,7 @@ def _interactive() -> bool:
 
 
 def _ask_choice(prompt: str, count: int, default: int = 1) -> int:
-    answer = typer.prompt(prompt, default=str(default))
+    answer = typer.prompt(prompt, default=str(default), err=True)
     if not answer.isdigit() or not 1 <= int(answer) <= count:
         fail(f"Choose a number from 1 to {count}.")
     return int(answer) - 1
@@ -133,7 +133,7 @@ def get(
             info("  This variant is larger than the memory available now: it may not load.")
         if yes or not _interactive():
             info(f"Resolution completed. Downloading {size}...")
-        elif not typer.confirm(f"About to download {size}. Start download?", default=True):
+        elif not typer.confirm(f"About to download {size}. Start download?", default=True, err=True):
             return
     try:
         job = client.post("/lms/downloads", {"model": repo["repo_id"], "variant": variant["name"],
@@ -176,7 +176,7 @@ def _follow(client, job: dict, quiet: bool) -> dict:
                 job = client.get(f"/lms/downloads/{job['job_id']}")
                 progress.update(task, completed=job["downloaded_bytes"])
     except KeyboardInterrupt:
-        if not _interactive() or typer.confirm("\nContinue to download in the background?", default=True):
+        if not _interactive() or typer.confirm("\nContinue to download in the background?", default=True, err=True):
             info(f"The download goes on in the background; `lms get {job['model']}` follows it again.")
             raise typer.Exit(0) from None
         job = client.post(f"/lms/downloads/{job['job_id']}/cancel")
@@ -202,7 +202,7 @@ def rm(
     if not yes and not json_:
         if not _interactive():
             fail(f"Removing {target} needs confirmation: run lms rm {model} -y")
-        if not typer.confirm(f"Delete {target} from disk?", default=False):
+        if not typer.confirm(f"Delete {target} from disk?", default=False, err=True):
             return
     try:
         result = client.post("/lms/models/remove", {"model": target})

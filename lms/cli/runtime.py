@@ -116,7 +116,7 @@ def update(
     todo = [step for step in plan if step["update"]]
     if dry_run or not todo:
         return print_json(plan) if json_ else None
-    if not yes and not typer.confirm(f"Install and select {len(todo)} engine version(s)?", default=True):
+    if not yes and not typer.confirm(f"Install and select {len(todo)} engine version(s)?", default=True, err=True):
         return
     for step in todo:
         item = runtimes.engine(step["name"])

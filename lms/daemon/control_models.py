@@ -56,7 +56,7 @@ async def job_status(request: Request):
 
 
 async def cancel_job(request: Request):
-    return JSONResponse(request.app.state.downloads.cancel(request.path_params["job_id"]).status_dict())
+    return JSONResponse((await request.app.state.downloads.cancel(request.path_params["job_id"])).status_dict())
 
 
 async def remove_model(request: Request):

@@ -90,6 +90,8 @@ class Job:
         self.current_bytes = current
         self.fetched_bytes += received
         now = time.monotonic()
+        if self._samples and now - self._samples[-1][0] < 0.1:
+            return  # called for every piece: the speed needs a sample a tenth of a second at most
         self._samples = [s for s in self._samples if now - s[0] < 3.0] + [(now, self.fetched_bytes)]
         first = self._samples[0]
         if now - first[0] > 0.2:
@@ -144,6 +146,9 @@ class DownloadManager:
         """Start (or join) the download of a variant."""
         for job in self.jobs.values():
             if job.repo_id == repo_id and job.variant == variant and job.status in ACTIVE:
+                if job.cancel_requested:  # its transfer is stuck in a read: two would write one part file
+                    raise GenerationError(f"The cancelled download of {repo_id}@{variant} is still stopping; try "
+                                          "again in a moment.", status=409, code="download_stopping")
                 return job
         job = Job(secrets.token_hex(5), repo_id, commit, variant, files, endpoint=endpoint, token=token)
         job.job_id = f"job_{job.job_id}"
@@ -163,10 +168,15 @@ class DownloadManager:
             raise GenerationError(f"No download job '{job_id}'.", status=404, code="job_not_found", type="not_found")
         return job
 
-    def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, wait_seconds: float = 10) -> Job:
+        """Stop a job; returns once it has stopped (its part kept), or after `wait_seconds` if the transfer is
+        stuck in a read (it stops at its next piece)."""
         job = self.get(job_id)
         if job.status in ACTIVE:
             job.cancel_requested = True
+            task = self.tasks.get(job_id)
+            if task is not None:
+                await asyncio.wait({task}, timeout=wait_seconds)
         return job
 
     def _check_space(self, job: Job) -> None:
