@@ -104,6 +104,14 @@ def test_search_pick_download_list_load_and_remove(lms_hub, hub):
     assert not (lms_hub.home / "models" / "lmstudio-community").exists()
 
 
+def test_get_without_a_name_offers_the_most_downloaded(lms_hub):
+    refused = lms_hub.run("get", check=False)  # a script must name the model, or say -y
+    assert refused.returncode == 1 and "Name the model to download" in refused.stderr
+    job = job_of(lms_hub, "-y")
+    assert job["status"] == "completed" and job["model"] == REPO_ID  # 5,000 downloads: the top of the Hub
+    lms_hub.run("rm", KEY, "-y")
+
+
 def test_missing_quantization_and_unknown_repository(lms_hub):
     missing = lms_hub.run("get", f"{REPO_ID}@q2_k", "-y", check=False)
     assert missing.returncode == 1 and "Cannot find variant q2_k" in missing.stderr

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from typing import Annotated
 
 import typer
 
-from lms.cli.output import fail, file_size, info, print_json, table
+from lms.cli.output import ask_choice, fail, file_size, info, interactive, print_json, table
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout (asks nothing).")]
 
 
 def _hub_options() -> dict:
     return {"endpoint": os.environ.get("HF_ENDPOINT"), "token": os.environ.get("HF_TOKEN")}
-
-
-def _interactive() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-def _ask_choice(prompt: str, count: int, default: int = 1) -> int:
-    answer = typer.prompt(prompt, default=str(default), err=True)
-    if not answer.isdigit() or not 1 <= int(answer) <= count:
-        fail(f"Choose a number from 1 to {count}.")
-    return int(answer) - 1
 
 
 def _model_key(repo_id: str, variant: dict, variant_count: int) -> str:
@@ -58,7 +46,7 @@ def _pick_variant(repo: dict, quant: str | None, filename: str | None, select: b
             fail(f"{repo['repo_id']} has no model file {filename}.")
     elif quant:
         chosen = next((v for v in variants if v["name"] in (quant, f"mlx-{quant}")), None)
-        if chosen is None and (yes or not _interactive()):
+        if chosen is None and (yes or not interactive()):
             fail(f"Cannot find variant {quant}.")
         if chosen is None:
             info(f"Variant {quant} is not offered by {repo['repo_id']}; choose one:")
@@ -67,30 +55,32 @@ def _pick_variant(repo: dict, quant: str | None, filename: str | None, select: b
         return chosen
     default = next((v for v in variants if v["downloaded"]), None) or next(
         (v for v in variants if v["recommended"]), variants[0])
-    if not select or yes or not _interactive():
+    if not select or yes or not interactive():
         return default
     rows = [[f"{i}.", v["name"], file_size(v["size_bytes"]), f"{repo['repo_id']} [{v['format'].upper()}]",
              _tags(v, repo.get("downloading", []))] for i, v in enumerate(variants, 1)]
     info(table(["", "VARIANT", "SIZE", "MODEL", ""], rows))
-    return variants[_ask_choice("Variant", len(variants), variants.index(default) + 1)]
+    return variants[ask_choice("Variant", len(variants), variants.index(default) + 1)]
 
 
 def _search(client, query: str, formats: list[str] | None, yes: bool, json_: bool) -> str:
-    info(f"Searching the Hugging Face Hub for '{query}'...")
+    info(f"Searching the Hugging Face Hub for '{query}'..." if query
+         else "The most downloaded models on the Hugging Face Hub:")
     results = client.post("/lms/hub/search", {"query": query, "formats": formats, **_hub_options()})
     if not results:
-        fail(f"No models found for '{query}'.")
-    if yes or json_ or not _interactive() or (results[0]["exact"] and len(results) == 1):
+        fail(f"No models found for '{query}'." if query else "The Hub lists no models.")
+    if yes or json_ or not interactive() or (results[0]["exact"] and len(results) == 1):
         return results[0]["repo_id"]
     rows = [[f"{i}.", ("[Exact Match] " if r["exact"] else "") + r["repo_id"], "/".join(r["formats"]).upper(),
              f"{r['downloads']:,} downloads"] for i, r in enumerate(results[:20], 1)]
     info(table(["", "MODEL", "FORMAT", ""], rows))
-    return results[_ask_choice("Model", min(len(results), 20))]["repo_id"]
+    return results[ask_choice("Model", min(len(results), 20))]["repo_id"]
 
 
 def get(
     model: Annotated[str, typer.Argument(help="Words to search for, owner/repo, owner/repo@quantization, or a "
-                                              "Hugging Face URL of a repository or of one file.")],
+                                              "Hugging Face URL of a repository or of one file. Left out: the "
+                                              "most downloaded models to choose from.")] = "",
     gguf: Annotated[bool, typer.Option("--gguf", help="Only GGUF models (llama.cpp).")] = False,
     mlx: Annotated[bool, typer.Option("--mlx", help="Only MLX models.")] = False,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Ask nothing: the best variant that fits.")] = False,
@@ -106,6 +96,8 @@ def get(
 
     if select and yes:
         fail("--select cannot be combined with --yes.")
+    if not model.strip() and not yes and (json_ or not interactive()):
+        fail("Name the model to download: lms get <search words | owner/repo> (-y takes the most downloaded one).")
     formats = [f for f, on in (("gguf", gguf), ("mlx", mlx)) if on] or None
     try:
         target = parse_target(model, os.environ.get("HF_ENDPOINT"))
@@ -131,7 +123,7 @@ def get(
         info(f"↓ To download: {repo['repo_id']} {variant['name']} [{variant['format'].upper()}] - {size}")
         if not variant["fits"]:
             info("  This variant is larger than the memory available now: it may not load.")
-        if yes or not _interactive():
+        if yes or not interactive():
             info(f"Resolution completed. Downloading {size}...")
         elif not typer.confirm(f"About to download {size}. Start download?", default=True, err=True):
             return
@@ -176,7 +168,7 @@ def _follow(client, job: dict, quiet: bool) -> dict:
                 job = client.get(f"/lms/downloads/{job['job_id']}")
                 progress.update(task, completed=job["downloaded_bytes"])
     except KeyboardInterrupt:
-        if not _interactive() or typer.confirm("\nContinue to download in the background?", default=True, err=True):
+        if not interactive() or typer.confirm("\nContinue to download in the background?", default=True, err=True):
             info(f"The download goes on in the background; `lms get {job['model']}` follows it again.")
             raise typer.Exit(0) from None
         job = client.post(f"/lms/downloads/{job['job_id']}/cancel")
@@ -200,7 +192,7 @@ def rm(
         fail(str(exc))
     target = model if "@" in model else entry["modelKey"]
     if not yes and not json_:
-        if not _interactive():
+        if not interactive():
             fail(f"Removing {target} needs confirmation: run lms rm {model} -y")
         if not typer.confirm(f"Delete {target} from disk?", default=False, err=True):
             return

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lms.cli.output import fail, file_size, info, print_json, short_ttl, table, warn
+from lms.cli.output import ask_choice, fail, file_size, info, interactive, print_json, short_ttl, table, warn
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -112,8 +112,35 @@ def ps(json_: JsonFlag = False):
     print(table(["IDENTIFIER", "MODEL", "STATUS", "SIZE", "CONTEXT", "PARALLEL", "DEVICE", "TTL"], rows))
 
 
+def _model_to_load(client, model_key: str | None, yes: bool) -> str:
+    """The key as given when it names a downloaded model; else, for a person at a terminal, the one they pick."""
+    from lms.client import DaemonError
+
+    if model_key is not None:
+        try:
+            client.post("/lms/resolve", {"model": model_key})
+            return model_key
+        except DaemonError as exc:
+            if yes or not interactive() or exc.status != 404:
+                fail(str(exc))
+        warn(f"Cannot find a model matching the provided model key ({model_key}). Please select one from the list "
+             "below.")
+    elif not interactive():
+        fail("Name the model to load: lms load <model-key> (lms ls lists them).")
+    # one line per variant where a model has several (the key then names the variant)
+    choices = sorted((m["variantKey"] if m.get("variants") else m["modelKey"], m.get("sizeBytes"))
+                     for m in client.get("/lms/models"))
+    if not choices:
+        fail("You have no models yet: download one with lms get.")
+    for number, (key, size) in enumerate(choices, 1):
+        info(f"{number:>3}. {key} ({file_size(size)})")
+    return choices[ask_choice("Select a model to load", len(choices))][0]
+
+
 def load(
-    model_key: Annotated[str, typer.Argument(help="The model to load: its key, a variant key or a unique part of it.")],
+    model_key: Annotated[str | None, typer.Argument(
+        help="The model to load: its key, a variant key or a unique part of it. At a terminal, leave it out (or "
+             "name none that matches) to pick from the downloaded models.")] = None,
     identifier: Annotated[str | None, typer.Option("--identifier", help="The identifier to serve it as.")] = None,
     context_length: Annotated[int | None, typer.Option("-c", "--context-length", min=1,
                                                        help="Context length in tokens.")] = None,
@@ -141,6 +168,7 @@ def load(
 
     ratio = _gpu_ratio(gpu)
     client = ensure_daemon()
+    model_key = _model_to_load(client, model_key, yes)
     if estimate_only:
         try:
             plan = client.post("/lms/estimate", {"model": model_key, "context_length": context_length,

@@ -22,6 +22,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def interactive() -> bool:
+    """A person at a terminal, who can answer questions (asked on stderr)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def ask_choice(prompt: str, count: int, default: int = 1) -> int:
+    """The index of the option a person picks from a numbered list of `count`."""
+    import typer
+
+    answer = typer.prompt(prompt, default=str(default), err=True)
+    if not answer.isdigit() or not 1 <= int(answer) <= count:
+        fail(f"Choose a number from 1 to {count}.")
+    return int(answer) - 1
+
+
 def print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
 
