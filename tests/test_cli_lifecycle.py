@@ -264,3 +264,8 @@ def test_load_without_a_key_picks_from_the_downloaded_models_at_a_terminal(lms):
     assert code == 0 and "Cannot find a model matching the provided model key (no-such-model-here)" in shown
     assert [m["identifier"] for m in lms.json("ps")] == [CHAT_MODEL]
     assert lms.run("load", "no-such-model-here", "-y", check=False).returncode == 1  # -y never asks
+    lms.run("load", CHAT_MODEL, "-y", "--identifier", "second")
+    assert lms.run("unload", check=False).returncode == 1  # two loaded: a script must name one
+    code, shown = _at_terminal(lms, "unload", answer="2")
+    assert code == 0 and "Select a model to unload" in shown
+    assert [m["identifier"] for m in lms.json("ps")] == [CHAT_MODEL]

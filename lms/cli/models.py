@@ -263,9 +263,14 @@ def unload(
         loaded = client.get("/lms/ps")
         if not loaded:
             fail('You don\'t have any models loaded. Use "lms load" to load a model.')
+        chosen = 0
         if len(loaded) > 1:
-            fail("Several models are loaded: name one (see lms ps), or use --all to unload them all.")
-        identifier = loaded[0]["identifier"]
+            if not interactive():
+                fail("Several models are loaded: name one (see lms ps), or use --all to unload them all.")
+            for number, model in enumerate(loaded, 1):
+                info(f"{number:>3}. {model['identifier']}")
+            chosen = ask_choice("Select a model to unload", len(loaded))
+        identifier = loaded[chosen]["identifier"]
     from lms.client import DaemonError
 
     try:
