@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +74,27 @@ class Lms:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             target.symlink_to(source)
+
+    def at_terminal(self, *args: str, answers: list[str], timeout: float = 120) -> tuple[int, str]:
+        """Run lms with a pseudo-terminal as stdin and stderr (where it asks), give one answer per question
+        (`...]:` prompts) in order, and return the exit code and everything it showed."""
+        primary, secondary = os.openpty()
+        process = subprocess.Popen([sys.executable, "-m", "lms", *args], env=self.env, cwd=REPO, stdin=secondary,
+                                   stderr=secondary, stdout=subprocess.DEVNULL)
+        os.close(secondary)
+        shown, pending, deadline = b"", list(answers), time.monotonic() + timeout
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                if select.select([primary], [], [], 0.2)[0]:
+                    try:
+                        shown += os.read(primary, 4096)
+                    except OSError:
+                        break
+                if pending and shown.count(b"]:") > len(answers) - len(pending):
+                    os.write(primary, pending.pop(0).encode() + b"\n")
+            return process.wait(timeout=max(deadline - time.monotonic(), 1)), shown.decode(errors="replace")
+        finally:
+            os.close(primary)
 
     def stop(self) -> None:
         self.run("daemon", "down", check=False, timeout=60)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import select
 import socket
 import stat
-import subprocess
-import sys
 import time
 
 import httpx
 
 from lms.config import socket_path
-from tests.conftest import CHAT_MODEL, REPO
+from tests.conftest import CHAT_MODEL
 
 
 def test_daemon_up_status_down(lms):
@@ -229,43 +226,20 @@ def test_interactive_chat_ctrl_c_stops_the_answer_not_the_program(lms):
         os.close(leader)
 
 
-def _at_terminal(lms, *args: str, answer: str, timeout: float = 120) -> tuple[int, str]:
-    """Run lms with a pseudo-terminal as stdin and stderr, answer its first question, and return the exit code
-    and what it showed."""
-    primary, secondary = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "lms", *args], env=lms.env, cwd=REPO, stdin=secondary,
-                               stderr=secondary, stdout=subprocess.DEVNULL)
-    os.close(secondary)
-    shown, answered, deadline = b"", False, time.monotonic() + timeout
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            if select.select([primary], [], [], 0.2)[0]:
-                try:
-                    shown += os.read(primary, 4096)
-                except OSError:
-                    break
-            if not answered and b"]:" in shown:
-                os.write(primary, answer.encode() + b"\n")
-                answered = True
-        return process.wait(timeout=max(deadline - time.monotonic(), 1)), shown.decode(errors="replace")
-    finally:
-        os.close(primary)
-
-
 def test_load_without_a_key_picks_from_the_downloaded_models_at_a_terminal(lms):
     refused = lms.run("load", check=False)
     assert refused.returncode == 1 and "Name the model to load" in refused.stderr  # a script must name it
-    code, shown = _at_terminal(lms, "load", answer="1")
+    code, shown = lms.at_terminal("load", answers=["1"])
     assert code == 0, shown
     assert f"1. {CHAT_MODEL}" in shown and "Select a model to load" in shown
     assert [m["identifier"] for m in lms.json("ps")] == [CHAT_MODEL]
     lms.run("unload", "--all")
-    code, shown = _at_terminal(lms, "load", "no-such-model-here", answer="1")
+    code, shown = lms.at_terminal("load", "no-such-model-here", answers=["1"])
     assert code == 0 and "Cannot find a model matching the provided model key (no-such-model-here)" in shown
     assert [m["identifier"] for m in lms.json("ps")] == [CHAT_MODEL]
     assert lms.run("load", "no-such-model-here", "-y", check=False).returncode == 1  # -y never asks
     lms.run("load", CHAT_MODEL, "-y", "--identifier", "second")
     assert lms.run("unload", check=False).returncode == 1  # two loaded: a script must name one
-    code, shown = _at_terminal(lms, "unload", answer="2")
+    code, shown = lms.at_terminal("unload", answers=["2"])
     assert code == 0 and "Select a model to unload" in shown
     assert [m["identifier"] for m in lms.json("ps")] == [CHAT_MODEL]

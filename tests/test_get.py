@@ -112,6 +112,17 @@ def test_get_without_a_name_offers_the_most_downloaded(lms_hub):
     lms_hub.run("rm", KEY, "-y")
 
 
+def test_at_a_terminal_select_picks_the_variant_and_rm_asks_first(lms_hub):
+    code, shown = lms_hub.at_terminal("get", REPO_ID, "--select", answers=["2", "y"])
+    assert code == 0, shown
+    assert "q8_0" in shown and "Start download?" in shown and "Download completed" in shown
+    assert [v["quantization"]["name"] for v in downloaded(lms_hub)] == ["Q8_0"]
+    code, shown = lms_hub.at_terminal("rm", KEY, answers=["n"])
+    assert "from disk?" in shown and len(downloaded(lms_hub)) == 1  # no: nothing deleted
+    code, shown = lms_hub.at_terminal("rm", KEY, answers=["y"])
+    assert code == 0 and downloaded(lms_hub) == []
+
+
 def test_missing_quantization_and_unknown_repository(lms_hub):
     missing = lms_hub.run("get", f"{REPO_ID}@q2_k", "-y", check=False)
     assert missing.returncode == 1 and "Cannot find variant q2_k" in missing.stderr
