@@ -1,5 +1,6 @@
 """Download throughput of `lms get` (a daemon job: transfer, sha256 check, move into models/) against `curl` of
 the same file from the same local Hub server, in one run. Target (the lms get issue): lms / curl >= 0.8.
+An informational row compares the transfer over TLS (the real Hub's path) against curl, from `openssl s_server`.
 
     python bench/download.py        (also part of `make bench`)
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -89,12 +91,79 @@ def measure(link_bytes_per_second: int | None = None) -> dict:
 
 
 LINK = 125_000_000  # a 1 Gbit/s link, faster than most users' connection to the Hub
+TLS_ROUNDS = 3
+TLS_FETCH = """
+import sys, time
+from pathlib import Path
+from lms.store.transfer import fetch
+url, part, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+started = time.perf_counter()
+fetch(url, {}, part, size, lambda position, received: None)
+print(time.perf_counter() - started)
+"""
+
+
+def measure_tls() -> dict | None:
+    """The Hub's own path, HTTPS: lms's transfer (with its sha256) against curl, from a local `openssl s_server`
+    with a throwaway certificate. Informational: on 2 cores the server's encryption competes with both clients.
+    None where the openssl command is missing."""
+    if shutil.which("openssl") is None:
+        return None
+    model = _model_file()
+    size = model.stat().st_size
+    folder = Path(tempfile.mkdtemp(prefix="lms-bench-tls-"))
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    (folder / "model.gguf").symlink_to(model)
+    port = _free_port()
+    server = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", str(cert), "-key", str(key),
+                               "-WWW", "-quiet"], cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}/model.gguf"
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}
+    try:
+        _wait_for_port(port)
+        curl, lms = [], []
+        for _ in range(TLS_ROUNDS + 1):  # the first round of each side is a warm-up
+            started = time.perf_counter()
+            subprocess.run(["curl", "-sf", "--cacert", str(cert), "-o", str(folder / "curl.out"), url], check=True)
+            curl.append(time.perf_counter() - started)
+            (folder / "curl.out").unlink()
+            part = folder / "lms.part"
+            ran = subprocess.run([sys.executable, "-c", TLS_FETCH, url, str(part), str(size)], env=env, cwd=REPO,
+                                 check=True, capture_output=True, text=True)
+            lms.append(float(ran.stdout))
+            part.unlink()
+    finally:
+        server.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+    curl_mbps, lms_mbps = size / statistics.median(curl[1:]) / 1e6, size / statistics.median(lms[1:]) / 1e6
+    return {"size_bytes": size, "curl_mb_per_s": curl_mbps, "lms_mb_per_s": lms_mbps, "ratio": lms_mbps / curl_mbps,
+            "curl_seconds": curl[1:], "lms_seconds": lms[1:]}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"openssl s_server did not listen on {port}")
 
 
 def measure_all() -> dict:
     """Against an uncapped local server (on 2 cores the server, the transfer and the sha256 check share the
     CPU, and curl checks nothing), and over a 1 Gbit/s link, which is what a download from the Hub meets."""
-    return {"local": measure(), "link_1gbit": measure(LINK)}
+    return {"local": measure(), "link_1gbit": measure(LINK), "tls": measure_tls()}
 
 
 def rows(results: dict) -> list[tuple[str, str, str]]:
@@ -104,6 +173,11 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         table += [(f"download MB/s, curl ({size}, {name})", f"{result['curl_mb_per_s']:.0f}", ""),
                   (f"download MB/s, lms get job (+ sha256, install; {name})", f"{result['lms_mb_per_s']:.0f}", ""),
                   (f"download ratio lms / curl ({name})", f"{result['ratio']:.3f}", ">= 0.8")]
+    if results.get("tls"):
+        tls = results["tls"]
+        table += [("download MB/s over TLS, curl / lms transfer + sha256 (s_server)",
+                   f"{tls['curl_mb_per_s']:.0f} / {tls['lms_mb_per_s']:.0f}", ""),
+                  ("download ratio lms / curl over TLS (informational)", f"{tls['ratio']:.3f}", "")]
     return table
 
 
