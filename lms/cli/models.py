@@ -117,11 +117,13 @@ def _model_to_load(client, model_key: str | None, yes: bool) -> str:
     from lms.client import DaemonError
 
     if model_key is not None:
+        if yes or not interactive():
+            return model_key  # nobody to ask: the load itself says when the key names nothing
         try:
             client.post("/lms/resolve", {"model": model_key})
             return model_key
         except DaemonError as exc:
-            if yes or not interactive() or exc.status != 404:
+            if exc.status != 404:
                 fail(str(exc))
         warn(f"Cannot find a model matching the provided model key ({model_key}). Please select one from the list "
              "below.")
