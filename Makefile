@@ -1,15 +1,16 @@
-# Everything installs into .venv. llama-cpp-python is source-only on PyPI: we build it once, portable
-# (a -march=native build crashes in the AMX kernels of some CPUs), into a cache keyed by its flags, so
-# pip's own wheel cache can never hand us a native build. llamafile's matrix kernels are off: they sum in a
-# different order for a batch than for one token, and speculative decoding must give the text decoding alone gives.
+# Everything installs into .venv. llama-cpp-python is source-only on PyPI: we build it once, with the flags of
+# runtimes/llama_cpp/cmake_flags.txt (portable; why each flag is there is written in that file), into a cache
+# keyed by those flags, so pip's own wheel cache can never hand us a native build.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 LLAMA_VERSION := 0.3.36
-LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-	-DGGML_LLAMAFILE=OFF
-LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable-avx2-nollamafile
-LLAMA_STAMP := $(VENV)/.llama-cpp-portable-nollamafile-$(LLAMA_VERSION)
+LLAMA_FLAGS_FILE := runtimes/llama_cpp/cmake_flags.txt
+LLAMA_FLAGS := $(shell grep -v '^\#' $(LLAMA_FLAGS_FILE))
+# The wheel cache and the install stamp are keyed by the flags themselves, so changing them builds anew.
+LLAMA_FLAGS_HASH := $(shell grep -v '^\#' $(LLAMA_FLAGS_FILE) | md5sum | cut -c1-8)
+LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_FLAGS_HASH)
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_FLAGS_HASH)
 MODEL := huggingfacetb/smollm2-135m-instruct
 
 .PHONY: install run test bench lint clean

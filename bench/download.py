@@ -13,15 +13,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _common as common  # noqa: E402
 from lms.client import DaemonClient  # noqa: E402
-from lms.config import socket_path  # noqa: E402
 from lms.store.catalog import bundled_model_file  # noqa: E402
 from tests.hf_server import FakeHub  # noqa: E402
 
@@ -36,9 +34,7 @@ def _model_file() -> Path:
 
 
 def _curl_seconds(url: str, target: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(["curl", "-sf", "-o", str(target), url], check=True)
-    elapsed = time.perf_counter() - started
+    elapsed = common.timed(subprocess.run, ["curl", "-sf", "-o", str(target), url], check=True)
     target.unlink()
     return elapsed
 
@@ -58,18 +54,17 @@ def measure(link_bytes_per_second: int | None = None) -> dict:
     """Both sides against one Hub server process; `link_bytes_per_second` caps it like a network link."""
     model = _model_file()
     size = model.stat().st_size
-    home = Path(tempfile.mkdtemp(prefix="lms-bench-download-"))
+    home = common.temp_folder("lms-bench-download-")
     # The Hub stand-in runs in its own process, as a real server would: not sharing a GIL with anything here.
     throttle = ["--throttle", str(link_bytes_per_second)] if link_bytes_per_second else []
-    server = subprocess.Popen([sys.executable, "-m", "tests.hf_server", *throttle, f"{REPO_ID}={model}"], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "tests.hf_server", *throttle, f"{REPO_ID}={model}"],
+                              cwd=common.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     hub_url = server.stdout.readline().strip()
     try:
         url = f"{hub_url}/{REPO_ID}/resolve/main/{model.name}"
-        env = {**os.environ, **FakeHub.client_env_for(hub_url, home / "hf-home"), "LMS_HOME": str(home)}
-        subprocess.run([sys.executable, "-m", "lms", "daemon", "up"], env=env, check=True, capture_output=True,
-                       cwd=REPO)
-        client = DaemonClient(path=str(socket_path(home)))
+        env = common.lms_env(home, **FakeHub.client_env_for(hub_url, home / "hf-home"))
+        common.lms_cli(env, "daemon", "up")
+        client = common.control(home)
         try:
             curl, lms = [], []
             # One untimed run of each side first: the page cache holds the file for both, and neither side's first
@@ -80,7 +75,7 @@ def measure(link_bytes_per_second: int | None = None) -> dict:
                 curl.append(_curl_seconds(url, home / "curl.gguf"))
                 lms.append(_lms_seconds(client, home, hub_url))
         finally:
-            subprocess.run([sys.executable, "-m", "lms", "daemon", "down"], env=env, capture_output=True, cwd=REPO)
+            common.daemon_down(env)
     finally:
         server.kill()
         shutil.rmtree(home, ignore_errors=True)
@@ -111,13 +106,13 @@ def measure_tls() -> dict | None:
         return None
     model = _model_file()
     size = model.stat().st_size
-    folder = Path(tempfile.mkdtemp(prefix="lms-bench-tls-"))
+    folder = common.temp_folder("lms-bench-tls-")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     (folder / "model.gguf").symlink_to(model)
-    port = _free_port()
+    port = common.free_port()
     server = subprocess.Popen(["openssl", "s_server", "-accept", str(port), "-cert", str(cert), "-key", str(key),
                                "-WWW", "-quiet"], cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -127,13 +122,12 @@ def measure_tls() -> dict | None:
         _wait_for_port(port)
         curl, lms = [], []
         for _ in range(TLS_ROUNDS + 1):  # the first round of each side is a warm-up
-            started = time.perf_counter()
-            subprocess.run(["curl", "-sf", "--cacert", str(cert), "-o", str(folder / "curl.out"), url], check=True)
-            curl.append(time.perf_counter() - started)
+            curl.append(common.timed(subprocess.run, ["curl", "-sf", "--cacert", str(cert), "-o",
+                                                      str(folder / "curl.out"), url], check=True))
             (folder / "curl.out").unlink()
             part = folder / "lms.part"
-            ran = subprocess.run([sys.executable, "-c", TLS_FETCH, url, str(part), str(size)], env=env, cwd=REPO,
-                                 check=True, capture_output=True, text=True)
+            ran = subprocess.run([sys.executable, "-c", TLS_FETCH, url, str(part), str(size)], env=env,
+                                 cwd=common.REPO, check=True, capture_output=True, text=True)
             lms.append(float(ran.stdout))
             part.unlink()
     finally:
@@ -142,12 +136,6 @@ def measure_tls() -> dict | None:
     curl_mbps, lms_mbps = size / statistics.median(curl[1:]) / 1e6, size / statistics.median(lms[1:]) / 1e6
     return {"size_bytes": size, "curl_mb_per_s": curl_mbps, "lms_mb_per_s": lms_mbps, "ratio": lms_mbps / curl_mbps,
             "curl_seconds": curl[1:], "lms_seconds": lms[1:]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_port(port: int, timeout: float = 10) -> None:
@@ -182,5 +170,4 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
 
 
 if __name__ == "__main__":
-    for row_name, value, target in rows(measure_all()):
-        print(f"{row_name:60}  {value:>10}  {target}")
+    common.print_rows(rows(measure_all()), 60, 10)

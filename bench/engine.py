@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+from bench import _common as common  # noqa: E402
 from bench import llama_server  # noqa: E402
-from lms.generation.chat_template import render  # noqa: E402
-from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
+from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
 TOKENS = 256
 CONTEXT = 4096  # per slot, on both servers
@@ -44,33 +39,12 @@ SPEC_TARGET = "f32"  # the bundled model requantized: same vocabulary, ~3x the d
 SPEC_KEY = "lms-bench/smollm2-135m-instruct-f32"
 
 
-def threads() -> int:
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def story(seed: str) -> list[dict]:
-    return [{"role": "system", "content": f"You are a storyteller ({seed})."},
-            {"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
-
-
 def stream(port: int, body: dict, model: str | None = None) -> dict:
     """One streamed chat completion: ttft, decode tok/s, token count, latency and text, measured by the client."""
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
     if model:
         payload["model"] = model
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    started = time.perf_counter()
-    connection.request("POST", "/v1/chat/completions", body=json.dumps(payload),
-                       headers={"Content-Type": "application/json"})
-    response = connection.getresponse()
+    started, connection, response = common.post_stream(port, "/v1/chat/completions", json.dumps(payload), timeout=600)
     first = last = None
     tokens, text = 0, []
     for line in response:
@@ -120,25 +94,8 @@ def greedy(messages: list[dict], eos: int, tokens: int = TOKENS) -> dict:
 
 def raw_single(llm, template: str | None, messages: list[dict], eos: int) -> dict:
     """The same stream on bare llama-cpp-python (its high-level generate loop)."""
-    import llama_cpp
-
-    started = time.perf_counter()
-    prompt = llm.tokenize(render(template, messages).encode(), add_bos=True, special=True)
-
-    def ban_eos(_ids, scores):
-        scores[eos] -= 100
-        return scores
-
-    first, count = None, 0
-    for token in llm.generate(prompt, temp=0.0, repeat_penalty=1.0,
-                              logits_processor=llama_cpp.LogitsProcessorList([ban_eos])):
-        llm.detokenize([token])
-        first = first or time.perf_counter()
-        count += 1
-        if count == TOKENS:
-            break
-    ended = time.perf_counter()
-    return {"ttft": first - started, "decode": (count - 1) / (ended - first)}
+    ttft, decode = common.raw_generate(llm, template, messages, eos, TOKENS, repeat_penalty=1.0)
+    return {"ttft": ttft, "decode": decode}
 
 
 def long_prefix(nonce: str) -> str:
@@ -170,12 +127,13 @@ def percentile(values: list[float], share: float) -> float:
 
 def serve_measure(port: int, model: str | None, eos: int) -> dict:
     """Everything both servers are measured on."""
-    stream(port, greedy(story("warm-up"), eos, 16), model)
-    singles = [stream(port, greedy(story(f"single {time.time_ns()}"), eos), model) for _ in range(ROUNDS)]
+    stream(port, greedy(common.story("warm-up"), eos, 16), model)
+    singles = [stream(port, greedy(common.story(f"single {time.time_ns()}"), eos), model) for _ in range(ROUNDS)]
     result = {"decode": statistics.median(s["decode"] for s in singles),
               "ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000, "streams": {}}
     for count in CONCURRENCY:
-        rounds = [concurrent(port, [greedy(story(f"{count}-{i}-{time.time_ns()}"), eos) for i in range(count)], model)
+        rounds = [concurrent(port, [greedy(common.story(f"{count}-{i}-{time.time_ns()}"), eos)
+                                    for i in range(count)], model)
                   for _ in range(2)]
         latencies = [value for r in rounds for value in r["latencies"]]
         result["streams"][count] = {"aggregate": statistics.median(r["aggregate"] for r in rounds),
@@ -202,10 +160,11 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
 
 def measure_llama_server(model: Path, eos: int) -> dict:
     binary = llama_server.binary()
-    port = free_port()
+    port = common.free_port()
     process = subprocess.Popen([str(binary), "-m", str(model), "-c", str(CONTEXT * SLOTS), "-np", str(SLOTS),
-                                "-t", str(threads()), "-tb", str(threads()), "--host", "127.0.0.1", "--port",
-                                str(port), "--no-webui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "-t", str(common.threads()), "-tb", str(common.threads()), "--host", "127.0.0.1",
+                                "--port", str(port), "--no-webui"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, process)
         return serve_measure(port, None, eos)
@@ -215,14 +174,13 @@ def measure_llama_server(model: Path, eos: int) -> dict:
 
 
 def lms(env: dict, *args: str) -> str:
-    return subprocess.run([str(REPO / ".venv/bin/lms"), *args], env=env, capture_output=True, text=True,
-                          check=True).stdout
+    return common.lms_cli(env, *args, via=common.LMS_SCRIPT)
 
 
 def measure_lms(eos: int) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="lms-bench-engine-"))
-    env = dict(os.environ, LMS_HOME=str(home), LMS_THREADS=str(threads()), LMS_JIT_AUTO_EVICT="false")
-    port = free_port()
+    home = common.temp_folder("lms-bench-engine-")
+    env = common.lms_env(home, LMS_THREADS=str(common.threads()), LMS_JIT_AUTO_EVICT="false")
+    port = common.free_port()
     try:
         lms(env, "server", "start", "-p", str(port))
         lms(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "--parallel", str(SLOTS), "-y")
@@ -230,7 +188,7 @@ def measure_lms(eos: int) -> dict:
         result["speculative"] = speculative(env, home, port, eos)
         return result
     finally:
-        subprocess.run([str(REPO / ".venv/bin/lms"), "daemon", "down"], env=env, capture_output=True)
+        common.daemon_down(env, via=common.LMS_SCRIPT)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -239,13 +197,11 @@ def speculative(env: dict, home: Path, port: int, eos: int) -> dict:
     from tools.requantize import bundled_as
 
     target = bundled_as(SPEC_TARGET)
-    folder = home / "models" / SPEC_KEY
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / target.name).symlink_to(target)
+    common.link_model(home, SPEC_KEY, target)
     lms(env, "unload", "--all")
     lms(env, "load", SPEC_KEY, "-c", str(CONTEXT), "--parallel", "1", "-y")
-    prompts = [story(f"speculative {i}") for i in range(ROUNDS)]
-    stream(port, greedy(story("warm-up"), eos, 16), SPEC_KEY)
+    prompts = [common.story(f"speculative {i}") for i in range(ROUNDS)]
+    stream(port, greedy(common.story("warm-up"), eos, 16), SPEC_KEY)
     # LM Studio's default sampling (repeat penalty 1.1): the draft guesses as the request's own sampler would
     bodies = [{k: v for k, v in greedy(p, eos).items() if k != "repeat_penalty"} for p in prompts]
     alone = [stream(port, body, SPEC_KEY) for body in bodies]
@@ -258,12 +214,9 @@ def speculative(env: dict, home: Path, port: int, eos: int) -> dict:
 
 
 def measure_raw(model: Path, eos: int) -> dict:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads(), n_threads_batch=threads(), verbose=False)
-    template = read_header(model).metadata.get("tokenizer.chat_template")
-    raw_single(llm, template, story("warm-up"), eos)
-    runs = [raw_single(llm, template, story(f"raw {i}"), eos) for i in range(ROUNDS)]
+    llm, template = common.raw_llama(model, CONTEXT)
+    raw_single(llm, template, common.story("warm-up"), eos)
+    runs = [raw_single(llm, template, common.story(f"raw {i}"), eos) for i in range(ROUNDS)]
     return {"decode": statistics.median(r["decode"] for r in runs),
             "ttft_ms": statistics.median(r["ttft"] for r in runs) * 1000}
 
@@ -273,7 +226,7 @@ def measure() -> dict:
     from llama_cpp import Llama
 
     eos = Llama(model_path=str(model), n_ctx=64, verbose=False, vocab_only=True).token_eos()
-    return {"threads": threads(), "slots": SLOTS, "context_per_slot": CONTEXT, "tokens": TOKENS,
+    return {"threads": common.threads(), "slots": SLOTS, "context_per_slot": CONTEXT, "tokens": TOKENS,
             "raw": measure_raw(model, eos), "llama_server": measure_llama_server(model, eos), "lms": measure_lms(eos)}
 
 
@@ -310,6 +263,5 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
 
 if __name__ == "__main__":
     measured = measure()
-    for name, value, target in rows(measured):
-        print(f"{name:<72} {value:>24}  {target}")
-    (REPO / "bench" / "engine-results.json").write_text(json.dumps(measured, indent=2))
+    common.print_rows(rows(measured), 72, 24, gap=" ")
+    (common.REPO / "bench" / "engine-results.json").write_text(json.dumps(measured, indent=2))

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import llama_cpp
 
+from lms.store.runtimes import llama_cmake_args
+
 CACHE = Path(os.environ.get("LMS_BENCH_CACHE", Path.home() / ".cache" / "lms" / "llama-server"))
-# The same flags our wheel is built with (Makefile: portable, llamafile kernels off), so both run the same kernels.
-FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON",
-         "-DGGML_LLAMAFILE=OFF",
+# The engine flags our wheel is built with (runtimes/llama_cpp/cmake_flags.txt), so both run the same kernels, plus
+# what building the server alone needs.
+FLAGS = [*llama_cmake_args().split(),
          "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TESTS=OFF",
          "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DCMAKE_BUILD_TYPE=Release"]
 

@@ -7,89 +7,52 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 - `lms ps --json` median wall time <= 250 ms; daemon idle RSS <= 120 MB
 - `lms get` download throughput / curl of the same file from the same local Hub server >= 0.8 (bench/download.py)
 - `lms load --estimate-only` within ±10% of the worker's measured peak RSS (bench/estimate.py)
-- MLX streaming decode through the API / raw mlx_lm.stream_generate >= 0.9 (bench/mlx.py)
+- MLX streaming decode through the API / raw mlx_lm.stream_generate >= 0.9 (bench/mlx_stream.py)
 - against llama-server built from the same llama.cpp (bench/engine.py): single-stream decode >= 0.95x, aggregate
   with 4 concurrent streams >= 1.0x, shared 1,000-token prefix TTFT <= 20% of cold, speculative decoding >= 1.3x
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _common as common  # noqa: E402
 from bench import download as download_bench  # noqa: E402
 from bench import engine as engine_bench  # noqa: E402
 from bench import estimate as estimate_bench  # noqa: E402
-from bench import mlx as mlx_bench  # noqa: E402
-from lms.generation.chat_template import render  # noqa: E402
-from lms.store.catalog import BUNDLED_KEY, bundled_model_file, read_header  # noqa: E402
+from bench import mlx_stream as mlx_bench  # noqa: E402
+from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
 TOKENS = 256
 ROUNDS = 5
 TTFT_ROUNDS = 15
 CONTEXT = 4096
-MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
-
-
-def threads() -> int:
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def raw_run(llm, template: str | None, messages: list[dict], eos: int, tokens: int = TOKENS) -> tuple[float, float]:
     """(ttft seconds, decode tok/s) for one greedy 256-token run on bare llama-cpp-python."""
-    import llama_cpp
-
-    started = time.perf_counter()
-    text = render(template, messages)
-    prompt_tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
-
-    def ban_eos(_ids, scores):
-        scores[eos] -= 100
-        return scores
-
-    first = None
-    count = 0
-    for token in llm.generate(prompt_tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1,
-                               logits_processor=llama_cpp.LogitsProcessorList([ban_eos])):
-        llm.detokenize([token])  # any real consumer turns tokens into text
-        now = time.perf_counter()
-        first = first or now
-        count += 1
-        if count == tokens:
-            break
-    ended = time.perf_counter()
-    return first - started, (count - 1) / (ended - first)
+    return common.raw_generate(llm, template, messages, eos, tokens, top_k=40, top_p=0.95, min_p=0.05,
+                               repeat_penalty=1.1)
 
 
 def conversation(round_: int) -> list[dict]:
     """A new system line each round: both sides start from a cold KV cache, on identical prompts."""
-    return [{"role": "system", "content": f"You are a storyteller (run {round_})."}, *MESSAGES]
+    return common.story(f"run {round_}")
 
 
 def lms_run(port: int, messages: list[dict], eos: int, tokens: int = TOKENS) -> tuple[float, float]:
-    """(ttft seconds, decode tok/s) for the same run streamed through /v1/chat/completions.
-
-    The client is the standard library's http.client, as light as curl, so that on a small machine the
-    measuring client takes as few cycles as possible from the engine it measures."""
+    """(ttft seconds, decode tok/s) for the same run streamed through /v1/chat/completions."""
     body = json.dumps({"model": BUNDLED_KEY, "messages": messages, "stream": True, "max_tokens": tokens,
                        "temperature": 0, "logit_bias": {str(eos): -100}})
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    started = time.perf_counter()
-    connection.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-    response = connection.getresponse()
+    started, connection, response = common.post_stream(port, "/v1/chat/completions", body, timeout=300)
     first, count, last = None, 0, None
     for line in response:
         if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
@@ -103,12 +66,10 @@ def lms_run(port: int, messages: list[dict], eos: int, tokens: int = TOKENS) -> 
 
 def responses_ttft(port: int, body: dict) -> tuple[float, dict]:
     """Time to the first output_text delta of a streamed /v1/responses request, and the final response."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    started = time.perf_counter()
-    connection.request("POST", "/v1/responses", body=json.dumps({**body, "stream": True}),
-                       headers={"Content-Type": "application/json"})
+    started, connection, response = common.post_stream(port, "/v1/responses", json.dumps({**body, "stream": True}),
+                                                       timeout=300)
     first, final = None, None
-    for line in connection.getresponse():
+    for line in response:
         if line.startswith(b"data: {"):
             event = json.loads(line[6:])
             if event["type"] == "response.output_text.delta" and first is None:
@@ -138,32 +99,17 @@ def cached_follow_up(port: int) -> dict:
             warm["usage"]["input_tokens_details"]["cached_tokens"], "ratio": warm_ttft / cold_ttft}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def lms_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / ".venv/bin/lms"), *args], env=env, capture_output=True, text=True, check=True)
-
-
 def main() -> int:
-    from llama_cpp import Llama
-
     model = bundled_model_file()
-    header = read_header(model)
-    home = Path(tempfile.mkdtemp(prefix="lms-bench-"))
-    env = dict(os.environ, LMS_HOME=str(home), LMS_THREADS=str(threads()))
-    port = free_port()
-    lms_cli(env, "server", "start", "-p", str(port))
-    lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "-y")
-    results: dict = {"model": BUNDLED_KEY, "threads": threads(), "tokens": TOKENS, "rounds": ROUNDS}
+    home = common.temp_folder("lms-bench-")
+    env = common.lms_env(home, LMS_THREADS=str(common.threads()))
+    port = common.free_port()
+    common.lms_cli(env, "server", "start", "-p", str(port), via=common.LMS_SCRIPT)
+    common.lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "-y", via=common.LMS_SCRIPT)
+    results: dict = {"model": BUNDLED_KEY, "threads": common.threads(), "tokens": TOKENS, "rounds": ROUNDS}
     try:
-        llm = Llama(model_path=str(model), n_ctx=CONTEXT, n_threads=threads(), n_threads_batch=threads(),
-                    verbose=False)
+        llm, template = common.raw_llama(model, CONTEXT)
         eos = llm.token_eos()
-        template = header.metadata.get("tokenizer.chat_template")
         lms_run(port, conversation(-1), eos)  # warm both sides once
         raw_run(llm, template, conversation(-1), eos)
         raw, served = [], []
@@ -182,17 +128,13 @@ def main() -> int:
         raw_ttft, lms_ttft = statistics.median(p[0] for p in ttft_pairs), statistics.median(p[1] for p in ttft_pairs)
         ttft_overhead = statistics.median(served - bare for bare, served in ttft_pairs)
 
-        timings = []
-        for _ in range(15):
-            started = time.perf_counter()
-            lms_cli(env, "ps", "--json")
-            timings.append(time.perf_counter() - started)
+        timings = [common.timed(common.lms_cli, env, "ps", "--json", via=common.LMS_SCRIPT) for _ in range(15)]
         daemon_pid = int((home / ".internal" / "daemon.pid").read_text())
-        lms_cli(env, "unload", "--all")
+        common.lms_cli(env, "unload", "--all", via=common.LMS_SCRIPT)
         time.sleep(1.0)
         rss = psutil.Process(daemon_pid).memory_info().rss
     finally:
-        subprocess.run([str(REPO / ".venv/bin/lms"), "daemon", "down"], env=env, capture_output=True)
+        common.daemon_down(env, via=common.LMS_SCRIPT)
 
     rows = [
         ("decode tok/s (raw llama-cpp-python)", f"{raw_tps:.1f}", ""),
@@ -226,9 +168,8 @@ def main() -> int:
     })
     width = max(len(r[0]) for r in rows)
     print(f"{'metric'.ljust(width)}  {'value':>10}  target")
-    for name, value, target in rows:
-        print(f"{name.ljust(width)}  {value:>10}  {target}")
-    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    common.print_rows(rows, width, 10)
+    (common.REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -133,6 +133,7 @@ def connect() -> DaemonClient | None:
 def start_daemon(timeout: float = 60.0) -> int:
     """Start the daemon in the background (detached from this terminal) and wait until it answers."""
     log = open(config.logs_dir() / "daemon-stdio.log", "ab")
+    written_before = log.tell()
     process = subprocess.Popen([sys.executable, "-m", "lms.daemon"], stdin=subprocess.DEVNULL, stdout=log,
                                stderr=log, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
@@ -140,9 +141,19 @@ def start_daemon(timeout: float = 60.0) -> int:
         if connect() is not None:
             return daemon_pid() or process.pid
         if process.poll() is not None and daemon_pid() is None:
-            raise DaemonError("The lms daemon failed to start; see " + str(config.logs_dir()))
+            raise DaemonError(_why_daemon_failed(log.name, written_before))
         time.sleep(0.05)
     raise DaemonError("Timed out waiting for the lms daemon to start.")
+
+
+def _why_daemon_failed(path: str, offset: int) -> str:
+    """The last line a daemon that exited wrote: it prints why it will not start there (e.g. a bad setting)."""
+    with suppress(OSError), open(path, "rb") as output:
+        output.seek(offset)
+        lines = [line for line in output.read().decode(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return f"The lms daemon failed to start: {lines[-1].strip()}"
+    return "The lms daemon failed to start; see " + str(config.logs_dir())
 
 
 def ensure_daemon() -> DaemonClient:

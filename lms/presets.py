@@ -1,5 +1,6 @@
 """Named presets from `LMS_HOME/config-presets/<name>.preset.json` (or `.json`): a system prompt, sampling and
-structured output, applied to a request that names one with `"preset": "<name>"` and to `lms chat --preset`.
+structured output, applied by the pipeline (lms/pipeline/pipeline.py) to a request that names one with
+`"preset": "<name>"`, and by `lms chat --preset`.
 
 Two shapes are read: LM Studio's (`{"name", "operation": {"fields": [{"key": "llm.prediction.systemPrompt",
 "value": ...}, ...]}}`) and a flat one with API names (`{"system_prompt", "temperature", "top_p", "top_k",
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lms import config
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 # LM Studio's field keys, and the API name each one becomes.
 LMSTUDIO_FIELDS = {
@@ -84,38 +85,7 @@ def load(name: str) -> Preset:
             try:
                 return parse(name, json.loads(candidate.read_text()))
             except (OSError, ValueError) as exc:
-                raise GenerationError(f"Preset '{name}' cannot be read: {exc}", status=400,
-                                      code="invalid_preset", param="preset") from None
-    raise GenerationError(f"No preset named '{name}' in {folder} (there are: {', '.join(available()) or 'none'}).",
-                          status=404, code="preset_not_found", param="preset")
-
-
-def apply_to_chat(body: dict) -> dict:
-    """A chat completions body with its preset's settings filled in where the body says nothing."""
-    if not body.get("preset"):
-        return body
-    preset = load(str(body["preset"]))
-    applied = {**preset.sampling, **{k: v for k, v in body.items() if k != "preset"}}
-    if preset.response_format and "response_format" not in body:
-        applied["response_format"] = preset.response_format
-    messages = list(body.get("messages") or [])
-    if preset.system_prompt and not any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
-        applied["messages"] = [{"role": "system", "content": preset.system_prompt}, *messages]
-    return applied
-
-
-def apply_to_responses(body: dict) -> dict:
-    """A /v1/responses body with its preset's settings filled in where the body says nothing."""
-    if not body.get("preset"):
-        return body
-    preset = load(str(body["preset"]))
-    sampling = {("max_output_tokens" if k == "max_tokens" else k): v for k, v in preset.sampling.items()
-                if k != "stop"}
-    applied = {**sampling, **{k: v for k, v in body.items() if k != "preset"}}
-    if preset.system_prompt and not body.get("instructions"):
-        applied["instructions"] = preset.system_prompt
-    if preset.response_format and preset.response_format["type"] == "json_schema" and "text" not in body:
-        schema = preset.response_format["json_schema"]
-        applied["text"] = {"format": {"type": "json_schema", "name": schema.get("name", "preset"),
-                                      "schema": schema.get("schema", {})}}
-    return applied
+                raise LmsError.invalid(f"Preset '{name}' cannot be read: {exc}", "preset",
+                                       code="invalid_preset") from None
+    raise LmsError.not_found(f"No preset named '{name}' in {folder} (there are: {', '.join(available()) or 'none'}).",
+                             "preset", code="preset_not_found")

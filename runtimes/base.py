@@ -1,9 +1,19 @@
-"""The protocol a worker drives: one loaded model that can generate (streaming, cancellable) and embed."""
+"""The contract between a worker (runtimes/worker.py) and its engine: one loaded model that can generate
+(streaming, cancellable), count prompt tokens and embed.
+
+The worker rebuilds the typed request from the daemon's JSON before it calls the engine, so an engine reads
+attributes of a `GenerationRequest` / `EmbeddingRequest` (lms/generation/request.py), never dicts. An engine
+reports a failure by raising `lms.errors.LmsError`; anything else it raises is an internal error. Engines import
+this module and runtimes/common.py, never the reverse: the factory that imports the engines lives in the worker.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
+
+from lms.generation.request import EmbeddingRequest, GenerationRequest
 
 Emit = Callable[[dict], None]
 Cancelled = Callable[[], bool]
@@ -12,37 +22,30 @@ Cancelled = Callable[[], bool]
 class Engine(Protocol):
     name: str
     version: str
+    # True: `generate` only queues the request and returns; the engine emits its events from its own thread,
+    # the last one a `done` or `error` event (llama.cpp's batching scheduler). False: `generate` runs the request
+    # to the end on the worker's engine thread before it returns.
+    concurrent: bool
 
     def info(self) -> dict:
-        """What was loaded: context length, model type, memory facts."""
+        """What was loaded: context length, engine and engine_version, model facts."""
 
-    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
-        """Run one GenerationRequest (as a dict); emit its events; stop soon after cancelled() is true.
-        An engine with `concurrent = True` only queues it here and emits from its own thread, ending with a
-        `done` or `error` event; others run it to the end before returning."""
+    def generate(self, request: GenerationRequest, emit: Emit, cancelled: Cancelled) -> None:
+        """Run one request; emit its events (lms/generation/request.py); stop soon after cancelled() is true.
+        Raising LmsError before anything was emitted fails the request with that error."""
 
-    def embed(self, request: dict) -> dict:
-        """Run one EmbeddingRequest (as a dict); return {"embeddings": [[float]], "prompt_tokens": int}."""
+    def embed(self, request: EmbeddingRequest) -> dict:
+        """Return {"embeddings": [[float], ...] (one per input), "prompt_tokens": int}."""
 
     def tokenize(self, text: str) -> list[int]:
         ...
 
-    def count(self, request: dict) -> int:
-        """Prompt tokens of a GenerationRequest (as a dict), template applied."""
+    def count(self, request: GenerationRequest) -> int:
+        """Prompt tokens of the request, chat template applied."""
 
-
-def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
-    """Load a model; `progress` gets 0..1 as it loads and may return False to abort."""
-    if runtime == "llama.cpp" and options.get("embedding"):
-        from runtimes.llama_cpp.embedding import LlamaCppEmbedder
-
-        return LlamaCppEmbedder(**options, progress=progress)
-    if runtime == "llama.cpp":
-        from runtimes.llama_cpp.engine import LlamaCppEngine
-
-        return LlamaCppEngine(**options, progress=progress)
-    if runtime == "mlx":
-        from runtimes.mlx.engine import MlxEngine
-
-        return MlxEngine(**options, progress=progress)
-    raise ValueError(f"unknown runtime {runtime!r}")
+    def on_step_end(self, flush: Callable[[], None]) -> threading.Thread | None:
+        """Called once, right after the load. A concurrent engine returns the thread it emits from and calls
+        `flush` on that thread after each unit of work (llama.cpp: after every scheduling step); the
+        worker then holds that thread's events and writes them together at `flush`, so no other thread wakes
+        while the engine computes. An engine that returns a thread must call `flush`, or its events never go
+        out. None (every serial engine): events are sent as they are emitted."""

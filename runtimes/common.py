@@ -1,29 +1,48 @@
-"""What every engine shares: its error type, the load-progress callback, token log-probability entries, text
-events, and the count of reasoning tokens."""
+"""What every engine shares: the error event, the base of engines that run one request at a time, the
+load-progress callback, token log-probability entries, text events, and the count of reasoning tokens.
+
+Engines raise `lms.errors.LmsError` (invalid for a request that cannot run, internal for an engine failure); any
+other exception is an internal error. This module imports no engine and nothing from runtimes/base.py.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
-
-class EngineError(Exception):
-    def __init__(self, message: str, status: int = 400, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
+from lms.errors import LmsError
+from lms.generation.request import GenerationRequest
 
 
-def format_param(request: dict) -> str:
+def error_event(exc: BaseException) -> dict:
+    """The error event of a failed request: an LmsError as it is, anything else an internal error."""
+    if isinstance(exc, LmsError):
+        return exc.to_event()
+    return LmsError.internal(str(exc) or type(exc).__name__).to_event()
+
+
+class SerialEngine:
+    """The base of an engine that runs one request at a time: `generate` runs to the end before it returns, and
+    its events go out as they are emitted (see the Engine protocol in runtimes/base.py)."""
+
+    concurrent = False
+
+    def on_step_end(self, flush: Callable[[], None]) -> threading.Thread | None:
+        return None
+
+
+def format_param(request: GenerationRequest) -> str:
     """The request field an output-format error is about (a grammar, a response format, forced tool calls)."""
-    return "grammar" if request.get("grammar") else request.get("format_param") or "response_format"
+    return "grammar" if request.grammar else request.format_param or "response_format"
 
 
 def start_of_empty_prompt(bos: int | None) -> list[int]:
     """An empty prompt (OpenAI accepts "") starts from the model's beginning-of-text token; a model without one
     has nothing to start from."""
     if bos is None or bos < 0:
-        raise EngineError("The prompt is empty, and this model has no beginning-of-text token to start from.", 400,
-                          "invalid_value", "prompt")
+        raise LmsError.invalid("The prompt is empty, and this model has no beginning-of-text token to start from.",
+                               "prompt", code="invalid_value")
     return [bos]
 
 
@@ -79,19 +98,19 @@ class ReasoningCounter:
             self.state = "off"
 
 
-def generation_limits(request: dict, prompt_tokens: int, n_ctx: int) -> tuple[int, int]:
+def generation_limits(request: GenerationRequest, prompt_tokens: int, n_ctx: int) -> tuple[int, int]:
     """(tokens the answer may have, seed) of a request: a prompt that fills the context fails here."""
     import random
 
     if prompt_tokens >= n_ctx:
-        raise EngineError(
+        raise LmsError.invalid(
             f"This model's maximum context length is {n_ctx} tokens. However, your request has "
             f"{prompt_tokens} input tokens. Please reduce the length of the input.",
-            400, "context_length_exceeded", "messages" if request.get("messages") is not None else "prompt")
+            "messages" if request.messages is not None else "prompt", code="context_length_exceeded")
     budget = n_ctx - prompt_tokens
-    max_tokens = request.get("max_tokens")
+    max_tokens = request.max_tokens
     limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
-    seed = (request.get("sampling") or {}).get("seed")
+    seed = request.sampling.seed
     return limit, seed if seed is not None else random.randint(0, 2**31 - 1)
 
 

@@ -1,11 +1,14 @@
 """The worker process: holds one loaded model and serves the daemon over a socket of JSON lines.
 
-Messages from the daemon: `{"op": "load"|"generate"|"embed"|"cancel"|"shutdown", "id", ...}`.
+Messages from the daemon: `{"op": "load"|"generate"|"count"|"embed"|"cancel"|"shutdown", "id", ...}`; a
+generate or count carries `request` (GenerationRequest.to_dict), an embed `request` (EmbeddingRequest.to_dict),
+and the worker hands its engine the typed request (the contract is runtimes/base.py).
 Messages to the daemon: events tagged with the request `id` (see lms.generation.request), plus
-`{"type": "loaded", "info"}` and `{"type": "result", ...}`. Requests are taken one at a time by the engine
-thread: a concurrent engine (llama.cpp's batching scheduler) only queues a generation there and streams it from its
-own thread, others run it to the end. The reader thread only queues requests and marks cancellations, so a cancel
-lands within one token.
+`{"type": "loaded", "info"}` and `{"type": "result", ...}`; a failed request ends with an error event
+(`LmsError.to_event`), an exception that is not an LmsError as an internal one.
+Requests are taken one at a time by the engine thread: a concurrent engine (llama.cpp's batching scheduler) only
+queues a generation there and streams it from its own thread, others run it to the end. The reader thread only
+queues requests and marks cancellations, so a cancel lands within one token.
 When the daemon goes away (end of file on the socket) the worker exits: it never outlives its owner.
 """
 
@@ -19,6 +22,12 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
+
+from lms.errors import Kind, LmsError
+from lms.generation.request import EmbeddingRequest, GenerationRequest
+from runtimes.base import Engine
+from runtimes.common import error_event
 
 
 class Connection:
@@ -71,8 +80,22 @@ class Connection:
                 yield json.loads(line)
 
 
-def _error(message: str, status: int = 500, code: str | None = None, param: str | None = None) -> dict:
-    return {"type": "error", "message": message, "status": status, "code": code, "param": param}
+def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
+    """Load a model; `progress` gets 0..1 as it loads and may return False to abort. Only the worker imports
+    engines, and only the one it runs."""
+    if runtime == "llama.cpp" and options.get("embedding"):
+        from runtimes.llama_cpp.embedding import LlamaCppEmbedder
+
+        return LlamaCppEmbedder(**options, progress=progress)
+    if runtime == "llama.cpp":
+        from runtimes.llama_cpp.engine import LlamaCppEngine
+
+        return LlamaCppEngine(**options, progress=progress)
+    if runtime == "mlx":
+        from runtimes.mlx.engine import MlxEngine
+
+        return MlxEngine(**options, progress=progress)
+    raise LmsError.internal(f"unknown runtime {runtime!r}")
 
 
 def serve(conn: Connection) -> None:
@@ -92,8 +115,6 @@ def serve(conn: Connection) -> None:
         op = job["op"]
         try:
             if op == "load":
-                from runtimes.base import load_engine
-
                 reported = [-1.0]
 
                 def progress(value: float) -> bool:
@@ -102,26 +123,28 @@ def serve(conn: Connection) -> None:
                         emit({"type": "progress", "progress": round(value, 3)})
                     return request_id not in cancelled
 
-                state["engine"] = load_engine(job["runtime"], job["options"], progress)
-                if hasattr(state["engine"], "on_step_end"):
-                    conn.step_thread = state["engine"].on_step_end(conn.flush_step)
-                emit({"type": "loaded", "info": state["engine"].info()})
+                engine: Engine = load_engine(job["runtime"], job["options"], progress)
+                state["engine"] = engine
+                conn.step_thread = engine.on_step_end(conn.flush_step)
+                emit({"type": "loaded", "info": engine.info()})
             elif op == "generate":
                 engine = state["engine"]
-                queued_only = getattr(engine, "concurrent", False)
-                engine.generate(job["request"], emit, lambda: request_id in cancelled)
+                request = GenerationRequest.from_dict(job["request"])
+                queued_only = engine.concurrent
+                engine.generate(request, emit, lambda: request_id in cancelled)
             elif op == "embed":
-                emit({"type": "result", **state["engine"].embed(job["request"])})
+                emit({"type": "result", **state["engine"].embed(EmbeddingRequest.from_dict(job["request"]))})
             elif op == "count":
-                emit({"type": "result", "prompt_tokens": state["engine"].count(job["request"])})
+                prompt_tokens = state["engine"].count(GenerationRequest.from_dict(job["request"]))
+                emit({"type": "result", "prompt_tokens": prompt_tokens})
             else:
-                emit(_error(f"unknown operation {op!r}", 400))
+                raise LmsError.invalid(f"unknown operation {op!r}", "op")
         except Exception as exc:  # the request fails; the worker and its model stay up
-            status, code, param = getattr(exc, "status", 500), getattr(exc, "code", None), getattr(exc, "param", None)
-            if status >= 500:
+            event = error_event(exc)
+            if event["kind"] == Kind.INTERNAL.value:
                 traceback.print_exc()
             queued_only = False
-            emit(_error(str(exc) or type(exc).__name__, status, code, param))
+            emit(event)
         finally:
             if not queued_only:
                 cancelled.discard(request_id)

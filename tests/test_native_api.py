@@ -1,11 +1,11 @@
-"""LM Studio's native REST API (/api/v0, /api/v1) and Anthropic's /v1/messages, end to end with real models
-and the official `anthropic` client."""
+"""LM Studio's native REST API (/api/v0, /api/v1), end to end with real models over httpx.
+
+Anthropic's /v1/messages is in test_anthropic_api.py."""
 
 from __future__ import annotations
 
 import json
 
-import anthropic
 import httpx
 import pytest
 
@@ -18,11 +18,6 @@ GREEDY = {"temperature": 0}
 def api(served):
     with httpx.Client(base_url=served.base_url, timeout=120) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def claude(served):
-    return anthropic.Anthropic(base_url=served.base_url, api_key="lm-studio", max_retries=0, timeout=120)
 
 
 def sse_events(response: httpx.Response) -> list[dict]:
@@ -110,53 +105,3 @@ def test_v1_chat_errors(api):
     assert refused.status_code == 403 and "--allow-remote-mcp" in refused.json()["error"]["message"]
     local = api.post("/api/v1/chat", json={"model": CHAT_MODEL, "input": "hi", "integrations": ["mcp/playwright"]})
     assert local.status_code in (400, 403)  # no such server in mcp.json, and mcp.json needs a token over HTTP
-
-
-def test_anthropic_messages(claude):
-    message = claude.messages.create(model=CHAT_MODEL, max_tokens=24, system="Answer in one sentence.",
-                                     messages=[{"role": "user", "content": "What is the capital of France?"}],
-                                     extra_body=GREEDY)
-    assert message.role == "assistant" and message.content[0].type == "text" and "Paris" in message.content[0].text
-    assert message.stop_reason == "end_turn" and message.usage.input_tokens > 0 and message.usage.output_tokens > 0
-    with claude.messages.stream(model=CHAT_MODEL, max_tokens=6, messages=[{"role": "user", "content": "Count: 1, 2,"}],
-                                extra_body=GREEDY) as stream:
-        text = "".join(stream.text_stream)
-        final = stream.get_final_message()
-    assert text == final.content[0].text and final.stop_reason == "max_tokens" and final.usage.output_tokens == 6
-
-
-def test_anthropic_tool_use_round_trip(claude):
-    tools = [{"name": "get_weather", "description": "Get the current weather for a city",
-              "input_schema": {"type": "object", "properties": {"location": {"type": "string"}},
-                               "required": ["location"]}}]
-    question = {"role": "user", "content": "What's the weather in Paris?"}
-    first = claude.messages.create(model=TOOL_MODEL, max_tokens=80, tools=tools, messages=[question],
-                                   extra_body=GREEDY)
-    [use] = [block for block in first.content if block.type == "tool_use"]
-    assert first.stop_reason == "tool_use" and use.name == "get_weather" and "Paris" in use.input["location"]
-    assert use.id.startswith("toolu_")
-    forced = claude.messages.create(model=CHAT_MODEL, max_tokens=60, tools=tools, messages=[question],
-                                    tool_choice={"type": "tool", "name": "get_weather"}, extra_body=GREEDY)
-    assert [b.type for b in forced.content] == ["tool_use"]  # a grammar makes even SmolLM2 call it
-    answer = claude.messages.create(
-        model=TOOL_MODEL, max_tokens=60, tools=tools, extra_body=GREEDY,
-        messages=[question, {"role": "assistant", "content": first.content},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
-                                                "content": "21 degrees and sunny"}]}])
-    assert answer.usage.input_tokens + answer.usage.cache_read_input_tokens > first.usage.input_tokens
-    with claude.messages.stream(model=TOOL_MODEL, max_tokens=80, tools=tools, messages=[question],
-                                extra_body=GREEDY) as stream:
-        streamed = stream.get_final_message()
-    assert any(b.type == "tool_use" and b.input.get("location") for b in streamed.content)
-
-
-def test_anthropic_errors_have_anthropic_shape(claude, served):
-    with pytest.raises(anthropic.NotFoundError) as missing:
-        claude.messages.create(model="nobody/nothing", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    assert missing.value.body["error"]["type"] == "not_found_error"
-    response = httpx.post(f"{served.base_url}/v1/messages", json={"model": CHAT_MODEL, "messages": [
-        {"role": "user", "content": "x"}]})
-    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
-    with pytest.raises(anthropic.BadRequestError):
-        claude.messages.create(model=CHAT_MODEL, max_tokens=5, messages=[{"role": "user", "content": [image]}])

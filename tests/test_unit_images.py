@@ -11,9 +11,10 @@ import zlib
 
 import pytest
 
-from lms.api import images
-from lms.api.images import decode_data_url, forbidden_address, load_image
-from lms.generation.request import GenerationError
+from lms.api.errors import status_of
+from lms.errors import LmsError
+from lms.pipeline import images
+from lms.pipeline.images import decode_data_url, forbidden_address, load_image
 
 
 def png(width: int = 2, height: int = 2) -> bytes:
@@ -74,9 +75,9 @@ def test_data_url_round_trip():
 
 @pytest.mark.parametrize("url", ["data:text/plain;base64,aGk=", "data:image/png,rawbytes"])
 def test_bad_data_urls_are_400(url):
-    with pytest.raises(GenerationError) as error:
+    with pytest.raises(LmsError) as error:
         decode_data_url(url, "input")
-    assert error.value.status == 400 and error.value.code == "invalid_image"
+    assert status_of(error.value) == 400 and error.value.code == "invalid_image"
 
 
 def test_fetches_an_image_and_follows_a_redirect(image_server):
@@ -90,14 +91,14 @@ def test_fetches_an_image_and_follows_a_redirect(image_server):
     ("/to-metadata", "link-local"),
 ])
 def test_refusals(image_server, path, message):
-    with pytest.raises(GenerationError) as error:
+    with pytest.raises(LmsError) as error:
         load(image_server + path)
-    assert error.value.status == 400 and message in error.value.message
+    assert status_of(error.value) == 400 and message in error.value.message
 
 
 def test_size_cap(image_server, monkeypatch):
     monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 1000)
-    with pytest.raises(GenerationError) as error:
+    with pytest.raises(LmsError) as error:
         load(image_server + "/huge.png")
     assert "larger than" in error.value.message
 
@@ -111,5 +112,5 @@ def test_forbidden_addresses(address, forbidden):
 
 
 def test_other_schemes_are_refused():
-    with pytest.raises(GenerationError):
+    with pytest.raises(LmsError):
         load("file:///etc/passwd")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from lms.api.responses.items import normalize_input, to_messages
-from lms.api.responses.mcp import McpToolset, parse_server
+from lms.api.errors import status_of
+from lms.conversation.items import normalize_input, to_messages
+from lms.conversation.mcp import McpToolset, parse_server
+from lms.errors import LmsError
 from lms.generation.chat_template import render
-from lms.generation.request import GenerationError
 from lms.mcp.client import McpTool
 
 URL = "http://127.0.0.1:9/mcp"
@@ -50,9 +51,9 @@ def test_headers_are_used_but_never_echoed():
     ({"headers": {"X-Key": 5}}, "tools[0].headers"),
 ])
 def test_invalid_mcp_tools(options, param):
-    with pytest.raises(GenerationError) as bad:
+    with pytest.raises(LmsError) as bad:
         server(**options)
-    assert bad.value.status == 400 and bad.value.param == param
+    assert status_of(bad.value) == 400 and bad.value.param == param
 
 
 def test_model_sees_mcp_tools_without_schema_titles_and_mcp_choice_maps_to_functions():
@@ -61,7 +62,7 @@ def test_model_sees_mcp_tools_without_schema_titles_and_mcp_choice_maps_to_funct
     assert "title" not in toolset.function_tools()[0]["parameters"]
     assert toolset.choice({"server_label": "w", "name": "get_weather"}) == {"type": "function", "name": "get_weather"}
     assert toolset.choice({"server_label": "w"})["mode"] == "required"
-    with pytest.raises(GenerationError):
+    with pytest.raises(LmsError):
         toolset.choice({"server_label": "other"})
 
 
@@ -86,6 +87,6 @@ def test_mcp_items_become_calls_and_results_for_the_model():
 
 
 def test_malformed_mcp_input_items():
-    with pytest.raises(GenerationError) as bad:
+    with pytest.raises(LmsError) as bad:
         normalize_input([{"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": "yes"}])
     assert bad.value.param == "input[0].approve"

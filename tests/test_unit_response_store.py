@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from lms.api.responses.store import MIGRATIONS, ResponseStore, ResponseStoreError, StoredResponse
+from lms.conversation.store import MIGRATIONS, ResponseStore, ResponseStoreError, StoredResponse
 
 
 def stored(response_id: str, created_at: float = 1_000.0, items: int = 1) -> StoredResponse:

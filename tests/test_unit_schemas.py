@@ -8,24 +8,33 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lms.api.errors import error_body, error_response, from_validation
+from lms.api.errors import error_body, error_response, error_type, from_validation, status_of
 from lms.api.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
-from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
+from lms.errors import LmsError
+from lms.generation.request import IMAGE_MARKER, GenerationRequest, Sampling
+from lms.pipeline.pipeline import chat_request, completion_request
 
 USER = {"role": "user", "content": "Hi"}
+
+
+def request_of(body) -> GenerationRequest:
+    """What the pipeline builds from a surface's body (before a model adds its template's needs)."""
+    if isinstance(body, CompletionBody):
+        return completion_request(body.to_input())
+    return chat_request(body.to_input())[0]
 
 
 def chat(**fields) -> ChatCompletionBody:
     return ChatCompletionBody.model_validate({"model": "m", "messages": [USER], **fields})
 
 
-def validation_error(body_class, data: dict) -> GenerationError:
+def validation_error(body_class, data: dict) -> LmsError:
     with pytest.raises(ValidationError) as caught:
         body_class.model_validate(data)
     return from_validation(caught.value)
 
 
-# --- validation errors -> GenerationError (lms/api/errors.py) -----------------------------------------------
+# --- validation errors -> LmsError (lms/api/errors.py) -----------------------------------------------
 
 
 @pytest.mark.parametrize(("fields", "param"), [
@@ -45,24 +54,24 @@ def validation_error(body_class, data: dict) -> GenerationError:
 def test_bad_chat_parameter_is_a_400_invalid_value_naming_the_parameter(fields, param):
     error = validation_error(ChatCompletionBody, {"model": "m", "messages": [USER], **fields})
 
-    assert error.status == 400
+    assert status_of(error) == 400
     assert error.param == param
     assert error.code == "invalid_value"
-    assert error.type == "invalid_request_error"
+    assert error_type(error) == "invalid_request_error"
     assert error.message.startswith(f"Invalid value for '{param}': ")
 
 
 def test_missing_messages_is_a_missing_required_parameter():
     error = validation_error(ChatCompletionBody, {"model": "m"})
 
-    assert (error.status, error.param, error.code) == (400, "messages", "missing_required_parameter")
+    assert (status_of(error), error.param, error.code) == (400, "messages", "missing_required_parameter")
     assert error.message == "'messages' is required"
 
 
 def test_empty_messages_is_an_invalid_value():
     error = validation_error(ChatCompletionBody, {"model": "m", "messages": []})
 
-    assert (error.status, error.param, error.code) == (400, "messages", "invalid_value")
+    assert (status_of(error), error.param, error.code) == (400, "messages", "invalid_value")
 
 
 def test_a_bad_role_names_the_nested_location():
@@ -86,13 +95,13 @@ def test_several_problems_are_counted_in_the_message():
 def test_missing_prompt_in_a_completion():
     error = validation_error(CompletionBody, {"model": "m"})
 
-    assert (error.status, error.param, error.code) == (400, "prompt", "missing_required_parameter")
+    assert (status_of(error), error.param, error.code) == (400, "prompt", "missing_required_parameter")
 
 
 def test_missing_input_in_an_embedding():
     error = validation_error(EmbeddingBody, {"model": "m"})
 
-    assert (error.status, error.param, error.code) == (400, "input", "missing_required_parameter")
+    assert (status_of(error), error.param, error.code) == (400, "input", "missing_required_parameter")
 
 
 def test_bad_encoding_format_in_an_embedding():
@@ -125,7 +134,7 @@ def test_extra_fields_are_ignored():
 
 
 def test_minimal_chat_request_uses_default_sampling():
-    request = chat().to_request()
+    request = request_of(chat())
 
     assert isinstance(request, GenerationRequest)
     assert request.messages == [{"role": "user", "content": "Hi"}]
@@ -137,8 +146,8 @@ def test_minimal_chat_request_uses_default_sampling():
 
 
 def test_sampling_parameters_are_carried_over():
-    sampling = chat(temperature=0, top_p=0.5, top_k=7, min_p=0.1, repeat_penalty=1.3, presence_penalty=-1,
-                    frequency_penalty=1, seed=42, logit_bias={"15": -100, "-1": 5}).to_request().sampling
+    sampling = request_of(chat(temperature=0, top_p=0.5, top_k=7, min_p=0.1, repeat_penalty=1.3, presence_penalty=-1,
+                    frequency_penalty=1, seed=42, logit_bias={"15": -100, "-1": 5})).sampling
 
     assert sampling == Sampling(temperature=0, top_p=0.5, top_k=7, min_p=0.1, repeat_penalty=1.3,
                                 presence_penalty=-1, frequency_penalty=1, seed=42,
@@ -146,49 +155,49 @@ def test_sampling_parameters_are_carried_over():
 
 
 def test_a_stop_string_becomes_a_list():
-    assert chat(stop="\n").to_request().stop == ["\n"]
-    assert chat(stop=["a", "b"]).to_request().stop == ["a", "b"]
-    assert chat(stop=None).to_request().stop == []
+    assert request_of(chat(stop="\n")).stop == ["\n"]
+    assert request_of(chat(stop=["a", "b"])).stop == ["a", "b"]
+    assert request_of(chat(stop=None)).stop == []
 
 
 @pytest.mark.parametrize(("max_tokens", "expected"), [(-1, None), (None, None), (0, 0), (64, 64)])
 def test_max_tokens(max_tokens, expected):
-    assert chat(max_tokens=max_tokens).to_request().max_tokens == expected
+    assert request_of(chat(max_tokens=max_tokens)).max_tokens == expected
 
 
 def test_max_completion_tokens_overrides_max_tokens():
-    assert chat(max_tokens=100, max_completion_tokens=5).to_request().max_tokens == 5
-    assert chat(max_completion_tokens=7).to_request().max_tokens == 7
-    assert chat(max_tokens=100, max_completion_tokens=-1).to_request().max_tokens == 100
+    assert request_of(chat(max_tokens=100, max_completion_tokens=5)).max_tokens == 5
+    assert request_of(chat(max_completion_tokens=7)).max_tokens == 7
+    assert request_of(chat(max_tokens=100, max_completion_tokens=-1)).max_tokens == 100
 
 
 def test_json_schema_response_format_sets_the_schema():
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
-    request = chat(response_format={"type": "json_schema",
-                                    "json_schema": {"name": "reply", "strict": True, "schema": schema}}).to_request()
+    request = request_of(chat(response_format={"type": "json_schema",
+                                    "json_schema": {"name": "reply", "strict": True, "schema": schema}}))
 
     assert request.json_schema == schema
     assert request.json_object is False
 
 
 def test_json_schema_response_format_without_schema_is_a_400():
-    with pytest.raises(GenerationError) as caught:
-        chat(response_format={"type": "json_schema"}).to_request()
+    with pytest.raises(LmsError) as caught:
+        request_of(chat(response_format={"type": "json_schema"}))
 
-    assert (caught.value.status, caught.value.param) == (400, "response_format.json_schema")
+    assert (status_of(caught.value), caught.value.param) == (400, "response_format.json_schema")
     assert caught.value.code == "missing_required_parameter"
 
 
 def test_json_object_response_format_sets_json_object():
-    request = chat(response_format={"type": "json_object"}).to_request()
+    request = request_of(chat(response_format={"type": "json_object"}))
 
     assert request.json_object is True
     assert request.json_schema is None
 
 
 def test_text_response_format_changes_nothing():
-    request = chat(response_format={"type": "text"}).to_request()
+    request = request_of(chat(response_format={"type": "text"}))
 
     assert request.json_object is False and request.json_schema is None
 
@@ -200,15 +209,15 @@ def test_unknown_response_format_type_is_rejected():
 
 
 def test_developer_role_becomes_system():
-    request = chat(messages=[{"role": "developer", "content": "Rules"}, USER]).to_request()
+    request = request_of(chat(messages=[{"role": "developer", "content": "Rules"}, USER]))
 
     assert request.messages[0] == {"role": "system", "content": "Rules"}
 
 
 def test_text_content_parts_are_joined():
-    request = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Hello, "},
+    request = request_of(chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Hello, "},
                                                           {"type": "text", "text": "world"},
-                                                          {"type": "text"}]}]).to_request()
+                                                          {"type": "text"}]}]))
 
     assert request.messages == [{"role": "user", "content": "Hello, world"}]
 
@@ -218,25 +227,25 @@ def test_an_image_content_part_becomes_a_marker_and_a_url():
         {"type": "text", "text": "What is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
 
-    assert body.to_request().messages[0]["content"] == "What is this?" + IMAGE_MARKER
+    assert request_of(body).messages[0]["content"] == "What is this?" + IMAGE_MARKER
     assert body.messages[0].image_urls() == ["data:image/png;base64,AAAA"]
 
 
 def test_an_audio_content_part_is_a_400():
     body = chat(messages=[{"role": "user", "content": [{"type": "input_audio", "text": "x"}]}])
 
-    with pytest.raises(GenerationError) as caught:
-        body.to_request()
+    with pytest.raises(LmsError) as caught:
+        request_of(body)
 
-    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "messages", "unsupported_content")
-    assert caught.value.type == "invalid_request_error"
+    assert (status_of(caught.value), caught.value.param, caught.value.code) == (400, "messages", "unsupported_content")
+    assert error_type(caught.value) == "invalid_request_error"
 
 
 def test_tool_messages_keep_their_extra_fields_and_missing_content_becomes_empty():
     tool_call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    request = chat(messages=[USER, {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+    request = request_of(chat(messages=[USER, {"role": "assistant", "content": None, "tool_calls": [tool_call]},
                              {"role": "tool", "tool_call_id": "call_1", "content": "42"}],
-                   tools=[{"type": "function", "function": {"name": "f"}}]).to_request()
+                   tools=[{"type": "function", "function": {"name": "f"}}]))
 
     assert request.messages[1] == {"role": "assistant", "content": "", "tool_calls": [tool_call]}
     assert request.messages[2] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
@@ -250,14 +259,14 @@ def test_include_usage_follows_stream_options():
 
 
 def test_request_survives_the_json_round_trip_to_a_worker():
-    request = chat(stop="x", seed=3, response_format={"type": "json_object"}).to_request()
+    request = request_of(chat(stop="x", seed=3, response_format={"type": "json_object"}))
 
     assert GenerationRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
 
 
 def test_completion_request_from_a_string_prompt():
-    request = CompletionBody.model_validate({"prompt": "Once upon", "max_tokens": -1, "stop": "\n",
-                                             "temperature": 0.2}).to_request()
+    request = request_of(CompletionBody.model_validate({"prompt": "Once upon", "max_tokens": -1, "stop": "\n",
+                                             "temperature": 0.2}))
 
     assert request.prompt == "Once upon"
     assert request.messages is None
@@ -267,21 +276,21 @@ def test_completion_request_from_a_string_prompt():
 
 
 def test_completion_prompt_list_of_one_is_unwrapped():
-    assert CompletionBody.model_validate({"prompt": ["only one"]}).to_request().prompt == "only one"
+    assert request_of(CompletionBody.model_validate({"prompt": ["only one"]})).prompt == "only one"
 
 
 @pytest.mark.parametrize("prompt", [["one", "two"], []])
 def test_completion_prompt_list_of_other_length_is_a_400(prompt):
-    with pytest.raises(GenerationError) as caught:
-        CompletionBody.model_validate({"prompt": prompt}).to_request()
+    with pytest.raises(LmsError) as caught:
+        request_of(CompletionBody.model_validate({"prompt": prompt}))
 
-    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "prompt", "invalid_value")
+    assert (status_of(caught.value), caught.value.param, caught.value.code) == (400, "prompt", "invalid_value")
 
 
 def test_completion_validates_shared_sampling_parameters():
     error = validation_error(CompletionBody, {"prompt": "x", "temperature": 3})
 
-    assert (error.status, error.param, error.code) == (400, "temperature", "invalid_value")
+    assert (status_of(error), error.param, error.code) == (400, "temperature", "invalid_value")
 
 
 # --- EmbeddingBody.inputs() ----------------------------------------------------------------------------------
@@ -296,10 +305,10 @@ def test_embedding_inputs_from_a_string_and_a_list():
 def test_embedding_inputs_rejects_empty_input(value):
     body = EmbeddingBody.model_validate({"input": value})
 
-    with pytest.raises(GenerationError) as caught:
+    with pytest.raises(LmsError) as caught:
         body.inputs()
 
-    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "input", "invalid_value")
+    assert (status_of(caught.value), caught.value.param, caught.value.code) == (400, "input", "invalid_value")
 
 
 def test_embedding_dimensions_must_be_positive():

@@ -1,48 +1,51 @@
-"""Anthropic's `POST /v1/messages`, as a thin translator: the request becomes a chat body (system, text and
-image content, tool_use and tool_result blocks, tools and tool_choice) run by the shared chat pipeline, and the
-semantic events come back as Anthropic content blocks, streamed or not. `x-api-key` is accepted like a bearer
-token (see RequireToken). Errors have Anthropic's shape."""
+"""Anthropic's `POST /v1/messages`, as a thin translator: the request becomes a ChatInput (system, text and
+image content, tool_use and tool_result blocks, tools and tool_choice) for the pipeline, and the parsed events
+come back as Anthropic content blocks, streamed or not. `x-api-key` is accepted like a bearer token (see
+RequireToken). Errors have Anthropic's shape, mapped from the error's kind here."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import string
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from lms.api.errors import from_validation
-from lms.api.generate import primed
+from lms.api.context import pipeline_of
+from lms.api.errors import from_validation, status_of
 from lms.api.http import read_json
-from lms.api.openai.chat import start_chat
-from lms.api.openai.schemas import ChatCompletionBody
-from lms.generation.request import GenerationError
+from lms.errors import Kind, LmsError
+from lms.generation.ids import MIXED, new_id
+from lms.generation.request import IMAGE_MARKER
+from lms.pipeline import ChatInput, Usage
 
-_ALPHABET = string.ascii_letters + string.digits
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
+ERROR_TYPES = {Kind.INVALID: "invalid_request_error", Kind.UNAUTHORIZED: "authentication_error",
+               Kind.FORBIDDEN: "permission_error", Kind.NOT_FOUND: "not_found_error",
+               Kind.TOO_LARGE: "request_too_large", Kind.UNAVAILABLE: "overloaded_error"}
 
 
 def _id(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    return new_id(prefix, 24, MIXED)
 
 
-def _bad(message: str, param: str) -> GenerationError:
-    return GenerationError(message, status=400, code="invalid_value", param=param)
+class _Sampling(BaseModel):
+    max_tokens: int = Field(ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stop_sequences: list[str] | None = Field(None, max_length=16)
 
 
 def _text_of(blocks, param: str) -> str:
     if isinstance(blocks, str):
         return blocks
     if not isinstance(blocks, list):
-        raise _bad(f"'{param}' must be a string or an array of content blocks", param)
+        raise LmsError.invalid(f"'{param}' must be a string or an array of content blocks", param)
     texts = []
     for index, block in enumerate(blocks):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _bad(f"'{param}[{index}]' must be a text block", f"{param}[{index}]")
+            raise LmsError.invalid(f"'{param}[{index}]' must be a text block", f"{param}[{index}]")
         texts.append(block["text"])
     return "\n".join(texts)
 
@@ -52,35 +55,39 @@ def _image_url(source: dict, param: str) -> str:
         return f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return source["url"]
-    raise _bad(f"'{param}.source' must be a base64 or url image source", f"{param}.source")
+    raise LmsError.invalid(f"'{param}.source' must be a base64 or url image source", f"{param}.source")
 
 
-def _messages(body: dict) -> list[dict]:
-    """Anthropic messages as OpenAI chat messages (tool results become tool messages)."""
-    messages = []
+def _messages(body: dict) -> tuple[list[dict], list[str]]:
+    """Anthropic messages as the pipeline's chat messages (tool results become tool messages), and the image
+    URLs in the order their markers appear."""
+    messages, images = [], []
     if body.get("system"):
         messages.append({"role": "system", "content": _text_of(body["system"], "system")})
     if not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise GenerationError("'messages' is required", status=400, code="missing_required_parameter",
-                              param="messages")
+        raise LmsError.missing("messages")
     for index, message in enumerate(body["messages"]):
         param = f"messages[{index}]"
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ("user", "assistant"):
-            raise _bad(f"'{param}.role' must be 'user' or 'assistant'", f"{param}.role")
+            raise LmsError.invalid(f"'{param}.role' must be 'user' or 'assistant'", f"{param}.role")
         content = message.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not isinstance(blocks, list):
-            raise _bad(f"'{param}.content' must be a string or an array of content blocks", f"{param}.content")
-        parts, calls = [], []
+            raise LmsError.invalid(f"'{param}.content' must be a string or an array of content blocks",
+                                   f"{param}.content")
+        texts, calls = [], []
         for number, block in enumerate(blocks):
             where = f"{param}.content[{number}]"
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
-                parts.append({"type": "text", "text": str(block.get("text", ""))})
+                texts.append(str(block.get("text", "")))
             elif kind == "image" and role == "user":
-                parts.append({"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {}, where)}})
+                images.append(_image_url(block.get("source") or {}, where))
+                texts.append(IMAGE_MARKER)
             elif kind == "tool_use" and role == "assistant":
+                if not isinstance(block.get("name"), str) or not block["name"]:
+                    raise LmsError.invalid(f"'{where}.name' must be a string", f"{where}.name")
                 calls.append({"id": block.get("id") or _id("toolu_"), "type": "function",
                               "function": {"name": block.get("name"),
                                            "arguments": json.dumps(block.get("input") or {})}})
@@ -92,14 +99,13 @@ def _messages(body: dict) -> list[dict]:
             elif kind in ("thinking", "redacted_thinking"):
                 continue  # earlier thoughts are not shown to the model again
             else:
-                raise _bad(f"'{where}.type' {kind!r} is not supported here", f"{where}.type")
-        if parts or calls:
-            entry = {"role": role, "content": parts if any(p["type"] == "image_url" for p in parts)
-                     else "".join(p["text"] for p in parts)}
+                raise LmsError.invalid(f"'{where}.type' {kind!r} is not supported here", f"{where}.type")
+        if texts or calls:
+            entry = {"role": role, "content": "".join(texts)}
             if calls:
                 entry["tool_calls"] = calls
             messages.append(entry)
-    return messages
+    return messages, images
 
 
 def _tool_choice(choice) -> tuple[object, bool]:
@@ -114,48 +120,53 @@ def _tool_choice(choice) -> tuple[object, bool]:
     if kind == "none":
         return "none", parallel
     if kind == "tool" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}, parallel
-    raise _bad("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
+        return {"type": "function", "name": choice["name"]}, parallel
+    raise LmsError.invalid("'tool_choice.type' must be auto, any, tool or none", "tool_choice")
 
 
 def _list_of_objects(body: dict, name: str) -> list[dict]:
     value = body.get(name) or []
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _bad(f"'{name}' must be a list of objects", name)
+        raise LmsError.invalid(f"'{name}' must be a list of objects", name)
     return value
 
 
-def to_chat(body: dict) -> ChatCompletionBody:
+def to_input(body: dict) -> ChatInput:
     if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
-        raise GenerationError("'max_tokens' is required and must be a positive integer", status=400,
-                              code="missing_required_parameter", param="max_tokens")
-    choice, parallel = _tool_choice(body.get("tool_choice"))
-    tools = [{"type": "function", "function": {"name": t.get("name"), "description": t.get("description") or "",
-                                               "parameters": t.get("input_schema") or {"type": "object"}}}
-             for t in _list_of_objects(body, "tools")]
-    thinking = body.get("thinking") or {}
-    if not isinstance(thinking, dict):
-        raise _bad("'thinking' must be an object: {type: enabled, budget_tokens} or {type: disabled}", "thinking")
-    chat = {"model": body.get("model"), "messages": _messages(body), "max_tokens": body["max_tokens"],
-            "stop": body.get("stop_sequences"), "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-            "top_k": body.get("top_k"), "stream": bool(body.get("stream")), "tools": tools or None,
-            "tool_choice": choice, "parallel_tool_calls": parallel,
-            "reasoning_effort": "none" if thinking.get("type") == "disabled" else None}
+        raise LmsError.missing("max_tokens", "'max_tokens' is required and must be a positive integer")
     try:
-        return ChatCompletionBody.model_validate({k: v for k, v in chat.items() if v is not None})
+        sampling = _Sampling.model_validate(body)
     except ValidationError as exc:
         raise from_validation(exc) from None
+    choice, parallel = _tool_choice(body.get("tool_choice"))
+    tools = [{"name": t.get("name"), "description": t.get("description") or "",
+              "parameters": t.get("input_schema") or {"type": "object"}} for t in _list_of_objects(body, "tools")]
+    if any(not isinstance(tool["name"], str) or not tool["name"] for tool in tools):
+        raise LmsError.invalid("Each tool needs a name.", "tools")
+    thinking = body.get("thinking") or {}
+    if not isinstance(thinking, dict):
+        raise LmsError.invalid("'thinking' must be an object: {type: enabled, budget_tokens} or {type: disabled}",
+                               "thinking")
+    if not isinstance(body.get("model"), (str, type(None))):
+        raise LmsError.invalid("'model' must be a string", "model")
+    messages, images = _messages(body)
+    given = {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+    return ChatInput(model=body.get("model"), messages=messages, image_urls=images,
+                     sampling={key: value for key, value in given.items() if value is not None},
+                     max_tokens=sampling.max_tokens, stop=sampling.stop_sequences or [], tools=tools,
+                     tool_choice=choice or "auto", parallel_tool_calls=parallel,
+                     reasoning_effort="none" if thinking.get("type") == "disabled" else None)
 
 
-def _error(exc: GenerationError) -> JSONResponse:
-    kind = ERROR_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": exc.message}}, status_code=exc.status)
+def _error(exc: LmsError) -> JSONResponse:
+    status = status_of(exc)
+    kind = ERROR_TYPES.get(exc.kind, "api_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse({"type": "error", "error": {"type": kind, "message": exc.message}}, status_code=status)
 
 
-def _usage(usage: dict) -> dict:
-    cached = usage.get("cached_tokens", 0)
-    return {"input_tokens": usage.get("prompt_tokens", 0) - cached, "output_tokens": usage.get("completion_tokens", 0),
-            "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+def _usage(usage: Usage) -> dict:
+    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens, "output_tokens": usage.completion_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
 
 
 def _tool_block(event: dict) -> dict:
@@ -166,13 +177,13 @@ def _tool_block(event: dict) -> dict:
 async def messages(request: Request):
     try:
         body = await read_json(request)
-        chat = to_chat(body)
-        model, events = await start_chat(request.app, chat)
+        generation = await pipeline_of(request).chat(to_input(body))
+        model = generation.model
         if body.get("stream"):
-            return StreamingResponse(_stream(model.identifier, await primed(events)), media_type="text/event-stream",
+            return StreamingResponse(_stream(model.identifier, generation.events), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        content, stop_reason, usage = [], "end_turn", {}
-        async for event in events:
+        content, stop_reason, usage = [], "end_turn", Usage()
+        async for event in generation.events:
             kind = event["type"]
             if kind in ("content", "reasoning") and event["text"]:
                 block_type, key = ("text", "text") if kind == "content" else ("thinking", "thinking")
@@ -184,8 +195,8 @@ async def messages(request: Request):
             elif kind == "tool_call":
                 content.append(_tool_block(event))
             elif kind == "done":
-                stop_reason, usage = STOP_REASONS.get(event["finish_reason"], "end_turn"), event.get("usage") or {}
-    except GenerationError as exc:
+                stop_reason, usage = STOP_REASONS.get(event["finish_reason"], "end_turn"), Usage.of(event.get("usage"))
+    except LmsError as exc:
         return _error(exc)
     return JSONResponse({"id": _id("msg_"), "type": "message", "role": "assistant", "model": model.identifier,
                          "content": content, "stop_reason": stop_reason, "stop_sequence": None,
@@ -235,11 +246,11 @@ async def _stream(model: str, events):
             elif kind == "done":
                 if open_block:
                     yield _sse("content_block_stop", {"index": index})
-                usage = _usage(event.get("usage") or {})
+                usage = _usage(Usage.of(event.get("usage")))
                 yield _sse("message_delta", {"delta": {"stop_reason": STOP_REASONS.get(event["finish_reason"],
                                                                                        "end_turn"),
                                                        "stop_sequence": None},
                                              "usage": {"output_tokens": usage["output_tokens"]}})
                 yield _sse("message_stop", {})
-    except GenerationError as exc:
+    except LmsError as exc:
         yield _sse("error", {"error": {"type": "api_error", "message": exc.message}})

@@ -16,12 +16,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lms.api.anthropic import messages
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected, error_body
 from lms.api.native.routes import native_routes
-from lms.api.openai.chat import chat_completions
-from lms.api.openai.completions import completions
-from lms.api.openai.embeddings import embeddings
-from lms.api.openai.models import get_model, list_models
+from lms.api.openai.routes import openai_routes
 from lms.api.responses.routes import routes as responses_routes
 from lms.metrics import CountRequests, metrics_endpoint
+from lms.pipeline import Pipeline
 
 log = logging.getLogger("lms.server")
 
@@ -33,11 +31,7 @@ async def greeting(_request: Request):
 def api_routes() -> list[Route]:
     return [
         Route("/lmstudio-greeting", greeting),
-        Route("/v1/models", list_models),
-        Route("/v1/models/{model:path}", get_model),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        *openai_routes(),
         *responses_routes(),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
@@ -94,6 +88,7 @@ def build_public_app(state, *, cors: bool = False, api_token: str | None = None,
 def share_state(app: Starlette, daemon, *, allow_remote_mcp: bool, allow_mcp_json: bool) -> None:
     """What every API route may use: the daemon's models, settings, stored responses and MCP connections."""
     app.state.manager = daemon.manager
+    app.state.pipeline = Pipeline(daemon.manager)
     app.state.settings = daemon.settings
     app.state.responses = daemon.responses
     app.state.mcp = daemon.mcp

@@ -1,4 +1,8 @@
-"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status."""
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right HTTP status.
+
+The one place an `LmsError`'s kind becomes an HTTP status and an OpenAI error type, for the OpenAI, Open
+Responses and LM Studio native surfaces and the control API (the Anthropic surface maps kinds to its own types).
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lms.generation.request import GenerationError
+from lms.errors import Kind, LmsError
 
-APIError = GenerationError  # one exception type from the worker to the wire
 log = logging.getLogger("lms.server")
+
+STATUS = {Kind.INVALID: 400, Kind.UNAUTHORIZED: 401, Kind.FORBIDDEN: 403, Kind.NOT_FOUND: 404, Kind.CONFLICT: 409,
+          Kind.TOO_LARGE: 413, Kind.DEPENDENCY: 424, Kind.CANCELLED: 499, Kind.INTERNAL: 500, Kind.UPSTREAM: 502,
+          Kind.UNAVAILABLE: 503, Kind.STORAGE: 507}
+
+
+def status_of(exc: LmsError) -> int:
+    return STATUS[exc.kind]
+
+
+def error_type(exc: LmsError) -> str:
+    if exc.kind is Kind.FORBIDDEN:
+        return "permission_error"
+    return "invalid_request_error" if status_of(exc) < 500 else "server_error"
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def error_response(exc: GenerationError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+def openai_error(exc: LmsError) -> dict:
+    """The error object itself (`{"message", "type", "param", "code"}`), as streams and events carry it."""
+    return error_body(exc.message, error_type(exc), exc.param, exc.code)["error"]
 
 
-def from_validation(exc: ValidationError) -> GenerationError:
+def error_response(exc: LmsError) -> JSONResponse:
+    return JSONResponse({"error": openai_error(exc)}, status_code=status_of(exc))
+
+
+def from_validation(exc: ValidationError) -> LmsError:
     first = exc.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
     missing = first["type"] == "missing"
     message = f"'{param}' is required" if missing else f"Invalid value for '{param}': {first['msg']}"
     if len(exc.errors()) > 1:
         message += f" (and {len(exc.errors()) - 1} more problems)"
-    return GenerationError(message, status=400, param=param,
-                           code="missing_required_parameter" if missing else "invalid_value")
+    return LmsError.invalid(message, param, code="missing_required_parameter" if missing else "invalid_value")
 
 
 async def handle_api_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -95,7 +116,7 @@ class CatchUnexpected:
 
 
 EXCEPTION_HANDLERS = {
-    GenerationError: handle_api_error,
+    LmsError: handle_api_error,
     ValidationError: handle_validation_error,
     HTTPException: handle_http_error,
     Exception: handle_unexpected,

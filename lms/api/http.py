@@ -9,27 +9,25 @@ from collections.abc import AsyncIterator, Awaitable
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 
 async def read_json(request: Request) -> dict:
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise GenerationError(f"Request body is larger than the limit of {limit} bytes.", status=413,
-                              code="request_too_large")
+        raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise GenerationError(f"Request body is larger than the limit of {limit} bytes.", status=413,
-                                  code="request_too_large")
+            raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
     try:
         data = json.loads(body)
     except ValueError as exc:
-        raise GenerationError(f"The request body is not valid JSON: {exc}", status=400, code="invalid_json") from exc
+        raise LmsError.invalid(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
-        raise GenerationError("The request body must be a JSON object.", status=400, code="invalid_json")
+        raise LmsError.invalid("The request body must be a JSON object.", code="invalid_json")
     return data
 
 
@@ -61,6 +59,6 @@ async def until_disconnect(request: Request, work: Awaitable):
         if task in done:
             return task.result()
         task.cancel()
-        raise GenerationError("client disconnected", status=499, code="client_closed_request")
+        raise LmsError.cancelled("client disconnected")
     finally:
         watcher.cancel()

@@ -185,12 +185,12 @@ def chat(
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     one_shot = prompt is not None or bool(piped)
     if preset:
-        from lms.generation.request import GenerationError
+        from lms.errors import LmsError
         from lms.presets import load as load_preset
 
         try:
             load_preset(preset)
-        except GenerationError as exc:
+        except LmsError as exc:
             fail(exc.message)
     if system_prompt is None and not preset:
         system_prompt = DEFAULT_SYSTEM_PROMPT

@@ -6,6 +6,8 @@ import json
 import sys
 from typing import NoReturn
 
+from lms.sizes import file_size, memory_size  # noqa: F401  (the CLI prints sizes through this module)
+
 
 def info(message: str = "") -> None:
     print(message, file=sys.stderr)
@@ -39,28 +41,6 @@ def ask_choice(prompt: str, count: int, default: int = 1) -> int:
 
 def print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2) + "\n")
-
-
-def _scaled(size: int | None, base: int, units: tuple[str, ...]) -> str:
-    if size is None:
-        return ""
-    if size < base:
-        return f"{size} {units[0]}"
-    for unit in units[1:-1]:
-        size /= base
-        if size < base:
-            return f"{size:.2f} {unit}"
-    return f"{size / base:.2f} {units[-1]}"
-
-
-def file_size(size: int | None) -> str:
-    """Files and downloads: base 1000, as LM Studio prints them."""
-    return _scaled(size, 1000, ("B", "KB", "MB", "GB", "TB"))
-
-
-def memory_size(size: int | None) -> str:
-    """Memory: base 1024."""
-    return _scaled(size, 1024, ("Bytes", "KiB", "MiB", "GiB", "TiB"))
 
 
 def duration(seconds: float) -> str:

@@ -19,11 +19,11 @@ def _store():
 
 
 def _or_fail(call, *args):
-    from lms.generation.request import GenerationError
+    from lms.errors import LmsError
 
     try:
         return call(*args)
-    except GenerationError as exc:
+    except LmsError as exc:
         fail(exc.message)
 
 

@@ -41,8 +41,12 @@ def start(
     """Start the HTTP server (and the daemon, if it is not running)."""
     from lms.client import ensure_daemon
     from lms.daemon.http_server import is_loopback
+    from lms.settings import Settings, SettingsError
 
-    settings = config.Settings.load()
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        fail(str(exc))
     if port is None:
         port = config.read_json(config.server_config_path(), {}).get("port", settings.default_port)
     bind = bind or os.environ.get("LMS_SERVER_HOST") or settings.default_bind

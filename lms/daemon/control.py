@@ -20,10 +20,10 @@ from starlette.routing import Route
 
 from lms import __version__, config
 from lms.api.app import api_routes, share_state
-from lms.api.errors import EXCEPTION_HANDLERS, APIError, CatchUnexpected
+from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.http import read_json
 from lms.daemon import control_models
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 from lms.logs import SOURCES
 from lms.store import catalog
 
@@ -94,11 +94,10 @@ async def estimate(request: Request):
     entry = manager.resolve(str(body.get("model") or ""))
     context_length = body.get("context_length")
     if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
-        raise APIError("'context_length' must be a positive integer", status=400, code="invalid_value",
-                       param="context_length")
+        raise LmsError.invalid("'context_length' must be a positive integer", "context_length")
     parallel = body.get("parallel")
     if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
-        raise APIError("'parallel' must be a positive integer", status=400, code="invalid_value", param="parallel")
+        raise LmsError.invalid("'parallel' must be a positive integer", "parallel")
     return JSONResponse(manager.estimate(entry, context_length, float(body.get("gpu_ratio") or 0.0), parallel))
 
 
@@ -122,7 +121,7 @@ async def load(request: Request):
                                        **options)
             events.put_nowait({"loaded": {"loadTimeSeconds": round(time.perf_counter() - started, 3),
                                           **model.ps_info()}})
-        except GenerationError as exc:
+        except LmsError as exc:
             events.put_nowait({"error": {"message": exc.message, "code": exc.code}})
         except Exception as exc:  # noqa: BLE001 - the client must hear about it, not wait forever
             logging.getLogger("lms.daemon").exception("load of %s failed", body.model)
@@ -149,7 +148,7 @@ async def unload(request: Request):
         return JSONResponse({"unloaded": await manager.unload_all()})
     identifier = body.get("identifier")
     if not identifier:
-        raise APIError("'identifier' is required", status=400, code="missing_required_parameter", param="identifier")
+        raise LmsError.invalid("'identifier' is required", "identifier", code="missing_required_parameter")
     await manager.unload(identifier)
     return JSONResponse({"unloaded": [identifier]})
 
@@ -174,13 +173,12 @@ async def log_stream(request: Request):
     """NDJSON of log events: `?source=model|server|runtime&filter=input,output` (LM Studio's `lms log stream`)."""
     source = request.query_params.get("source", "model")
     if source not in SOURCES:
-        raise APIError(f"source must be one of {', '.join(SOURCES)}", status=400, code="invalid_value", param="source")
+        raise LmsError.invalid(f"source must be one of {', '.join(SOURCES)}", "source")
     types = set(SOURCES[source])
     if source == "model" and request.query_params.get("filter"):
         wanted = {f"llm.prediction.{part.strip()}" for part in request.query_params["filter"].split(",")}
         if not wanted <= types:
-            raise APIError("filter must be input, output or input,output", status=400, code="invalid_value",
-                           param="filter")
+            raise LmsError.invalid("filter must be input, output or input,output", "filter")
         types = wanted
 
     async def lines():
@@ -193,22 +191,14 @@ async def log_stream(request: Request):
 
 
 def build_control_app(daemon) -> Starlette:
-    routes = [
-        Route("/lms/status", status),
-        Route("/lms/shutdown", shutdown, methods=["POST"]),
-        Route("/lms/models", list_downloaded),
-        Route("/lms/resolve", resolve, methods=["POST"]),
-        Route("/lms/ps", list_loaded),
-        Route("/lms/load", load, methods=["POST"]),
-        Route("/lms/estimate", estimate, methods=["POST"]),
-        Route("/lms/unload", unload, methods=["POST"]),
-        Route("/lms/server/start", server_start, methods=["POST"]),
-        Route("/lms/server/stop", server_stop, methods=["POST"]),
-        Route("/lms/server/status", server_status),
-        Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
-        *control_models.routes(),
-        *api_routes(),
-    ]
+    reads = {"/lms/status": status, "/lms/models": list_downloaded, "/lms/ps": list_loaded,
+             "/lms/server/status": server_status}
+    actions = {"/lms/shutdown": shutdown, "/lms/resolve": resolve, "/lms/load": load, "/lms/estimate": estimate,
+               "/lms/unload": unload, "/lms/server/start": server_start, "/lms/server/stop": server_stop}
+    routes = [*(Route(path, endpoint) for path, endpoint in reads.items()),
+              *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
+              Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
+              *control_models.routes(), *api_routes()]
     app = Starlette(routes=routes, middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
     # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,8 +10,8 @@ from starlette.routing import Route
 
 from lms.api.http import read_json
 from lms.api.native.downloads import download, formats_of, variants
-from lms.generation.request import GenerationError
-from lms.store import catalog, hub
+from lms.errors import LmsError
+from lms.store import hub, removal
 
 
 def _hub_options(body: dict) -> dict:
@@ -31,10 +30,8 @@ async def hub_search(request: Request):
 async def hub_variants(request: Request):
     body = await read_json(request)
     repo = await variants(str(body.get("repo_id") or ""), formats_of(body.get("formats")), **_hub_options(body))
-    folder = catalog.config.models_dir() / repo.repo_id
     for variant in repo.variants:
-        variant.downloaded = all((folder / f.path).is_file() and (folder / f.path).stat().st_size == f.size
-                                 for f in variant.files)
+        variant.downloaded = removal.downloaded(repo.repo_id, variant.files)
     active = [j for j in request.app.state.downloads.jobs.values()
               if j.repo_id == repo.repo_id and j.status == "downloading"]
     return JSONResponse({**repo.as_dict(), "downloading": [j.variant for j in active]})
@@ -65,25 +62,12 @@ async def remove_model(request: Request):
     manager = request.app.state.manager
     entry = manager.resolve(str(body.get("model") or ""))
     whole_model = "@" not in str(body.get("model"))
-    doomed = [e for e in catalog.scan() if e.model_key == entry.model_key and (whole_model or e is entry
-                                                                              or e.variant_key == entry.variant_key)]
+    doomed = removal.entries_to_remove(entry, whole_model)
     loaded = [m.identifier for m in manager.loaded.values() if any(m.entry.path == e.path for e in doomed)]
     if loaded:
-        raise GenerationError(f"{entry.model_key} is loaded as {', '.join(loaded)}; unload it first (lms unload).",
-                              status=409, code="model_loaded")
-    removed = []
-    for victim in doomed:
-        for path in catalog.files_of(victim):
-            path.unlink(missing_ok=True)
-            removed.append(str(path))
-    folder = entry.path.parent
-    remaining = [p for p in folder.iterdir() if p.suffix.lower() == ".gguf" and "mmproj" not in p.name.lower()] \
-        if folder.is_dir() else []
-    if folder.is_dir() and not remaining:
-        shutil.rmtree(folder, ignore_errors=True)  # projectors and leftovers go with the last model
-        if folder.parent != catalog.config.models_dir() and not any(folder.parent.iterdir()):
-            folder.parent.rmdir()
-    return JSONResponse({"removed": removed, "modelKey": entry.model_key})
+        raise LmsError.conflict(f"{entry.model_key} is loaded as {', '.join(loaded)}; unload it first (lms unload).",
+                                code="model_loaded")
+    return JSONResponse({"removed": removal.remove(entry, doomed), "modelKey": entry.model_key})
 
 
 def routes() -> list[Route]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from lms.api.app import build_public_app
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 log = logging.getLogger("lms.server")
 HTTP_PROTOCOL = "httptools" if importlib.util.find_spec("httptools") else "h11"  # C parser: less CPU per event
@@ -70,8 +70,8 @@ class HTTPServerController:
             sock.bind((bind, port))
         except OSError as exc:
             sock.close()
-            raise GenerationError(f"Cannot listen on {bind}:{port}: {exc.strerror or exc}", status=409,
-                                  code="port_in_use") from exc
+            raise LmsError.conflict(f"Cannot listen on {bind}:{port}: {exc.strerror or exc}",
+                                    code="port_in_use") from exc
         sock.listen(2048)
         sock.setblocking(False)
         port = sock.getsockname()[1]
@@ -87,7 +87,7 @@ class HTTPServerController:
                 break
             await asyncio.sleep(0.02)
         if task.done():
-            raise GenerationError(f"The HTTP server failed to start: {task.exception()}", status=500)
+            raise LmsError.internal(f"The HTTP server failed to start: {task.exception()}")
         self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
@@ -100,7 +100,7 @@ class HTTPServerController:
     async def stop(self) -> dict:
         running, self.running = self.running, None
         if running is None:
-            raise GenerationError("The server is not running.", status=409, code="server_not_running")
+            raise LmsError.conflict("The server is not running.", code="server_not_running")
         running.server.should_exit = True
         await running.task
         log.info("Stopped the HTTP server on port %d", running.port)

@@ -13,13 +13,14 @@ from contextlib import suppress
 import uvicorn
 
 from lms import config
-from lms.api.responses.store import ResponseStore
+from lms.conversation.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.logs import BusHandler, DatedFileHandler, LogBus
 from lms.manager.models import ModelManager
 from lms.mcp.client import McpPool
 from lms.metrics import Metrics
+from lms.settings import Settings, SettingsError
 from lms.store import catalog
 from lms.store.downloads import DownloadManager
 
@@ -27,8 +28,8 @@ log = logging.getLogger("lms.daemon")
 
 
 class Daemon:
-    def __init__(self):
-        self.settings = config.Settings.load()
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings if settings is not None else Settings.load()
         self.bus = LogBus()
         self.metrics = Metrics()
         self.manager = ModelManager(self.settings, self.bus, self.metrics)
@@ -107,11 +108,17 @@ def main() -> int:
         print("another lms daemon is already running for this LMS_HOME", file=sys.stderr)
         return 1
     _configure_logging()
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:  # stop with the message, not a traceback: the CLI shows our last line
+        log.error("not starting: %s", exc)
+        print(exc, file=sys.stderr)
+        return 2
     catalog.ensure_bundled_model()
     sock = _bind_control_socket()
     config.pid_path().write_text(str(os.getpid()))
     try:
-        _event_loop_runner()(Daemon().run(sock))
+        _event_loop_runner()(Daemon(settings).run(sock))
     finally:
         for path in (config.socket_path(), config.pid_path()):
             with suppress(FileNotFoundError):

@@ -1,11 +1,15 @@
 """The one internal generation request every API surface translates into, and the events it yields.
 
-It crosses the process boundary to a worker as plain JSON, so it is a dataclass of JSON-able fields.
+It crosses the process boundary to a worker as plain JSON (`to_dict` / `from_dict`), so it is a dataclass of
+JSON-able fields; the worker rebuilds the typed request before its engine sees it (runtimes/base.py). The manager
+fills in the fields no surface sets: the resolved draft model (`draft`) and whether the log bus wants the
+templated prompt back (`echo_prompt`).
 Events are dicts with a `type`:
-- `{"type": "prompt", "prompt_tokens", "cached_tokens"}` once the prompt is evaluated,
+- `{"type": "prompt", "prompt_tokens", "cached_tokens", "reasoning_open"}` once the prompt is evaluated, with
+  `prompt_text` (the templated prompt) when the request asked for `echo_prompt`,
 - `{"type": "text", "text"}` for each piece of generated text,
 - `{"type": "done", "finish_reason", "usage", "stats"}` at the end (finish_reason stop, length or cancelled),
-- `{"type": "error", "code", "message", "status", "param"}` if the request failed.
+- `{"type": "error", "kind", "code", "message", "param"}` if the request failed (lms.errors.LmsError.to_event).
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ class Sampling:
 
 
 @dataclass
+class DraftSpec:
+    """The speculative-decoding draft model the manager resolved from a request's `draft_model`: the file the
+    worker loads, its model key, and how many tokens it may guess per step (None: the engine's default)."""
+
+    path: str
+    name: str
+    max_tokens: int | None = None
+
+
+@dataclass
 class GenerationRequest:
     messages: list[dict] | None = None  # chat: the template is applied in the worker
     prompt: str | None = None  # raw completion: no template
@@ -51,6 +65,9 @@ class GenerationRequest:
     template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)
     images: list[str] = field(default_factory=list)  # base64 image bytes, one per IMAGE_MARKER in the messages
     draft_model: str | None = None  # speculative decoding with this model as the draft (a model key)
+    # set by the manager, not by a surface:
+    draft: DraftSpec | None = None  # the draft_model resolved to a file
+    echo_prompt: bool = False  # the engine adds the templated prompt (`prompt_text`) to its prompt event
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,31 +76,20 @@ class GenerationRequest:
     def from_dict(cls, data: dict) -> GenerationRequest:
         data = dict(data)
         data["sampling"] = Sampling(**data.get("sampling") or {})
+        if data.get("draft") is not None:
+            data["draft"] = DraftSpec(**data["draft"])
         return cls(**data)
 
 
 @dataclass
 class EmbeddingRequest:
+    """What an embedding model embeds, one vector per input."""
+
     inputs: list[str]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-class GenerationError(Exception):
-    """A request that failed for a reason the client should hear about (an OpenAI-shaped error)."""
-
-    def __init__(self, message: str, *, status: int = 500, code: str | None = None, param: str | None = None,
-                 type: str | None = None):
-        super().__init__(message)
-        self.message, self.status, self.code, self.param = message, status, code, param
-        self.type = type or ("invalid_request_error" if 400 <= status < 500 else "server_error")
-
-    def event(self) -> dict:
-        return {"type": "error", "message": self.message, "status": self.status, "code": self.code,
-                "param": self.param, "error_type": self.type}
-
     @classmethod
-    def from_event(cls, event: dict) -> GenerationError:
-        return cls(event.get("message", "generation failed"), status=event.get("status", 500),
-                   code=event.get("code"), param=event.get("param"), type=event.get("error_type"))
+    def from_dict(cls, data: dict) -> EmbeddingRequest:
+        return cls(inputs=list(data["inputs"]))

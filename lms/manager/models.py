@@ -11,19 +11,28 @@ import contextlib
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from lms import config
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
+from lms.generation.finish import lmstudio_stop_reason
+from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.logs import LogBus
 from lms.manager.worker import WorkerHandle
+from lms.settings import Settings
 from lms.store import catalog, runtimes
 from lms.store.catalog import ModelEntry
 from lms.store.estimate import check
 from lms.store.estimate import estimate as memory_estimate
 
 log = logging.getLogger("lms.manager")
+
+# How the manager starts a worker: (log file, called when it exits, folder first on its import path) -> handle.
+# A handle has `pid`, `exit_detail`, `call(op, **payload)` (an async iterator of events), `request(op, **payload)`
+# and `stop()`; tests pass a fake one.
+SpawnWorker = Callable[[Path, Callable[[WorkerHandle], None], Path | None], Awaitable[WorkerHandle]]
 
 
 def now_ms() -> int:
@@ -84,9 +93,9 @@ def runtime_for(entry: ModelEntry) -> str:
     if entry.format != "mlx":
         return "llama.cpp"
     if importlib.util.find_spec("mlx_lm") is None:
-        raise GenerationError(f"'{entry.model_key}' is an MLX model and the MLX engine is not installed: "
-                              "pip install 'mlx[cpu]' mlx-lm (on Apple silicon: pip install mlx mlx-lm).",
-                              status=400, code="engine_not_installed", param="model")
+        raise LmsError.invalid(f"'{entry.model_key}' is an MLX model and the MLX engine is not installed: "
+                               "pip install 'mlx[cpu]' mlx-lm (on Apple silicon: pip install mlx mlx-lm).", "model",
+                               code="engine_not_installed")
     return "mlx"
 
 
@@ -97,18 +106,19 @@ def _mib(count: int) -> str:
 def prediction_stats(done: dict) -> dict:
     """LM Studio's LLMPredictionStats from an engine's done event."""
     stats, usage = done.get("stats") or {}, done.get("usage") or {}
-    reasons = {"stop": "eosFound", "length": "maxPredictedTokensReached", "cancelled": "userStopped"}
-    return {"stopReason": reasons.get(done.get("finish_reason"), done.get("finish_reason")),
+    return {"stopReason": lmstudio_stop_reason(done.get("finish_reason")),
             "tokensPerSecond": stats.get("tokens_per_second"), "timeToFirstTokenSec": stats.get("time_to_first_token"),
             "totalTimeSec": stats.get("generation_time"), "promptTokensCount": usage.get("prompt_tokens"),
             "predictedTokensCount": usage.get("completion_tokens"), "totalTokensCount": usage.get("total_tokens")}
 
 
 class ModelManager:
-    def __init__(self, settings: config.Settings, bus: LogBus | None = None, metrics=None):
+    def __init__(self, settings: Settings, bus: LogBus | None = None, metrics=None,
+                 spawn_worker: SpawnWorker | None = None):
         self.settings = settings
         self.bus = bus or LogBus()
         self.metrics = metrics
+        self._spawn_worker: SpawnWorker = spawn_worker or WorkerHandle.spawn
         self.loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task | None = None
@@ -127,26 +137,23 @@ class ModelManager:
                 return model
         return None
 
-    def available_keys(self) -> list[str]:
-        return sorted({e.model_key for e in catalog.scan()} | set(self.loaded))
-
     def resolve(self, name: str) -> ModelEntry:
         try:
             return catalog.resolve(name)
         except catalog.ModelNotFound as exc:
-            raise GenerationError(
-                f"Model '{name}' not found. Available models: {', '.join(exc.available) or 'none'}.",
-                status=404, code="model_not_found", param="model") from exc
+            raise LmsError.not_found(
+                f"Model '{name}' not found. Available models: {', '.join(exc.available) or 'none'}.", "model",
+                code="model_not_found") from exc
         except catalog.AmbiguousModel as exc:
-            raise GenerationError(str(exc), status=400, code="ambiguous_model", param="model") from exc
+            raise LmsError.invalid(str(exc), "model", code="ambiguous_model") from exc
 
     # --- load and unload ------------------------------------------------------------------------------
 
     def _new_identifier(self, entry: ModelEntry, wanted: str | None) -> str:
         if wanted:
             if wanted in self.loaded:
-                raise GenerationError(f"A model with identifier '{wanted}' is already loaded.", status=409,
-                                      code="identifier_in_use", param="identifier")
+                raise LmsError.conflict(f"A model with identifier '{wanted}' is already loaded.", "identifier",
+                                        code="identifier_in_use")
             return wanted
         identifier, n = entry.model_key, 2
         while identifier in self.loaded:
@@ -168,20 +175,19 @@ class ModelManager:
             return 1
         return wanted or self.settings.default_parallel
 
-    def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> dict:
+    def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> DraftSpec:
         """The worker's description of a draft model named by a load or a request."""
         if model_entry.format == "mlx":
-            raise GenerationError("Speculative decoding (draft_model) is available for llama.cpp (GGUF) models.",
-                                  status=400, code="model_not_supported", param="draft_model")
+            raise LmsError.invalid("Speculative decoding (draft_model) is available for llama.cpp (GGUF) models.",
+                                   "draft_model", code="model_not_supported")
         try:
             entry = self.resolve(name)
-        except GenerationError as exc:
-            raise GenerationError(f"Draft model '{name}' was not found.", status=404, code="model_not_found",
-                                  param="draft_model") from exc
+        except LmsError as exc:
+            raise LmsError.not_found(f"Draft model '{name}' was not found.", "draft_model",
+                                     code="model_not_found") from exc
         if entry.type != "llm" or entry.format == "mlx":
-            raise GenerationError(f"Draft model '{name}' must be a GGUF text model.", status=400,
-                                  code="invalid_value", param="draft_model")
-        return {"path": str(entry.path), "name": entry.model_key, "max_tokens": max_tokens}
+            raise LmsError.invalid(f"Draft model '{name}' must be a GGUF text model.", "draft_model")
+        return DraftSpec(path=str(entry.path), name=entry.model_key, max_tokens=max_tokens)
 
     def _context_length(self, entry: ModelEntry, wanted: int | None) -> int:
         if wanted is not None:
@@ -202,23 +208,24 @@ class ModelManager:
         planned = self.estimate(entry, context_length, parallel=parallel)
         if not planned["passesGuardrails"]:
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
-            raise GenerationError(
+            raise LmsError.storage(
                 f"Loading {entry.model_key} with a {context_length}-token context needs about {_mib(need)} of memory "
                 f"but {_mib(max(room, 0))} is available ({_mib(need - room)} short, guardrails: "
                 f"{self.settings.guardrails}). Use a shorter context (-c), unload a model, or turn guardrails off.",
-                status=507, code="insufficient_memory", param="context_length")
+                "context_length", code="insufficient_memory")
         identifier = self._new_identifier(entry, identifier)
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
         runtime = runtime_for(entry)
-        worker = await WorkerHandle.spawn(config.logs_dir() / "workers.log", self._on_worker_exit,
+        worker = await self._spawn_worker(config.logs_dir() / "workers.log", self._on_worker_exit,
                                           runtimes.import_path(runtimes.engine(runtime)))
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
                    "chat_template": entry.chat_template,
                    "projector": str(entry.projector) if entry.projector else None}
         if runtime == "llama.cpp" and entry.type == "llm":
-            options.update(parallel=parallel, draft=draft, host_cache_bytes=planned["parts"]["prefixCache"])
+            options.update(parallel=parallel, draft=asdict(draft) if draft else None,
+                           host_cache_bytes=planned["parts"]["prefixCache"])
         loaded = None
         try:
             async for event in worker.call("load", runtime=runtime, options=options):
@@ -226,21 +233,21 @@ class ModelManager:
                     progress(event["progress"])
                 elif event["type"] == "loaded":
                     loaded = event
-        except GenerationError as exc:
+        except LmsError as exc:
             await worker.stop()
-            raise GenerationError(f"Failed to load model '{entry.model_key}': {exc.message}", status=500,
-                                  code="model_load_failed") from exc
+            raise LmsError.internal(f"Failed to load model '{entry.model_key}': {exc.message}",
+                                    code="model_load_failed") from exc
         except BaseException:
             await worker.stop()
             raise
         if loaded is None:
             await worker.stop()
-            raise GenerationError(f"Failed to load model '{entry.model_key}'.", status=500, code="model_load_failed")
+            raise LmsError.internal(f"Failed to load model '{entry.model_key}'.", code="model_load_failed")
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
                             estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel,
-                            draft_model=draft["name"] if draft else None, draft_max_tokens=draft_max_tokens,
+                            draft_model=draft.name if draft else None, draft_max_tokens=draft_max_tokens,
                             engine={"name": runtime, "version": loaded["info"].get("engine_version")})
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
@@ -252,14 +259,13 @@ class ModelManager:
         if not name:
             if len(self.loaded) == 1:
                 return next(iter(self.loaded.values()))
-            raise GenerationError("you must provide a model parameter", status=400, code="missing_required_parameter",
-                                  param="model")
+            raise LmsError.invalid("you must provide a model parameter", "model", code="missing_required_parameter")
         if model := self.find_loaded(name):
             return model
         if not self.settings.jit_loading:
-            raise GenerationError(
-                f"Model '{name}' is not loaded. Loaded models: {', '.join(self.loaded) or 'none'}.",
-                status=404, code="model_not_found", param="model")
+            raise LmsError.not_found(
+                f"Model '{name}' is not loaded. Loaded models: {', '.join(self.loaded) or 'none'}.", "model",
+                code="model_not_found")
         entry = self.resolve(name)
         lock = self._locks.setdefault(entry.model_key, asyncio.Lock())
         async with lock:
@@ -280,14 +286,14 @@ class ModelManager:
                 log.info("auto-evict: %s goes when its %d request(s) end", model.identifier, model.active)
             else:
                 log.info("auto-evict: unloading %s for a new JIT load", model.identifier)
-                with contextlib.suppress(GenerationError):
+                with contextlib.suppress(LmsError):
                     await self.unload(model.identifier)
 
     async def unload(self, identifier: str) -> LoadedModel:
         model = self.loaded.pop(identifier, None)
         if model is None:
-            raise GenerationError(f"No loaded model has the identifier '{identifier}'.", status=404,
-                                  code="model_not_found", param="identifier")
+            raise LmsError.not_found(f"No loaded model has the identifier '{identifier}'.", "identifier",
+                                     code="model_not_found")
         log.info("unloading %s", identifier)
         await model.worker.stop()
         return model
@@ -299,7 +305,7 @@ class ModelManager:
         return identifiers
 
     async def _unload_quietly(self, identifier: str) -> None:
-        with contextlib.suppress(GenerationError):
+        with contextlib.suppress(LmsError):
             await self.unload(identifier)
 
     def _on_worker_exit(self, worker: WorkerHandle) -> None:
@@ -311,11 +317,16 @@ class ModelManager:
     async def _reap_expired(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = now_ms()
-            for model in [m for m in self.loaded.values() if m.expired(now)]:
-                log.info("TTL of %s expired after %ss idle", model.identifier, model.ttl_seconds)
-                with contextlib.suppress(GenerationError):
-                    await self.unload(model.identifier)
+            await self.unload_expired(now_ms())
+
+    async def unload_expired(self, now: int) -> list[str]:
+        """Unload the models whose idle TTL has run out at `now` (unix ms); returns their identifiers."""
+        expired = [m for m in self.loaded.values() if m.expired(now)]
+        for model in expired:
+            log.info("TTL of %s expired after %ss idle", model.identifier, model.ttl_seconds)
+            with contextlib.suppress(LmsError):
+                await self.unload(model.identifier)
+        return [m.identifier for m in expired]
 
     async def close(self) -> None:
         if self._reaper:
@@ -341,18 +352,18 @@ class ModelManager:
                     model.tasks.add(task)
                     task.add_done_callback(model.tasks.discard)
 
-    async def generate(self, model: LoadedModel, request: dict) -> AsyncIterator[dict]:
+    async def generate(self, model: LoadedModel, request: GenerationRequest) -> AsyncIterator[dict]:
+        """Run one request on the model's worker and yield its events (lms/generation/request.py). The manager
+        fills in the resolved draft model and whether the engine echoes the templated prompt (for the log bus)."""
         if model.entry.type != "llm":
-            raise GenerationError(f"'{model.identifier}' is an embedding model and cannot generate text.",
-                                  status=400, code="model_not_supported", param="model")
-        if request.get("draft_model"):
-            request = {**request, "draft": self._draft(request["draft_model"], model.entry, model.draft_max_tokens)}
+            raise LmsError.invalid(f"'{model.identifier}' is an embedding model and cannot generate text.", "model",
+                                   code="model_not_supported")
         bus = self.bus
-        if bus.wants("llm.prediction.input"):
-            request = {**request, "echo_prompt": True}
+        draft = self._draft(request.draft_model, model.entry, model.draft_max_tokens) if request.draft_model else None
+        request = replace(request, draft=draft, echo_prompt=bus.wants("llm.prediction.input"))
         texts: list[str] | None = [] if bus.wants("llm.prediction.output") else None
         async with self._busy(model, "processingPrompt"):
-            async for event in model.worker.call("generate", request=request):
+            async for event in model.worker.call("generate", request=request.to_dict()):
                 kind = event["type"]
                 if kind == "prompt":
                     model.status = "generating"
@@ -373,11 +384,12 @@ class ModelManager:
 
     async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
         """Prompt tokens of these messages under the model's chat template."""
-        return (await model.worker.request("count", request={"messages": messages}))["prompt_tokens"]
+        request = GenerationRequest(messages=messages)
+        return (await model.worker.request("count", request=request.to_dict()))["prompt_tokens"]
 
     async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
         if model.entry.type != "embedding":
-            raise GenerationError(f"'{model.identifier}' is not an embedding model.", status=400,
-                                  code="model_not_supported", param="model")
+            raise LmsError.invalid(f"'{model.identifier}' is not an embedding model.", "model",
+                                   code="model_not_supported")
         async with self._busy(model, "computingEmbedding"):
-            return await model.worker.request("embed", request={"inputs": inputs})
+            return await model.worker.request("embed", request=EmbeddingRequest(inputs=inputs).to_dict())

@@ -1,7 +1,7 @@
 """The daemon's handle on one worker process: spawn, talk JSON lines over a socketpair, supervise.
 
-A worker that dies fails every request in flight with a 503 and tells the manager, which forgets the model;
-the next request for it loads it again.
+A worker that dies fails every request in flight (an unavailable error, code worker_died) and tells the manager,
+which forgets the model; the next request for it loads it again.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from lms.generation.request import GenerationError
+from lms.errors import Kind, LmsError
 
 log = logging.getLogger("lms.worker")
 _ids = itertools.count(1)
 _STREAM_LIMIT = 64 * 1024 * 1024  # one embedding result can be a large line
 
 
-class WorkerDied(GenerationError):
+class WorkerDied(LmsError):
     def __init__(self, detail: str):
         super().__init__(f"The model's worker process stopped unexpectedly ({detail}). "
                          "The model was unloaded; the next request will load it again.",
-                         status=503, code="worker_died", type="server_error")
+                         Kind.UNAVAILABLE, code="worker_died")
 
 
 class WorkerHandle:
@@ -80,7 +80,7 @@ class WorkerHandle:
         self.alive = False
         self.exit_detail = f"signal {-code}" if code < 0 else f"exit code {code}"
         for queue in self.pending.values():
-            queue.put_nowait(WorkerDied(self.exit_detail).event())
+            queue.put_nowait(WorkerDied(self.exit_detail).to_event())
         self.on_exit(self)
 
     async def _send(self, message: dict) -> None:
@@ -101,7 +101,7 @@ class WorkerHandle:
                 event = await queue.get()
                 if event["type"] == "error":
                     finished = True
-                    raise GenerationError.from_event(event)
+                    raise LmsError.from_event(event)
                 finished = event["type"] in ("done", "loaded", "result")
                 yield event
                 if finished:

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lms import config
-from lms.cli.output import file_size
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
+from lms.sizes import file_size
 from lms.store.hub import HubFile
 from lms.store.transfer import TransferError, fetch
 
@@ -147,8 +147,8 @@ class DownloadManager:
         for job in self.jobs.values():
             if job.repo_id == repo_id and job.variant == variant and job.status in ACTIVE:
                 if job.cancel_requested:  # its transfer is stuck in a read: two would write one part file
-                    raise GenerationError(f"The cancelled download of {repo_id}@{variant} is still stopping; try "
-                                          "again in a moment.", status=409, code="download_stopping")
+                    raise LmsError.conflict(f"The cancelled download of {repo_id}@{variant} is still stopping; try "
+                                          "again in a moment.", code="download_stopping")
                 return job
         job = Job(secrets.token_hex(5), repo_id, commit, variant, files, endpoint=endpoint, token=token)
         job.job_id = f"job_{job.job_id}"
@@ -165,7 +165,7 @@ class DownloadManager:
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise GenerationError(f"No download job '{job_id}'.", status=404, code="job_not_found", type="not_found")
+            raise LmsError.not_found(f"No download job '{job_id}'.", code="job_not_found")
         return job
 
     async def cancel(self, job_id: str, wait_seconds: float = 10) -> Job:
@@ -184,8 +184,8 @@ class DownloadManager:
         needed = job.total_bytes - sum(_partialfile_size(job, f) for f in job.files) + self.reserve_bytes
         free = shutil.disk_usage(job.staging_dir).free
         if free < needed:
-            raise GenerationError(f"Not enough disk space for {job.repo_id}@{job.variant}: it needs "
-                                  f"{file_size(needed)} and {file_size(free)} is free.", status=507, code="disk_full")
+            raise LmsError.storage(f"Not enough disk space for {job.repo_id}@{job.variant}: it needs "
+                                  f"{file_size(needed)} and {file_size(free)} is free.", code="disk_full")
 
     # --- running ----------------------------------------------------------------------------------------------
 

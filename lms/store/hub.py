@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
-from lms.generation.request import GenerationError
+from lms.errors import Kind, LmsError
 
 SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 QUANT = re.compile(r"(?:^|[.\-_])(i?q\d(?:_[a-z0-9]+)*|f16|f32|bf16|fp16|mxfp4)(?=$|[.\-_])", re.IGNORECASE)
@@ -21,7 +21,7 @@ PREFERRED = ["q4_k_m", "q4_k_s", "q5_k_m", "q4_0", "q4_1", "q5_0", "q6_k", "q8_0
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 
 
-class HubError(GenerationError):
+class HubError(LmsError):
     pass
 
 
@@ -36,7 +36,7 @@ class Target:
 
 
 def _bad(message: str) -> HubError:
-    return HubError(message, status=400, code="invalid_value", param="model")
+    return HubError(message, Kind.INVALID, code="invalid_value", param="model")
 
 
 def parse_target(text: str, endpoint: str | None = None) -> Target:
@@ -110,14 +110,14 @@ def _hub_failure(exc: Exception, what: str) -> HubError:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     if isinstance(exc, GatedRepoError):
-        return HubError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN.", status=403,
+        return HubError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN.", Kind.FORBIDDEN,
                         code="gated_repo")
     if isinstance(exc, RepositoryNotFoundError):
-        return HubError(f"{what} was not found on the Hub (or is private: set HF_TOKEN).", status=404,
-                        code="model_not_found", type="not_found")
+        return HubError(f"{what} was not found on the Hub (or is private: set HF_TOKEN).", Kind.NOT_FOUND,
+                        code="model_not_found")
     if isinstance(exc, HfHubHTTPError):
-        return HubError(f"The Hub refused {what}: {exc}", status=502, code="hub_error")
-    return HubError(f"Cannot reach the Hub for {what}: {exc}", status=502, code="hub_unreachable")
+        return HubError(f"The Hub refused {what}: {exc}", Kind.UPSTREAM, code="hub_error")
+    return HubError(f"Cannot reach the Hub for {what}: {exc}", Kind.UPSTREAM, code="hub_unreachable")
 
 
 def search(query: str, formats: set[str], *, endpoint: str | None = None, token: str | None = None,

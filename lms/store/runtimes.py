@@ -16,13 +16,17 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from lms import config
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
-LLAMA_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
-                    "-DGGML_BMI2=ON")  # portable: a native build crashes in the AMX kernels of some CPUs
+
+def llama_cmake_args() -> str:
+    """The llama.cpp build flags, from the one file that holds them."""
+    text = (resources.files("runtimes.llama_cpp") / "cmake_flags.txt").read_text()
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,12 @@ class Engine:
 ENGINES = {"llama.cpp": Engine("llama.cpp", "llama-cpp-python", "GGUF"), "mlx": Engine("mlx", "mlx-lm", "MLX")}
 
 
-def _bad(message: str, status: int = 400, code: str = "invalid_value") -> GenerationError:
-    return GenerationError(message, status=status, code=code, param="runtime")
-
-
 def engine(name: str) -> Engine:
     found = ENGINES.get(name.lower().removesuffix("-lm").replace("llama-cpp", "llama.cpp").replace("llamacpp",
                                                                                                   "llama.cpp"))
     if found is None:
-        raise _bad(f"Unknown engine '{name}'; engines: {', '.join(ENGINES)}.", 404, "runtime_not_found")
+        raise LmsError.not_found(f"Unknown engine '{name}'; engines: {', '.join(ENGINES)}.", "runtime",
+                                 code="runtime_not_found")
     return found
 
 
@@ -86,8 +87,8 @@ def selected(item: Engine) -> str | None:
 
 def select(item: Engine, version: str) -> None:
     if version not in installed(item):
-        raise _bad(f"{item.name}@{version} is not installed; get it with: lms runtime get {item.name}@{version}",
-                   404, "runtime_not_found")
+        raise LmsError.not_found(f"{item.name}@{version} is not installed; get it with: lms runtime get "
+                                 f"{item.name}@{version}", "runtime", code="runtime_not_found")
     runtimes_dir().mkdir(parents=True, exist_ok=True)
     config.write_json(runtimes_dir() / "selected.json", {**_selection(), item.name: version})
 
@@ -110,7 +111,8 @@ def available(item: Engine) -> list[str]:
                             text=True, timeout=120)
     match = re.search(r"Available versions: (.*)", result.stdout)
     if result.returncode != 0 or not match:
-        raise _bad(f"Cannot list {item.package} versions: {result.stderr.strip()[-300:]}", 502, "index_unreachable")
+        raise LmsError.upstream(f"Cannot list {item.package} versions: {result.stderr.strip()[-300:]}", "runtime",
+                                code="index_unreachable")
     return [v.strip() for v in match.group(1).split(",")]
 
 
@@ -126,12 +128,13 @@ def install(item: Engine, version: str) -> Path:
     command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(staging),
                f"{item.package}=={version}"]
     if item.name == "llama.cpp":  # built from source, portable, never from pip's cache of a native build
-        env["CMAKE_ARGS"] = LLAMA_CMAKE_ARGS
+        env["CMAKE_ARGS"] = llama_cmake_args()
         command.insert(4, "--no-cache-dir")
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise _bad(f"Installing {item.name}@{version} failed: {result.stderr.strip()[-500:]}", 502, "install_failed")
+        raise LmsError.upstream(f"Installing {item.name}@{version} failed: {result.stderr.strip()[-500:]}", "runtime",
+                                code="install_failed")
     (staging / ".complete").write_text(version)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -140,12 +143,13 @@ def install(item: Engine, version: str) -> Path:
 
 def remove(item: Engine, version: str, in_use: set[str]) -> None:
     if version == bundled_version(item):
-        raise _bad(f"{item.name}@{version} is the bundled version; it cannot be removed.", 409, "runtime_bundled")
+        raise LmsError.conflict(f"{item.name}@{version} is the bundled version; it cannot be removed.", "runtime",
+                                code="runtime_bundled")
     if version == selected(item) or f"{item.name}@{version}" in in_use:
-        raise _bad(f"{item.name}@{version} is selected or in use; select another version first.", 409,
-                   "runtime_in_use")
+        raise LmsError.conflict(f"{item.name}@{version} is selected or in use; select another version first.",
+                                "runtime", code="runtime_in_use")
     if not (install_dir(item, version) / ".complete").exists():
-        raise _bad(f"{item.name}@{version} is not installed.", 404, "runtime_not_found")
+        raise LmsError.not_found(f"{item.name}@{version} is not installed.", "runtime", code="runtime_not_found")
     shutil.rmtree(install_dir(item, version))
 
 

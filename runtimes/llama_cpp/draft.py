@@ -6,7 +6,7 @@ from __future__ import annotations
 import llama_cpp
 import numpy as np
 
-from runtimes.common import EngineError
+from lms.errors import LmsError
 from runtimes.llama_cpp.loading import new_context
 from runtimes.llama_cpp.prefix_cache import common_prefix
 from runtimes.llama_cpp.sampling import token_pieces
@@ -30,8 +30,9 @@ def check_vocabularies(target, draft, draft_name: str) -> None:
         if mismatch is not None:
             problem = f"token {mismatch} differs"
     if problem:
-        raise EngineError(f"The draft model '{draft_name}' cannot be used with this model: {problem}. A draft model "
-                          "must share the model's vocabulary.", 400, "incompatible_draft_model", "draft_model")
+        raise LmsError.invalid(f"The draft model '{draft_name}' cannot be used with this model: {problem}. A draft "
+                               "model must share the model's vocabulary.", "draft_model",
+                               code="incompatible_draft_model")
 
 
 class DraftModel:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from llama_cpp import Llama
 
-from runtimes.common import EngineError, Progress, physical_cores
+from lms.errors import LmsError
+from lms.generation.request import EmbeddingRequest, GenerationRequest
+from runtimes.common import Progress, SerialEngine, physical_cores
 from runtimes.llama_cpp.loading import reporting_progress
 
 
-class LlamaCppEmbedder:
+class LlamaCppEmbedder(SerialEngine):
     name = "llama.cpp"
 
     def __init__(self, path: str, context_length: int, threads: int = 0, progress: Progress | None = None, **_unused):
@@ -21,7 +23,7 @@ class LlamaCppEmbedder:
                 self.llm = Llama(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
                                  embedding=True, n_batch=context_length, n_ubatch=context_length, verbose=False)
             except ValueError as exc:
-                raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
+                raise LmsError.internal(f"llama.cpp could not load {path}: {exc}", code="model_load_failed") from exc
         self.n_ctx = self.llm.n_ctx()
 
     def info(self) -> dict:
@@ -31,19 +33,20 @@ class LlamaCppEmbedder:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def generate(self, request: dict, emit, cancelled) -> None:
-        raise EngineError("This is an embedding model: it cannot generate text.", 400, "model_not_supported", "model")
+    def generate(self, request: GenerationRequest, emit, cancelled) -> None:
+        raise LmsError.invalid("This is an embedding model: it cannot generate text.", "model",
+                               code="model_not_supported")
 
-    def count(self, request: dict) -> int:
-        return len(self.tokenize(request.get("prompt") or ""))
+    def count(self, request: GenerationRequest) -> int:
+        return len(self.tokenize(request.prompt or ""))
 
-    def embed(self, request: dict) -> dict:
-        inputs = request["inputs"]
+    def embed(self, request: EmbeddingRequest) -> dict:
+        inputs = request.inputs
         counts = [len(self.llm.tokenize(text.encode("utf-8"), add_bos=True)) for text in inputs]
         for index, count in enumerate(counts):
             if count > self.n_ctx:
-                raise EngineError(
+                raise LmsError.invalid(
                     f"Input {index} has {count} tokens, more than this model's context length of {self.n_ctx}.",
-                    400, "context_length_exceeded", "input")
+                    "input", code="context_length_exceeded")
         vectors = self.llm.embed(inputs, normalize=True, truncate=False)
         return {"embeddings": vectors, "prompt_tokens": sum(counts)}

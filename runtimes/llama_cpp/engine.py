@@ -11,17 +11,20 @@ import base64
 import codecs
 import threading
 import time
+from collections.abc import Callable
 
 import llama_cpp
 
+from lms.errors import LmsError
 from lms.generation.chat_template import TemplateError, render
+from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import (
-    EngineError,
     Progress,
     ReasoningCounter,
     done_event,
+    error_event,
     generation_limits,
     physical_cores,
     start_of_empty_prompt,
@@ -50,6 +53,7 @@ class LlamaCppEngine:
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
                  chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None,
                  parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None):
+        """`draft`: the draft model the load named, as DraftSpec's fields."""
         self.threads = threads or physical_cores()
         self.model = load_model(path, progress)
         self.vocab = self.model.vocab
@@ -62,7 +66,7 @@ class LlamaCppEngine:
         try:
             self.projector = Projector(self.model.model, projector, self.threads) if projector else None
         except VisionError as exc:
-            raise EngineError(str(exc), 500, "model_load_failed") from exc
+            raise LmsError.internal(str(exc), code="model_load_failed") from exc
         self.chat_template = chat_template
         self.bos_text = self._special_text(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos_text = self._special_text(llama_cpp.llama_vocab_eos(self.vocab))
@@ -72,8 +76,9 @@ class LlamaCppEngine:
         self.scheduler = Scheduler(self.ctx, self.n_slots, BATCH, self.max_outputs, self.host_cache, n_swa)
         self.drafts: dict[str, DraftModel] = {}
         self._draft_lock = threading.Lock()
-        self.default_draft = self._draft(draft) if draft else None
-        self.default_draft_tokens = (draft or {}).get("max_tokens") or DEFAULT_DRAFT_TOKENS
+        spec = DraftSpec(**draft) if draft else None
+        self.default_draft = self._draft(spec) if spec else None
+        self.default_draft_tokens = (spec.max_tokens if spec else None) or DEFAULT_DRAFT_TOKENS
 
     # --- model facts ----------------------------------------------------------------------------------------
 
@@ -96,50 +101,51 @@ class LlamaCppEngine:
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
-    def _draft(self, spec: dict) -> DraftModel:
+    def _draft(self, spec: DraftSpec) -> DraftModel:
         """The draft model a request or the load named, loaded once and kept."""
         with self._draft_lock:
-            found = self.drafts.get(spec["path"])
+            found = self.drafts.get(spec.path)
             if found is None:
-                model = load_model(spec["path"])
-                check_vocabularies(self.model, model, spec.get("name") or spec["path"])
-                found = DraftModel(model, spec.get("name") or spec["path"], self.n_ctx, self.n_slots, self.threads)
-                self.drafts[spec["path"]] = found
+                model = load_model(spec.path)
+                name = spec.name or spec.path
+                check_vocabularies(self.model, model, name)
+                found = DraftModel(model, name, self.n_ctx, self.n_slots, self.threads)
+                self.drafts[spec.path] = found
             return found
 
     # --- requests -------------------------------------------------------------------------------------------
 
-    def _prompt_text(self, request: dict) -> tuple[str, bool]:
+    def _prompt_text(self, request: GenerationRequest) -> tuple[str, bool]:
         """The prompt as text, and whether the chat template itself opened a <think> block."""
-        if request.get("messages") is None:
-            return request.get("prompt") or "", False
+        if request.messages is None:
+            return request.prompt or "", False
         try:
-            text = render(self.chat_template, request["messages"], bos_token=self.bos_text, eos_token=self.eos_text,
-                          tools=request.get("tools"), **(request.get("template_options") or {}))
+            text = render(self.chat_template, request.messages, bos_token=self.bos_text, eos_token=self.eos_text,
+                          tools=request.tools, **(request.template_options or {}))
         except TemplateError as exc:
-            raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
+            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
         # The tokenizer adds BOS itself when the model wants it; don't double it.
         if self.bos_text and text.startswith(self.bos_text):
             text = text[len(self.bos_text):]
         return text, text.rstrip().endswith("<think>")
 
-    def count(self, request: dict) -> int:
+    def count(self, request: GenerationRequest) -> int:
         return len(self.tokenize(self._prompt_text(request)[0]))
 
-    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+    def generate(self, request: GenerationRequest, emit: Emit, cancelled: Cancelled) -> None:
         """Queue one generation; its events are emitted from the scheduler thread as it runs."""
         started = time.perf_counter()
         text, opened_think = self._prompt_text(request)
-        images = request.get("images") or []
+        images = request.images
         if images and self.projector is None:
-            raise EngineError("This model has no vision projector: it cannot take images.", 400,
-                              "model_not_supported", "messages")
+            raise LmsError.invalid("This model has no vision projector: it cannot take images.", "messages",
+                                   code="model_not_supported")
         # With images the tokens are known once the projector has split the prompt; the text alone sizes the limit.
         tokens = self.tokenize(text) or ([] if images else start_of_empty_prompt(llama_cpp.llama_vocab_bos(self.vocab)))
         limit, seed = generation_limits(request, len(tokens), self.n_ctx)
-        spec = request.get("draft")
+        spec = request.draft
         draft = self._draft(spec) if spec else self.default_draft
-        draft_tokens = (spec.get("max_tokens") if spec else None) or self.default_draft_tokens
+        draft_tokens = (spec.max_tokens if spec else None) or self.default_draft_tokens
         if limit <= 0:
             emit(done_event("length", len(tokens), 0, 0, 0, started, None, time.perf_counter()))
             return
@@ -163,11 +169,11 @@ class LlamaCppEngine:
             except VisionError as exc:
                 if str(exc).startswith("context:"):
                     count = int(str(exc).split(":")[1])
-                    raise EngineError(
+                    raise LmsError.invalid(
                         f"This model's maximum context length is {self.n_ctx} tokens. However, your request has "
                         f"{count} input tokens (images included). Please reduce the length of the input.",
-                        400, "context_length_exceeded", "messages") from exc
-                raise EngineError(str(exc), 400, "invalid_image", "messages") from exc
+                        "messages", code="context_length_exceeded") from exc
+                raise LmsError.invalid(str(exc), "messages", code="invalid_image") from exc
             job.limit = min(job.limit, self.n_ctx - len(job.tokens))
 
         return prepare
@@ -180,33 +186,34 @@ class LlamaCppEngine:
                 batch.seq_id[row][0], batch.logits[row] = seq, False
             batch.n_tokens = len(tokens)
             if llama_cpp.llama_decode(self.ctx, batch) != 0:
-                raise EngineError("llama.cpp could not evaluate the prompt", 500, "decode_failed")
+                raise LmsError.internal("llama.cpp could not evaluate the prompt", code="decode_failed")
         finally:
             llama_cpp.llama_batch_free(batch)
 
-    def on_step_end(self, callback) -> threading.Thread:
-        """Have `callback` run on the scheduler thread after every decode step (the worker sends events then);
-        returns that thread."""
-        self.scheduler.step_end = callback
+    def on_step_end(self, flush: Callable[[], None]) -> threading.Thread:
+        """Have `flush` run on the scheduler thread after every scheduling step (admissions, one batched decode,
+        sampling), whose events the worker then writes together; returns that thread, the one every generation's
+        events come from."""
+        self.scheduler.step_end = flush
         return self.scheduler.thread
 
-    def embed(self, request: dict) -> dict:
-        raise EngineError("This model does not compute embeddings.", 400, "model_not_supported", "model")
+    def embed(self, request: EmbeddingRequest) -> dict:
+        raise LmsError.invalid("This model does not compute embeddings.", "model", code="model_not_supported")
 
 
 class _Stream:
     """One job's tokens turned into events: text (UTF-8 safe, held back at possible stop strings), logprobs,
     the reasoning count, and the final done event."""
 
-    def __init__(self, engine: LlamaCppEngine, request: dict, emit: Emit, started: float, opened_think: bool,
-                 prompt_text: str, draft: DraftModel | None):
+    def __init__(self, engine: LlamaCppEngine, request: GenerationRequest, emit: Emit, started: float,
+                 opened_think: bool, prompt_text: str, draft: DraftModel | None):
         self.engine, self.request, self.emit, self.started = engine, request, emit, started
         self.prompt_text, self.draft = prompt_text, draft
-        self.chat = request.get("messages") is not None
-        self.stops = StopMatcher(request.get("stop") or [])
+        self.chat = request.messages is not None
+        self.stops = StopMatcher(request.stop or [])
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.top_logprobs = request.get("logprobs")  # None: none; N: the chosen token's and N alternatives
-        reasoning_start = request.get("reasoning_start")
+        self.top_logprobs = request.logprobs  # None: none; N: the chosen token's and N alternatives
+        reasoning_start = request.reasoning_start
         self.reasoning_open = bool(reasoning_start and opened_think)
         self.reasoning = ReasoningCounter("inside" if self.reasoning_open else reasoning_start)
         self.pending_logprobs: list[dict] = []
@@ -223,7 +230,7 @@ class _Stream:
             self.emit({"type": "prompt", "prompt_tokens": len(job.tokens), "cached_tokens": job.cached,
                        "reasoning_open": self.reasoning_open,
                        # the fully templated prompt, only when `lms log stream` listens for it
-                       **({"prompt_text": self.prompt_text} if self.request.get("echo_prompt") else {})})
+                       **({"prompt_text": self.prompt_text} if self.request.echo_prompt else {})})
             self.prompt_tokens = len(job.tokens)
         if llama_cpp.llama_vocab_is_eog(engine.vocab, token) or (self.chat and token in engine._turn_starts):
             self._finish("stop", flush=True)
@@ -271,7 +278,5 @@ class _Stream:
     def fail(self, error: Exception) -> None:
         if self.job is not None:
             self.job.sampler.close()
-        status = getattr(error, "status", 500)
-        self.emit({"type": "error", "message": str(error) or type(error).__name__, "status": status,
-                   "code": getattr(error, "code", None), "param": getattr(error, "param", None)})
+        self.emit(error_event(error))
 

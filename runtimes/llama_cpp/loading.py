@@ -7,7 +7,8 @@ import contextlib
 import llama_cpp
 from llama_cpp._logger import set_verbose
 
-from runtimes.common import EngineError, Progress
+from lms.errors import LmsError
+from runtimes.common import Progress
 
 set_verbose(False)  # llama.cpp's own log: errors only (workers.log would get every load's tensor list)
 
@@ -46,7 +47,7 @@ def load_model(path: str, progress: Progress | None = None):
     try:
         return LlamaModel(path_model=path, params=params, verbose=False)
     except ValueError as exc:
-        raise EngineError(f"llama.cpp could not load {path}: {exc}", 500, "model_load_failed") from exc
+        raise LmsError.internal(f"llama.cpp could not load {path}: {exc}", code="model_load_failed") from exc
 
 
 def new_context(model, n_ctx: int, n_seq: int, n_batch: int, threads: int, max_outputs: int = 0):
@@ -65,5 +66,5 @@ def new_context(model, n_ctx: int, n_seq: int, n_batch: int, threads: int, max_o
     params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model.model, params)
     if not ctx:
-        raise EngineError("llama.cpp could not create a context for the model", 500, "model_load_failed")
+        raise LmsError.internal("llama.cpp could not create a context for the model", code="model_load_failed")
     return ctx

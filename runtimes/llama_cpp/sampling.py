@@ -10,22 +10,24 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from runtimes.common import EngineError, format_param, token_entry
+from lms.errors import LmsError
+from lms.generation.request import GenerationRequest
+from runtimes.common import format_param, token_entry
 
 PENALTY_WINDOW = 64  # generated tokens the repeat/frequency/presence penalties look back over
 
 
-def grammar_text(request: dict) -> str | None:
+def grammar_text(request: GenerationRequest) -> str | None:
     """The GBNF a request's output format asks for, if any."""
     try:
-        if request.get("grammar"):
-            return request["grammar"]
-        if request.get("json_schema") is not None:
-            return json_schema_to_gbnf(json.dumps(request["json_schema"]))
+        if request.grammar:
+            return request.grammar
+        if request.json_schema is not None:
+            return json_schema_to_gbnf(json.dumps(request.json_schema))
     except Exception as exc:
-        raise EngineError(f"cannot build a grammar for the requested format: {exc}", 400, "invalid_format",
-                          format_param(request)) from exc
-    return JSON_GBNF if request.get("json_object") else None
+        raise LmsError.invalid(f"cannot build a grammar for the requested format: {exc}", format_param(request),
+                               code="invalid_format") from exc
+    return JSON_GBNF if request.json_object else None
 
 
 def _logit_bias(values: dict, n_vocab: int):
@@ -33,7 +35,8 @@ def _logit_bias(values: dict, n_vocab: int):
     for key, value in values.items():
         token = int(key)
         if not 0 <= token < n_vocab:
-            raise EngineError(f"logit_bias has a token id out of range: {token}", 400, "invalid_value", "logit_bias")
+            raise LmsError.invalid(f"logit_bias has a token id out of range: {token}", "logit_bias",
+                                   code="invalid_value")
         entries.append((token, float(value)))
     array = (llama_cpp.llama_logit_bias * len(entries))()
     for slot, (token, bias) in zip(array, entries):
@@ -45,39 +48,40 @@ class SamplerChain:
     """A request's sampler chain. `sample(ctx, i)` picks from the i-th output row of the last decode and records the
     token in the chain (penalty history, grammar state)."""
 
-    def __init__(self, vocab, n_vocab: int, request: dict, seed: int):
-        sampling = request.get("sampling") or {}
+    def __init__(self, vocab, n_vocab: int, request: GenerationRequest, seed: int):
+        sampling = request.sampling
         self.n_vocab = n_vocab
-        self.bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
-        self.penalties = (float(sampling.get("repeat_penalty", 1.1)), float(sampling.get("frequency_penalty", 0.0)),
-                          float(sampling.get("presence_penalty", 0.0)))
+        self.bias = {int(k): float(v) for k, v in (sampling.logit_bias or {}).items()}
+        self.penalties = (float(sampling.repeat_penalty), float(sampling.frequency_penalty),
+                          float(sampling.presence_penalty))
         # Plain greedy decoding (temperature 0, no penalties, no grammar) is an argmax: numpy does it in a fraction
         # of the time the chain takes to build its 50k-entry candidate array.
         grammar = grammar_text(request)
-        self.plain_greedy = sampling.get("temperature", 0.8) <= 0 and grammar is None and \
+        self.plain_greedy = sampling.temperature <= 0 and grammar is None and \
             self.penalties == (1.0, 0.0, 0.0)
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(params)
         add = self._add
         try:
-            if sampling.get("logit_bias"):
-                add(_logit_bias(sampling["logit_bias"], n_vocab))
+            if sampling.logit_bias:
+                add(_logit_bias(sampling.logit_bias, n_vocab))
             if self.penalties != (1.0, 0.0, 0.0):
                 # over the answer's own tokens, as llama-cpp-python's generate loop has always done
                 add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, *self.penalties))
             if grammar is not None:
                 sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
                 if not sampler:
-                    raise EngineError("the grammar could not be parsed", 400, "invalid_format", format_param(request))
+                    raise LmsError.invalid("the grammar could not be parsed", format_param(request),
+                                           code="invalid_format")
                 add(sampler)
-            temperature = sampling.get("temperature", 0.8)
+            temperature = sampling.temperature
             if temperature <= 0:
                 add(llama_cpp.llama_sampler_init_greedy())
                 return
-            add(llama_cpp.llama_sampler_init_top_k(sampling.get("top_k", 40)))
-            add(llama_cpp.llama_sampler_init_top_p(sampling.get("top_p", 0.95), 1))
-            add(llama_cpp.llama_sampler_init_min_p(sampling.get("min_p", 0.05), 1))
+            add(llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+            add(llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
             add(llama_cpp.llama_sampler_init_temp(temperature))
             add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         except BaseException:
@@ -89,7 +93,7 @@ class SamplerChain:
 
     def sample(self, ctx, index: int) -> int:
         if not self.chain:  # a request that already ended: never hand llama.cpp a freed chain
-            raise EngineError("sampling after the request ended", 500, "internal_error")
+            raise LmsError.internal("sampling after the request ended", code="internal_error")
         if not self.plain_greedy:
             return llama_cpp.llama_sampler_sample(self.chain, ctx, index)
         return self.guess(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,)), [])

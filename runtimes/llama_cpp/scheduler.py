@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp
 
-from runtimes.common import EngineError
+from lms.errors import LmsError
 from runtimes.llama_cpp.prefix_cache import HostCache, common_prefix
 
 SAVE_AT_LEAST = 32  # a sequence that would lose fewer cached tokens than this is not worth a host-cache copy
@@ -242,7 +242,7 @@ class Scheduler:
         batch.n_tokens = rows
         result = llama_cpp.llama_decode(self.ctx, batch)
         if result != 0:  # the step's requests fail (see _run); the worker stays up
-            raise EngineError(f"llama.cpp decode failed (error {result})", 500, "decode_failed")
+            raise LmsError.internal(f"llama.cpp decode failed (error {result})", code="decode_failed")
         for slot, row, count, drafts, sampled in plan:
             job = slot.job
             if not sampled:  # a prompt chunk that is not the last one

@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 
+from lms.generation.request import GenerationRequest
+
 
 class TokenizerIndex:
     """llguidance's view of an mlx-lm tokenizer, built once per model (it takes about a second)."""
@@ -23,17 +25,17 @@ class TokenizerIndex:
         self.index = from_tokenizer(hf, n_vocab=self.vocab_size)
 
 
-def grammar_for(request: dict) -> str | None:
+def grammar_for(request: GenerationRequest) -> str | None:
     from llguidance import LLMatcher
 
-    if request.get("json_schema") is not None:
-        return LLMatcher.grammar_from_json_schema(json.dumps(request["json_schema"] or {"type": "object"}))
-    if request.get("json_object"):
+    if request.json_schema is not None:
+        return LLMatcher.grammar_from_json_schema(json.dumps(request.json_schema or {"type": "object"}))
+    if request.json_object:
         return LLMatcher.grammar_from_json_schema(json.dumps({"type": "object"}))
-    if request.get("grammar"):
+    if request.grammar:
         from llguidance.gbnf_to_lark import any_to_lark
 
-        return LLMatcher.grammar_from_lark(any_to_lark(request["grammar"]))
+        return LLMatcher.grammar_from_lark(any_to_lark(request.grammar))
     return None
 
 

@@ -5,7 +5,7 @@ so a prompt that starts like the previous conversation only computes its new tok
 Sampling, logit bias and the penalties map to mlx-lm's sampler and logits processors; stop strings, logprobs and
 the reasoning-token count work as in the llama.cpp engine. JSON-schema and JSON-object output and GBNF grammars are
 enforced by a logits processor (runtimes/mlx/constraints.py). Images are not available on MLX here: such a request
-gets a clear 400 instead of being silently ignored.
+is refused as invalid instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from __future__ import annotations
 import importlib.metadata
 import time
 
+from lms.errors import LmsError
 from lms.generation.chat_template import TemplateError, render
+from lms.generation.request import EmbeddingRequest, GenerationRequest, Sampling
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import (
-    EngineError,
     Progress,
     ReasoningCounter,
+    SerialEngine,
     done_event,
     format_param,
     generation_limits,
@@ -28,26 +30,26 @@ from runtimes.common import (
     token_entry,
 )
 
-UNSUPPORTED = {"images": "Image input"}
+UNSUPPORTED = {"images": "Image input"}  # request field -> what it is, for the error
 
 
-class MlxEngine:
+class MlxEngine(SerialEngine):
     name = "mlx"
 
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
                  chat_template: str | None = None, projector: str | None = None, progress: Progress | None = None):
         if embedding or projector:
-            raise EngineError("The MLX engine serves chat and completion models only (no embeddings or vision).",
-                              400, "model_not_supported")
+            raise LmsError.invalid("The MLX engine serves chat and completion models only (no embeddings or vision).",
+                                   code="model_not_supported")
         from mlx_lm import load
         from mlx_lm.models.cache import make_prompt_cache
 
         if progress and not progress(0.05):
-            raise EngineError("load cancelled", 499, "cancelled")
+            raise LmsError.cancelled("load cancelled", code="cancelled")
         try:
             self.model, self.tokenizer = load(path)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported, the worker stays clean
-            raise EngineError(f"mlx-lm could not load {path}: {exc}", 500, "model_load_failed") from exc
+            raise LmsError.internal(f"mlx-lm could not load {path}: {exc}", code="model_load_failed") from exc
         self.version = importlib.metadata.version("mlx-lm")
         self.n_ctx = context_length
         self.chat_template = chat_template or getattr(self.tokenizer, "chat_template", None)
@@ -67,27 +69,26 @@ class MlxEngine:
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _prompt_tokens(self, request: dict) -> tuple[list[int], bool]:
-        if request.get("messages") is None:
-            self.prompt_text = request.get("prompt") or ""
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        if request.messages is None:
+            self.prompt_text = request.prompt or ""
             return self.tokenize(self.prompt_text) or start_of_empty_prompt(self.tokenizer.bos_token_id), False
         try:
-            text = render(self.chat_template, request["messages"], bos_token=self.bos_text,
-                          eos_token=self.eos_text, tools=request.get("tools"),
-                          **(request.get("template_options") or {}))
+            text = render(self.chat_template, request.messages, bos_token=self.bos_text,
+                          eos_token=self.eos_text, tools=request.tools, **(request.template_options or {}))
         except TemplateError as exc:
-            raise EngineError(str(exc), 400, "invalid_prompt", "messages") from exc
+            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
         self.prompt_text = text
         return self.tokenize(text), text.rstrip().endswith("<think>")
 
-    def count(self, request: dict) -> int:
+    def count(self, request: GenerationRequest) -> int:
         return len(self._prompt_tokens(request)[0])
 
-    def _check_supported(self, request: dict) -> None:
+    def _check_supported(self, request: GenerationRequest) -> None:
         for key, what in UNSUPPORTED.items():
-            if request.get(key):
-                raise EngineError(f"{what} is not available on the MLX engine yet; use a GGUF model for it.",
-                                  400, "unsupported_on_mlx", key)
+            if getattr(request, key):
+                raise LmsError.invalid(f"{what} is not available on the MLX engine yet; use a GGUF model for it.",
+                                       key, code="unsupported_on_mlx")
 
     def _reuse_cache(self, prompt: list[int]) -> int:
         """Trim the prompt cache to the longest prefix it shares with this prompt; returns that length (at
@@ -108,20 +109,20 @@ class MlxEngine:
         self.cached = self.cached[:common]
         return common
 
-    def _processors(self, sampling: dict, cached_prompt: list[int]):
+    def _processors(self, sampling: Sampling, cached_prompt: list[int]):
         """The sampler and the penalty processors. mlx-lm hands processors only the tokens fed in this call, so
         a reused prompt cache would shrink the penalty window; they get the cached prompt prepended, and the
         same request then samples the same way whatever the cache held."""
         import mlx.core as mx
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-        sampler = make_sampler(temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
-                               min_p=sampling.get("min_p", 0.05), top_k=sampling.get("top_k", 40))
-        bias = {int(k): float(v) for k, v in (sampling.get("logit_bias") or {}).items()}
+        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, min_p=sampling.min_p,
+                               top_k=sampling.top_k)
+        bias = {int(k): float(v) for k, v in (sampling.logit_bias or {}).items()}
         processors = make_logits_processors(logit_bias=bias or None,
-                                            repetition_penalty=sampling.get("repeat_penalty", 1.1),
-                                            presence_penalty=sampling.get("presence_penalty") or None,
-                                            frequency_penalty=sampling.get("frequency_penalty") or None)
+                                            repetition_penalty=sampling.repeat_penalty,
+                                            presence_penalty=sampling.presence_penalty or None,
+                                            frequency_penalty=sampling.frequency_penalty or None)
         if not cached_prompt:
             return sampler, processors
         history = mx.array(cached_prompt)
@@ -143,7 +144,7 @@ class MlxEngine:
             detokenizer.text, detokenizer.offset = "\0", 1  # not empty: nothing counts as the start
         return detokenizer
 
-    def _constraint(self, request: dict, fed_prompt: int):
+    def _constraint(self, request: GenerationRequest, fed_prompt: int):
         from runtimes.mlx.constraints import GrammarProcessor, TokenizerIndex, grammar_for
 
         try:
@@ -154,8 +155,8 @@ class MlxEngine:
                 self._grammar_index = TokenizerIndex(self.tokenizer)
             return GrammarProcessor(self._grammar_index, grammar, fed_prompt)
         except ValueError as exc:
-            raise EngineError(f"The grammar cannot be used: {exc}", 400, "invalid_grammar",
-                              format_param(request)) from exc
+            raise LmsError.invalid(f"The grammar cannot be used: {exc}", format_param(request),
+                                   code="invalid_grammar") from exc
 
     def _logprobs(self, token: int, logprobs, top: int) -> dict:
         import mlx.core as mx
@@ -169,7 +170,7 @@ class MlxEngine:
                                                  float(logprobs[t].item())) for t in best]
         return entry
 
-    def generate(self, request: dict, emit: Emit, cancelled: Cancelled) -> None:
+    def generate(self, request: GenerationRequest, emit: Emit, cancelled: Cancelled) -> None:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
 
@@ -177,17 +178,17 @@ class MlxEngine:
         started = time.perf_counter()
         prompt, opened_think = self._prompt_tokens(request)
         limit, seed = generation_limits(request, len(prompt), self.n_ctx)
-        sampling = request.get("sampling") or {}
+        sampling = request.sampling
         mx.random.seed(seed)
         cached = self._reuse_cache(prompt)
         sampler, processors = self._processors(sampling, prompt[:cached])
         constraint = self._constraint(request, len(prompt) - cached)
         if constraint is not None:
             processors = [*processors, constraint]
-        stops = StopMatcher(request.get("stop") or [])
+        stops = StopMatcher(request.stop or [])
         detokenizer = self._exact_detokenizer()
-        top_logprobs = request.get("logprobs")
-        reasoning_start = request.get("reasoning_start")
+        top_logprobs = request.logprobs
+        reasoning_start = request.reasoning_start
         reasoning = ReasoningCounter("inside" if reasoning_start and opened_think else reasoning_start)
         eos = set(self.tokenizer.eos_token_ids)
         pending_logprobs: list[dict] = []
@@ -203,7 +204,7 @@ class MlxEngine:
                     first_token_at = time.perf_counter()
                     emit({"type": "prompt", "prompt_tokens": len(prompt), "cached_tokens": cached,
                           "reasoning_open": reasoning.state == "inside",
-                          **({"prompt_text": self.prompt_text} if request.get("echo_prompt") else {})})
+                          **({"prompt_text": self.prompt_text} if request.echo_prompt else {})})
                 if cancelled():
                     finish = "cancelled"
                     break
@@ -237,5 +238,5 @@ class MlxEngine:
         emit(done_event(finish, len(prompt), count, cached, reasoning.tokens, started, first_token_at,
                         time.perf_counter()))
 
-    def embed(self, request: dict) -> dict:
-        raise EngineError("The MLX engine does not compute embeddings.", 400, "model_not_supported")
+    def embed(self, request: EmbeddingRequest) -> dict:
+        raise LmsError.invalid("The MLX engine does not compute embeddings.", code="model_not_supported")

@@ -1,4 +1,5 @@
-"""LM Studio's `POST /api/v1/chat`: stateful chat with MCP integrations, as a thin translator over /v1/responses.
+"""LM Studio's `POST /api/v1/chat`: stateful chat with MCP integrations, a thin translator onto a conversation
+turn (the machinery /v1/responses runs too).
 
 The request becomes a Responses request (input, `system_prompt` as instructions, integrations as `mcp` tools
 that run without asking, reasoning, sampling, `previous_response_id`); the run's items and events come back in
@@ -15,27 +16,25 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from lms.api.errors import from_validation
+from lms.api.context import session_of
+from lms.api.errors import from_validation, status_of
 from lms.api.http import read_json, until_disconnect
-from lms.api.responses.request import CreateResponse
-from lms.api.responses.routes import session_of
-from lms.api.responses.runner import ResponseRun
-from lms.generation.request import GenerationError
+from lms.conversation.request import CreateResponse
+from lms.conversation.turn import ResponseRun
+from lms.errors import LmsError
 
 REASONING = {"off": "none", "on": "medium", "low": "low", "medium": "medium", "high": "high"}
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_output_tokens", "store",
             "previous_response_id")
 
 
-def _bad(message: str, param: str) -> GenerationError:
-    return GenerationError(message, status=400, code="invalid_value", param=param)
-
 
 def _input(value) -> str | list[dict]:
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
-        raise _bad("'input' must be a string or a non-empty array of message, text and image items", "input")
+        raise LmsError.invalid("'input' must be a string or a non-empty array of message, text and image items",
+                               "input")
     parts = []
     for index, item in enumerate(value):
         kind = item.get("type") if isinstance(item, dict) else None
@@ -44,8 +43,8 @@ def _input(value) -> str | list[dict]:
         elif kind == "image" and isinstance(item.get("data_url"), str):
             parts.append({"type": "input_image", "image_url": item["data_url"]})
         else:
-            raise _bad(f"'input[{index}]' must be {{type: message|text, content}} or {{type: image, data_url}}",
-                       f"input[{index}]")
+            raise LmsError.invalid(f"'input[{index}]' must be {{type: message|text, content}} or "
+                                   "{type: image, data_url}", f"input[{index}]")
     return [{"type": "message", "role": "user", "content": parts}]
 
 
@@ -55,31 +54,32 @@ def _integration(value, index: int) -> dict:
     if isinstance(value, str):
         value = {"type": "plugin", "id": value}
     if not isinstance(value, dict):
-        raise _bad(f"'{param}' must be a string or an object", param)
+        raise LmsError.invalid(f"'{param}' must be a string or an object", param)
     tool = {"type": "mcp", "require_approval": "never", "allowed_tools": value.get("allowed_tools")}
     if value.get("type") == "plugin" and str(value.get("id", "")).startswith("mcp/"):
         return {**tool, "server_label": value["id"][len("mcp/"):]}
     if value.get("type") == "ephemeral_mcp":
         return {**tool, "server_label": value.get("server_label"), "server_url": value.get("server_url"),
                 "headers": value.get("headers")}
-    raise _bad(f"'{param}' must name an MCP server: 'mcp/<name>', a plugin 'mcp/<name>' or an ephemeral_mcp",
-               param)
+    raise LmsError.invalid(f"'{param}' must name an MCP server: 'mcp/<name>', a plugin 'mcp/<name>' or an "
+                           "ephemeral_mcp", param)
 
 
 def to_responses(body: dict) -> CreateResponse:
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+        raise LmsError.invalid("'model' is required", "model", code="missing_required_parameter")
     if "input" not in body:
-        raise GenerationError("'input' is required", status=400, code="missing_required_parameter", param="input")
+        raise LmsError.invalid("'input' is required", "input", code="missing_required_parameter")
     previous = body.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous.startswith("resp_")):
-        raise _bad("'previous_response_id' must be a response id starting with 'resp_'", "previous_response_id")
+        raise LmsError.invalid("'previous_response_id' must be a response id starting with 'resp_'",
+                               "previous_response_id")
     reasoning = body.get("reasoning")
     if reasoning is not None and (not isinstance(reasoning, str) or reasoning not in REASONING):
-        raise _bad(f"'reasoning' must be one of {', '.join(REASONING)}", "reasoning")
+        raise LmsError.invalid(f"'reasoning' must be one of {', '.join(REASONING)}", "reasoning")
     integrations = body.get("integrations") or []
     if not isinstance(integrations, list):
-        raise _bad("'integrations' must be a list", "integrations")
+        raise LmsError.invalid("'integrations' must be a list", "integrations")
     translated = {"model": body["model"], "input": _input(body["input"]), "instructions": body.get("system_prompt"),
                   "tools": [_integration(v, i) for i, v in enumerate(integrations)],
                   **{key: body[key] for key in SAMPLING if body.get(key) is not None}}
@@ -150,25 +150,21 @@ class _Clock:
 async def chat(request: Request):
     raw = await read_json(request)
     body = to_responses(raw)
-    session = session_of(request.app)
+    session = session_of(request)
     run = ResponseRun(body, session)
     local = {s.label for s in run.mcp_servers if s.local}
-    loaded_before = session.manager.find_loaded(body.model) is not None
+    loaded_before = session.pipeline.manager.find_loaded(body.model) is not None
     clock = _Clock(loaded_before)
     events = run.events()
     if not raw.get("stream"):
         async def finish():
-            failure = None
             async for event in events:
                 if event["type"].endswith(".delta") and clock.first is None:
                     clock.first = time.perf_counter()
-                elif event["type"] == "error":
-                    failure = event["error"]
-            return failure
 
-        failure = await until_disconnect(request, finish())
-        if failure:
-            raise GenerationError(failure["message"], status=500, code=failure["code"], type="server_error")
+        await until_disconnect(request, finish())
+        if run.error:
+            raise run.error
         return JSONResponse(clock.result(run, local))
     first = await anext(events)  # errors before the first event are plain HTTP errors
     return StreamingResponse(_stream(first, events, run, clock, local), media_type="text/event-stream",
@@ -217,8 +213,7 @@ async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: s
                 yield _sse("tool_call.success", tool=item["name"], arguments=arguments, output=item["output"],
                            provider_info=provider)
         elif kind == "error":
-            error = event["error"]
-            yield _sse("error", error={"type": "unknown" if error.get("type") == "server_error" else
-                                       "invalid_request", "message": error["message"], "code": error.get("code"),
-                                       "param": error.get("param")})
+            error: LmsError = event["error"]
+            yield _sse("error", error={"type": "unknown" if status_of(error) >= 500 else "invalid_request",
+                                       "message": error.message, "code": error.code, "param": error.param})
     yield _sse("chat.end", result=clock.result(run, local))

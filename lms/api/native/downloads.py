@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lms.api.http import read_json
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 from lms.store import hub
 from lms.store.downloads import DownloadManager, Job
 
@@ -26,8 +26,7 @@ def formats_of(value) -> set[str]:
         return default_formats()
     formats = {value} if isinstance(value, str) else set(value)
     if not formats <= {"gguf", "mlx"}:
-        raise GenerationError("'formats' may hold 'gguf' and 'mlx'.", status=400, code="invalid_value",
-                              param="formats")
+        raise LmsError.invalid("'formats' may hold 'gguf' and 'mlx'.", "formats")
     return formats
 
 
@@ -41,23 +40,23 @@ async def download(downloads: DownloadManager, model: str, *, quantization: str 
     """Start (or join) the download of `model`: "owner/repo", "owner/repo@quant" or a Hugging Face URL."""
     target = hub.parse_target(model, endpoint)
     if target.repo_id is None:
-        raise GenerationError("'model' must be owner/repo or a Hugging Face URL; search with `lms get <words>`.",
-                              status=400, code="invalid_value", param="model")
+        raise LmsError.invalid("'model' must be owner/repo or a Hugging Face URL; search with `lms get <words>`.",
+                               "model")
     repo = await variants(target.repo_id, formats or default_formats(), endpoint, token)
     wanted = variant or quantization or target.quant
     chosen = hub.choose(repo.variants, wanted, None if wanted else target.filename)
     if chosen is None:
         offered = ", ".join(v.name for v in repo.variants) or "none in a format this machine runs"
         what = f"variant '{wanted}'" if wanted else f"file '{target.filename}'" if target.filename else "a model file"
-        raise GenerationError(f"Cannot find {what} in {repo.repo_id} (it has: {offered}).", status=404,
-                              code="variant_not_found", param="quantization", type="not_found")
+        raise LmsError.not_found(f"Cannot find {what} in {repo.repo_id} (it has: {offered}).", "quantization",
+                                 code="variant_not_found")
     return downloads.submit(repo.repo_id, repo.commit, chosen.name, chosen.files, endpoint=endpoint, token=token)
 
 
 async def start_download(request: Request):
     body = await read_json(request)
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+        raise LmsError.invalid("'model' is required", "model", code="missing_required_parameter")
     job = await download(request.app.state.downloads, body["model"], quantization=body.get("quantization"))
     status = job.status_dict()
     shown = {k: status[k] for k in ("job_id", "status", "total_size_bytes", "started_at")}

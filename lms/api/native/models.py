@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from lms.api.http import read_json
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 from lms.store import catalog
 from lms.store.catalog import ModelEntry, quant_bits
 
@@ -70,11 +70,10 @@ async def v1_models(request: Request):
 async def v1_load(request: Request):
     body = await read_json(request)
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
+        raise LmsError.invalid("'model' is required", "model", code="missing_required_parameter")
     context_length = body.get("context_length")
     if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
-        raise GenerationError("'context_length' must be a positive integer", status=400, code="invalid_value",
-                              param="context_length")
+        raise LmsError.invalid("'context_length' must be a positive integer", "context_length")
     started = time.perf_counter()
     model = await request.app.state.manager.load(body["model"], context_length=context_length)
     result = {"type": model.entry.type, "instance_id": model.identifier,
@@ -87,7 +86,6 @@ async def v1_load(request: Request):
 async def v1_unload(request: Request):
     body = await read_json(request)
     if not isinstance(body.get("instance_id"), str):
-        raise GenerationError("'instance_id' is required", status=400, code="missing_required_parameter",
-                              param="instance_id")
+        raise LmsError.invalid("'instance_id' is required", "instance_id", code="missing_required_parameter")
     await request.app.state.manager.unload(body["instance_id"])
     return JSONResponse({"instance_id": body["instance_id"]})

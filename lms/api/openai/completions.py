@@ -1,4 +1,4 @@
-"""POST /v1/completions: a raw prompt, no chat template."""
+"""POST /v1/completions (and /api/v0/completions with LM Studio's extras): a raw prompt, no chat template."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lms.api.generate import collect, error_chunk, new_id, openai_usage, primed
+from lms.api.context import pipeline_of
+from lms.api.errors import openai_error
 from lms.api.http import read_json, sse, until_disconnect
-from lms.api.native.details import native_details
 from lms.api.openai.schemas import CompletionBody
-from lms.generation.request import GenerationError
+from lms.api.openai.usage import openai_usage
+from lms.errors import LmsError
+from lms.generation.ids import new_id
+from lms.pipeline import Usage
+from lms.pipeline.stats import native_details
 
 
 def _body(completion_id: str, model: str, created: int, text: str, finish_reason: str | None) -> dict:
@@ -21,22 +25,24 @@ def _body(completion_id: str, model: str, created: int, text: str, finish_reason
 
 
 async def completions(request: Request, native: bool = False):
-    """POST /v1/completions; `native` adds LM Studio's stats, model_info and runtime (/api/v0)."""
     body = CompletionBody.model_validate(await read_json(request))
-    generation = body.to_request()
-    manager = request.app.state.manager
-    model = await manager.get_or_load(body.model, body.ttl)
-    events = manager.generate(model, generation.to_dict())
-    completion_id = new_id("cmpl-")
-    echo = generation.prompt if body.echo else ""
+    completion = body.to_input()
+    generation = await pipeline_of(request).completion(completion)
+    completion_id = new_id("cmpl-", 21)
+    echo = completion.prompt if body.echo else ""
     if body.stream:
-        return sse(_stream(completion_id, model, await primed(events), body.include_usage, echo, native))
-    outcome = await until_disconnect(request, collect(events))
+        return sse(_stream(completion_id, generation.model, generation.events, body.include_usage, echo, native))
+    outcome = await until_disconnect(request, generation.collect())
+    model = generation.model
     result = _body(completion_id, model.identifier, outcome.created, echo + outcome.text, outcome.finish_reason)
     result["usage"] = openai_usage(outcome.usage)
     if native:
         result.update(native_details(model, outcome.stats, outcome.finish_reason))
     return JSONResponse(result)
+
+
+async def v0_completions(request: Request):
+    return await completions(request, native=True)
 
 
 async def _stream(completion_id: str, loaded, events, include_usage: bool, echo: str, native: bool):
@@ -54,9 +60,8 @@ async def _stream(completion_id: str, loaded, events, include_usage: bool, echo:
                     last.update(native_details(loaded, event.get("stats") or {}, event["finish_reason"]))
                 yield last
                 if include_usage:
-                    usage = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                             "choices": [], "usage": openai_usage(event["usage"] or {})}
-                    yield usage
-    except GenerationError as exc:
-        yield error_chunk(exc)
+                    yield {"id": completion_id, "object": "text_completion", "created": created, "model": model,
+                           "choices": [], "usage": openai_usage(Usage.of(event.get("usage")))}
+    except LmsError as exc:
+        yield {"error": openai_error(exc)}
     yield "[DONE]"

@@ -1,4 +1,4 @@
-"""POST /v1/embeddings."""
+"""POST /v1/embeddings (and /api/v0/embeddings with LM Studio's model_info and runtime)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import struct
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from lms.api.context import pipeline_of
 from lms.api.http import read_json, until_disconnect
-from lms.api.native.details import model_info, runtime
 from lms.api.openai.schemas import EmbeddingBody
+from lms.pipeline.stats import model_info, runtime
 
 
 def _encode(vector: list[float], encoding: str):
@@ -22,10 +23,9 @@ def _encode(vector: list[float], encoding: str):
 async def embeddings(request: Request, native: bool = False):
     """POST /v1/embeddings; `native` adds LM Studio's model_info and runtime (/api/v0)."""
     body = EmbeddingBody.model_validate(await read_json(request))
-    inputs = body.inputs()
-    manager = request.app.state.manager
-    model = await manager.get_or_load(body.model, body.ttl)
-    result = await until_disconnect(request, manager.embed(model, inputs))
+    pipeline = pipeline_of(request)
+    model = await pipeline.model(body.model, body.ttl)
+    result = await until_disconnect(request, pipeline.embed(model, body.inputs()))
     vectors = result["embeddings"]
     if body.dimensions:
         # Matryoshka-style truncation, renormalized so the vectors stay unit length.
@@ -38,6 +38,10 @@ async def embeddings(request: Request, native: bool = False):
         "usage": {"prompt_tokens": result["prompt_tokens"], "total_tokens": result["prompt_tokens"]},
         **({"model_info": model_info(model), "runtime": runtime()} if native else {}),
     })
+
+
+async def v0_embeddings(request: Request):
+    return await embeddings(request, native=True)
 
 
 def _renormalize(vector: list[float]) -> list[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lms.api.errors import APIError
+from lms.errors import LmsError
 from lms.store import catalog
 
 
@@ -26,5 +26,5 @@ async def list_models(request: Request):
 async def get_model(request: Request):
     model_id = request.path_params["model"]
     if model_id not in _ids(request):
-        raise APIError(f"Model '{model_id}' not found.", status=404, code="model_not_found", param="model")
+        raise LmsError.not_found(f"Model '{model_id}' not found.", "model", code="model_not_found")
     return JSONResponse({"id": model_id, "object": "model", "owned_by": "organization_owner"})

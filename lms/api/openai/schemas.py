@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lms.generation.request import IMAGE_MARKER, GenerationError, GenerationRequest, Sampling
-from lms.generation.tools import ToolPlan, plan_tools
+from lms.errors import LmsError
+from lms.generation.request import IMAGE_MARKER
+from lms.pipeline.inputs import ChatInput, CompletionInput
 
 
 class _Body(BaseModel):
@@ -57,10 +58,12 @@ class SamplingBody(_Body):
                 raise ValueError("biases must be between -100 and 100")
         return value
 
-    def sampling(self) -> Sampling:
-        return Sampling.overriding(**{name: getattr(self, name) for name in (
+    def given_sampling(self) -> dict:
+        """The sampling values this request gave (a preset or the defaults fill the others)."""
+        values = {name: getattr(self, name) for name in (
             "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty",
-            "seed", "logit_bias")})
+            "seed", "logit_bias")}
+        return {name: value for name, value in values.items() if value is not None}
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -108,8 +111,7 @@ class ChatMessage(BaseModel):
             if part.type == "image_url":
                 url = part.image_url.get("url") if isinstance(part.image_url, dict) else part.image_url
                 if not isinstance(url, str):
-                    raise GenerationError("An image_url part needs image_url.url.", status=400,
-                                          code="invalid_value", param="messages")
+                    raise LmsError.invalid("An image_url part needs image_url.url.", "messages")
                 urls.append(url)
         return urls
 
@@ -117,8 +119,8 @@ class ChatMessage(BaseModel):
         message = self.model_dump(exclude_none=True)
         if isinstance(self.content, list):
             if any(part.type not in ("text", "image_url") for part in self.content):
-                raise GenerationError("Only text and image_url content parts are supported.", status=400,
-                                      code="unsupported_content", param="messages")
+                raise LmsError.invalid("Only text and image_url content parts are supported.", "messages",
+                                       code="unsupported_content")
             message["content"] = "".join(IMAGE_MARKER if part.type == "image_url" else part.text or ""
                                          for part in self.content)
         message.setdefault("content", "")
@@ -149,6 +151,7 @@ class ChatCompletionBody(SamplingBody):
     parallel_tool_calls: bool = True
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     grammar: str | None = None  # a GBNF grammar, as llama-server accepts
+    preset: str | None = None  # a preset of LMS_HOME/config-presets: fills in what the request does not say
 
     def function_tools(self) -> list[dict]:
         """Chat-format tools, flattened to the shape every surface shares: {name, description, parameters}."""
@@ -156,58 +159,40 @@ class ChatCompletionBody(SamplingBody):
         for index, tool in enumerate(self.tools or []):
             function = tool.get("function") if isinstance(tool, dict) else None
             if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
-                raise GenerationError("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
-                                      status=400, code="invalid_value", param=f"tools[{index}]")
+                raise LmsError.invalid("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
+                                       f"tools[{index}]")
             flat.append({"name": function["name"], "description": function.get("description"),
                          "parameters": function.get("parameters"), "strict": function.get("strict")})
         return flat
 
-    def tool_plan(self) -> ToolPlan:
-        tools = self.function_tools()
+    def normalized_tool_choice(self):
+        """OpenAI's tool_choice in the pipeline's terms ({"type": "function", "name"} for a named function)."""
         choice = self.tool_choice if self.tool_choice is not None else "auto"
         if isinstance(choice, dict) and choice.get("type") == "function":
-            name = (choice.get("function") or {}).get("name")
-            if name not in {t["name"] for t in tools}:
-                raise GenerationError(f"tool_choice names an unknown function {name!r}.", status=400,
-                                      code="invalid_value", param="tool_choice")
-            choice = {"type": "function", "name": name}
-        elif choice not in ("auto", "none", "required"):
-            raise GenerationError("tool_choice must be 'auto', 'none', 'required' or a function.", status=400,
-                                  code="invalid_value", param="tool_choice")
-        if choice == "required" and not tools:
-            raise GenerationError("tool_choice 'required' needs tools.", status=400, code="invalid_value",
-                                  param="tool_choice")
-        return plan_tools(tools, choice, parallel=self.parallel_tool_calls)
+            return {"type": "function", "name": (choice.get("function") or {}).get("name")}
+        if choice not in ("auto", "none", "required"):
+            raise LmsError.invalid("tool_choice must be 'auto', 'none', 'required' or a function.", "tool_choice")
+        return choice
 
-    def to_request(self) -> GenerationRequest:
-        plan = self.tool_plan()
-        effort = self.reasoning_effort
-        request = GenerationRequest(
-            messages=[m.for_template() for m in self.messages], sampling=self.sampling(),
-            max_tokens=self.max_new_tokens(), stop=self.stops(), tools=plan.template_tools, grammar=self.grammar,
-            json_schema=plan.json_schema, format_param="tools" if plan.forced else "response_format",
-            reasoning_start=None if effort == "none" else "detect",
-            template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
-            draft_model=self.draft_model,
-        )
-        if self.max_completion_tokens not in (None, -1):
-            request.max_tokens = self.max_completion_tokens
+    def to_input(self) -> ChatInput:
         if self.top_logprobs is not None and not self.logprobs:
-            raise GenerationError("'top_logprobs' requires 'logprobs' to be true", status=400, code="invalid_value",
-                                  param="top_logprobs")
-        if self.logprobs:
-            request.logprobs = self.top_logprobs or 0
+            raise LmsError.invalid("'top_logprobs' requires 'logprobs' to be true", "top_logprobs")
         fmt = self.response_format
-        if plan.forced:
-            pass  # the tool-call grammar wins over any response format
-        elif fmt and fmt.type == "json_object":
-            request.json_object = True
-        elif fmt and fmt.type == "json_schema":
-            if fmt.json_schema is None:
-                raise GenerationError("'response_format.json_schema' is required", status=400,
-                                      code="missing_required_parameter", param="response_format.json_schema")
-            request.json_schema = fmt.json_schema.schema_
-        return request
+        if fmt and fmt.type == "json_schema" and fmt.json_schema is None:
+            raise LmsError.missing("response_format.json_schema")
+        max_tokens = self.max_new_tokens()
+        if self.max_completion_tokens not in (None, -1):
+            max_tokens = self.max_completion_tokens
+        return ChatInput(
+            model=self.model, messages=[m.for_template() for m in self.messages],
+            image_urls=[url for message in self.messages for url in message.image_urls()],
+            sampling=self.given_sampling(), max_tokens=max_tokens, stop=self.stops(), grammar=self.grammar,
+            json_schema=fmt.json_schema.schema_ if fmt and fmt.type == "json_schema" else None,
+            json_object=bool(fmt and fmt.type == "json_object"),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            tools=self.function_tools(), tool_choice=self.normalized_tool_choice(),
+            parallel_tool_calls=self.parallel_tool_calls, reasoning_effort=self.reasoning_effort,
+            draft_model=self.draft_model, ttl=self.ttl, preset=self.preset)
 
 
 class CompletionBody(SamplingBody):
@@ -216,15 +201,15 @@ class CompletionBody(SamplingBody):
     suffix: str | None = None
     grammar: str | None = None  # a GBNF grammar, as llama-server accepts
 
-    def to_request(self) -> GenerationRequest:
+    def to_input(self) -> CompletionInput:
         prompt = self.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
-                raise GenerationError("Only one prompt per request is supported.", status=400,
-                                      code="invalid_value", param="prompt")
+                raise LmsError.invalid("Only one prompt per request is supported.", "prompt")
             prompt = prompt[0]
-        return GenerationRequest(prompt=prompt, sampling=self.sampling(), max_tokens=self.max_new_tokens(),
-                                 stop=self.stops(), grammar=self.grammar, draft_model=self.draft_model)
+        return CompletionInput(model=self.model, prompt=prompt, sampling=self.given_sampling(),
+                               max_tokens=self.max_new_tokens(), stop=self.stops(), grammar=self.grammar,
+                               draft_model=self.draft_model, ttl=self.ttl)
 
 
 class EmbeddingBody(_Body):
@@ -237,8 +222,7 @@ class EmbeddingBody(_Body):
     def inputs(self) -> list[str]:
         inputs = [self.input] if isinstance(self.input, str) else self.input
         if not inputs:
-            raise GenerationError("'input' must not be empty", status=400, code="invalid_value", param="input")
+            raise LmsError.invalid("'input' must not be empty", "input")
         if any(not text for text in inputs):
-            raise GenerationError("'input' must not contain empty strings", status=400, code="invalid_value",
-                                  param="input")
+            raise LmsError.invalid("'input' must not contain empty strings", "input")
         return inputs

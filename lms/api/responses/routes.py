@@ -11,34 +11,39 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from lms.api.errors import from_validation
+from lms.api.context import pipeline_of, session_of
+from lms.api.errors import error_type, from_validation, status_of
 from lms.api.http import read_json, until_disconnect
-from lms.api.responses import compaction
-from lms.api.responses.items import new_id, normalize_input, to_messages
-from lms.api.responses.request import CreateResponse
-from lms.api.responses.runner import ResponseRun, Session, previous_not_found
-from lms.generation.request import GenerationError
-from lms.presets import apply_to_responses
+from lms.conversation import compaction
+from lms.conversation.items import normalize_input, to_messages
+from lms.conversation.request import CreateResponse
+from lms.conversation.session import previous_not_found
+from lms.conversation.turn import ResponseRun
+from lms.errors import LmsError
+from lms.generation.ids import new_id
 
 WEBSOCKET_LIFETIME_SECONDS = 60 * 60
 
 
-def session_of(app, local: dict | None = None) -> Session:
-    return Session(manager=app.state.manager, store=app.state.responses, local=local, mcp=app.state.mcp,
-                   allow_remote_mcp=app.state.allow_remote_mcp, allow_mcp_json=app.state.allow_mcp_json)
+def _wire_error(exc: LmsError) -> dict:
+    """A turn's failure as the streaming `error` event carries it."""
+    return {"type": error_type(exc), "code": exc.code or "server_error", "message": exc.message, "param": exc.param}
 
 
-def _not_found(response_id: str) -> GenerationError:
-    return GenerationError(f"No response found with id '{response_id}'.", status=404, code="not_found",
-                           param="response_id", type="not_found")
+def _wire(event: dict) -> dict:
+    return {**event, "error": _wire_error(event["error"])} if event["type"] == "error" else event
+
+
+def _not_found(response_id: str) -> LmsError:
+    return LmsError.not_found(f"No response found with id '{response_id}'.", "response_id")
 
 
 async def create(request: Request):
-    body = CreateResponse.model_validate(apply_to_responses(await read_json(request)))
+    body = CreateResponse.model_validate(await read_json(request))
     if body.background:
-        raise GenerationError("Background mode is not supported; stream the response instead.", status=400,
-                              code="unsupported_parameter", param="background")
-    run = ResponseRun(body, session_of(request.app))
+        raise LmsError.invalid("Background mode is not supported; stream the response instead.", "background",
+                               code="unsupported_parameter")
+    run = ResponseRun(body, session_of(request))
     events = run.events()
     if body.stream:
         first = await anext(events)  # errors before the first event are plain HTTP errors
@@ -46,23 +51,19 @@ async def create(request: Request):
         async def sse():
             yield _sse(first)
             async for event in events:
-                yield _sse(event)
+                yield _sse(_wire(event))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def finish():
-        failure = None
-        async for event in events:
-            if event["type"] == "error":
-                failure = event["error"]
-        return failure
+        async for _event in events:
+            pass
 
-    failure = await until_disconnect(request, finish())
-    if failure:
-        raise GenerationError(failure["message"], status=500 if failure["code"] != "worker_died" else 503,
-                              code=failure["code"], type="server_error")
+    await until_disconnect(request, finish())
+    if run.error:
+        raise run.error
     return JSONResponse(run.response)
 
 
@@ -89,13 +90,13 @@ async def input_items(request: Request):
     params = request.query_params
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
-        raise GenerationError("'order' must be 'asc' or 'desc'", status=400, code="invalid_value", param="order")
+        raise LmsError.invalid("'order' must be 'asc' or 'desc'", "order")
     try:
         limit = int(params.get("limit", "20"))
     except ValueError:
         limit = 0
     if not 1 <= limit <= 100:
-        raise GenerationError("'limit' must be between 1 and 100", status=400, code="invalid_value", param="limit")
+        raise LmsError.invalid("'limit' must be between 1 and 100", "limit")
     page = request.app.state.responses.list_input_items(response_id, after=params.get("after"), limit=limit,
                                                         order=order)
     if page is None:
@@ -110,8 +111,8 @@ async def compact(request: Request):
     body = await read_json(request)
     model_name = body.get("model")
     if not isinstance(model_name, str) or not model_name:
-        raise GenerationError("'model' is required", status=400, code="missing_required_parameter", param="model")
-    session = session_of(request.app)
+        raise LmsError.missing("model")
+    session = session_of(request)
     items: list[dict] = []
     if body.get("previous_response_id"):
         stored = session.find(body["previous_response_id"])
@@ -119,17 +120,17 @@ async def compact(request: Request):
             raise previous_not_found(body["previous_response_id"])
         items = stored.context + stored.response.get("output", [])
     items += normalize_input(body.get("input"))
-    manager = request.app.state.manager
-    model = await manager.get_or_load(model_name, body.get("ttl"))
+    pipeline = pipeline_of(request)
+    model = await pipeline.model(model_name, body.get("ttl"))
     expanded = []
     for item in items:  # nested compactions flatten into the new one
         expanded.extend(compaction.unseal(item["encrypted_content"]) if item["type"] == "compaction" else [item])
-    tokens = await manager.count_tokens(model, to_messages(
+    tokens = await pipeline.count_tokens(model, to_messages(
         [i for i in expanded if i["type"] != "function_call_output"], body.get("instructions")))
-    item = {"id": new_id("cmp"), "type": "compaction", "encrypted_content": compaction.seal(expanded),
+    item = {"id": new_id("cmp_"), "type": "compaction", "encrypted_content": compaction.seal(expanded),
             "created_by": model.identifier}
     return JSONResponse({
-        "id": new_id("resp", 48), "object": "response.compaction", "created_at": int(time.time()),
+        "id": new_id("resp_", 48), "object": "response.compaction", "created_at": int(time.time()),
         "output": [item],
         "usage": {"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens,
                   "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
@@ -140,40 +141,39 @@ async def websocket(socket: WebSocket):
     """WebSocket mode: `response.create` messages in, the same events out; one response at a time, and a
     connection-local cache so `store: false` turns can be continued on this connection (and only here)."""
     await socket.accept()
-    session = session_of(socket.app, local={})
+    session = session_of(socket, local={})
     opened = time.monotonic()
     try:
         while True:
             message = await socket.receive_text()
             if time.monotonic() - opened > WEBSOCKET_LIFETIME_SECONDS:
-                await _ws_error(socket, GenerationError("The connection reached its 60-minute limit; reconnect.",
-                                                        status=400, code="websocket_connection_limit_reached"))
+                await _ws_error(socket, LmsError.invalid("The connection reached its 60-minute limit; reconnect.",
+                                                         code="websocket_connection_limit_reached"))
                 await socket.close()
                 return
             try:
                 data = json.loads(message)
                 if not isinstance(data, dict) or data.get("type") != "response.create":
-                    raise GenerationError("Messages must be JSON objects of type 'response.create'.", status=400,
-                                          code="invalid_message", param="type")
+                    raise LmsError.invalid("Messages must be JSON objects of type 'response.create'.", "type",
+                                           code="invalid_message")
                 data = {k: v for k, v in data.items() if k not in ("type", "stream", "stream_options", "background")}
-                run = ResponseRun(CreateResponse.model_validate(apply_to_responses(data)), session)
+                run = ResponseRun(CreateResponse.model_validate(data), session)
                 async for event in run.events():
                     if event["type"] == "error":
                         continue  # over WebSocket the turn's one terminal message is response.failed
                     await socket.send_text(json.dumps(event, separators=(",", ":")))
             except ValueError as exc:  # bad JSON or a validation error
-                error = from_validation(exc) if isinstance(exc, ValidationError) else GenerationError(
-                    f"The message is not valid JSON: {exc}", status=400, code="invalid_json")
+                error = from_validation(exc) if isinstance(exc, ValidationError) else LmsError.invalid(
+                    f"The message is not valid JSON: {exc}", code="invalid_json")
                 await _ws_error(socket, error)
-            except GenerationError as exc:
+            except LmsError as exc:
                 await _ws_error(socket, exc)
     except WebSocketDisconnect:
         return
 
 
-async def _ws_error(socket: WebSocket, error: GenerationError) -> None:
-    await socket.send_text(json.dumps({"type": "error", "status": error.status, "error": {
-        "type": error.type, "code": error.code or "server_error", "message": error.message, "param": error.param}}))
+async def _ws_error(socket: WebSocket, error: LmsError) -> None:
+    await socket.send_text(json.dumps({"type": "error", "status": status_of(error), "error": _wire_error(error)}))
 
 
 def routes() -> list:

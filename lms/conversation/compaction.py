@@ -16,7 +16,7 @@ import zlib
 from functools import lru_cache
 
 from lms import config
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 _VERSION = b"lmsc1"
 
@@ -38,8 +38,8 @@ def seal(items: list[dict]) -> str:
 
 
 def unseal(content: str, param: str = "input") -> list[dict]:
-    invalid = GenerationError("The compaction item's encrypted_content is not valid (altered, truncated, or made by "
-                              "another server).", status=400, code="invalid_encrypted_content", param=param)
+    invalid = LmsError.invalid("The compaction item's encrypted_content is not valid (altered, truncated, or made by "
+                              "another server).", param, code="invalid_encrypted_content")
     try:
         raw = base64.urlsafe_b64decode(content.encode())
     except (ValueError, TypeError):

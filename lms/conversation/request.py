@@ -1,4 +1,5 @@
-"""The body of POST /v1/responses (and a WebSocket `response.create`), validated, with tool normalization."""
+"""A turn's request: the body of POST /v1/responses (and of a WebSocket `response.create`, and what LM Studio's
+/api/v1/chat translates to), validated, with tool normalization."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 
 class _Body(BaseModel):
@@ -82,6 +83,7 @@ class CreateResponse(_Body):
     grammar: str | None = None
     ttl: int | None = Field(None, ge=1)
     draft_model: str | None = None  # LM Studio's speculative decoding draft
+    preset: str | None = None  # a preset of LMS_HOME/config-presets: fills in what the request does not say
 
     @field_validator("include")
     @classmethod
@@ -98,6 +100,12 @@ class CreateResponse(_Body):
             raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
         return value
 
+    def given_sampling(self) -> dict:
+        """The sampling values this request gave (a preset or the defaults fill the others)."""
+        values = {name: getattr(self, name) for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                                                          "presence_penalty", "frequency_penalty", "seed")}
+        return {name: value for name, value in values.items() if value is not None}
+
     @property
     def wants_logprobs(self) -> bool:
         return "message.output_text.logprobs" in self.include
@@ -110,11 +118,11 @@ class CreateResponse(_Body):
             if kind == "mcp":
                 continue
             if kind != "function":
-                raise GenerationError(f"Tool type {kind!r} is not supported here; use function or mcp tools.",
-                                      status=400, code="unsupported_tool_type", param=f"tools[{index}].type")
+                raise LmsError.invalid(f"Tool type {kind!r} is not supported here; use function or mcp tools.",
+                                       f"tools[{index}].type", code="unsupported_tool_type")
             if not isinstance(tool.get("name"), str) or not tool["name"]:
-                raise GenerationError("Every function tool needs a name.", status=400,
-                                      code="missing_required_parameter", param=f"tools[{index}].name")
+                raise LmsError.invalid("Every function tool needs a name.", f"tools[{index}].name",
+                                       code="missing_required_parameter")
             normalized.append({"type": "function", "name": tool["name"], "description": tool.get("description"),
                                "parameters": tool.get("parameters"), "strict": tool.get("strict")})
         return normalized
@@ -130,30 +138,27 @@ class CreateResponse(_Body):
         names = {t["name"] for t in tools}
         if isinstance(choice, dict) and choice.get("type") == "mcp":
             if not isinstance(choice.get("server_label"), str):
-                raise GenerationError("An mcp tool_choice needs a server_label.", status=400,
-                                      code="invalid_value", param="tool_choice.server_label")
+                raise LmsError.invalid("An mcp tool_choice needs a server_label.", "tool_choice.server_label")
             return {"type": "mcp", "server_label": choice["server_label"], "name": choice.get("name")}
         if choice in ("auto", "none", "required"):
             if choice == "required" and not tools and not self.mcp_tools():
-                raise GenerationError("tool_choice 'required' needs at least one tool.", status=400,
-                                      code="invalid_value", param="tool_choice")
+                raise LmsError.invalid("tool_choice 'required' needs at least one tool.", "tool_choice")
             return choice
         if isinstance(choice, dict) and choice.get("type") == "function":
             if choice.get("name") not in names:
-                raise GenerationError(f"tool_choice names an unknown function {choice.get('name')!r}.", status=400,
-                                      code="invalid_value", param="tool_choice.name")
+                raise LmsError.invalid(f"tool_choice names an unknown function {choice.get('name')!r}.",
+                                       "tool_choice.name")
             return {"type": "function", "name": choice["name"]}
         if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
             allowed = choice.get("tools") or []
             mode = choice.get("mode", "auto")
             if mode not in ("auto", "required") or not isinstance(allowed, list):
-                raise GenerationError("allowed_tools needs a tools list and mode 'auto' or 'required'.", status=400,
-                                      code="invalid_value", param="tool_choice")
+                raise LmsError.invalid("allowed_tools needs a tools list and mode 'auto' or 'required'.", "tool_choice")
             for tool in allowed:
                 if tool.get("name") not in names:
-                    raise GenerationError(f"allowed_tools names an unknown function {tool.get('name')!r}.",
-                                          status=400, code="invalid_value", param="tool_choice.tools")
+                    raise LmsError.invalid(f"allowed_tools names an unknown function {tool.get('name')!r}.",
+                                           "tool_choice.tools")
             return {"type": "allowed_tools", "mode": mode,
                     "tools": [{"type": "function", "name": t["name"]} for t in allowed]}
-        raise GenerationError("tool_choice must be 'auto', 'none', 'required', a function or allowed_tools.",
-                              status=400, code="invalid_value", param="tool_choice")
+        raise LmsError.invalid("tool_choice must be 'auto', 'none', 'required', a function or allowed_tools.",
+                               "tool_choice")

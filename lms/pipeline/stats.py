@@ -1,4 +1,5 @@
-"""What LM Studio's native API adds to a generation: `stats`, `model_info` and `runtime`."""
+"""What LM Studio's native API adds to a generation (`stats`, `model_info`, `runtime`): the /api/v0 endpoints
+return all three, and OpenAI chat completions carry the speculative-decoding counters of `stats`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import importlib.metadata
 import platform
 from functools import lru_cache
 
-STOP_REASONS = {"stop": "eosFound", "length": "maxPredictedTokensReached", "tool_calls": "toolCalls",
-                "cancelled": "userStopped"}
+from lms.generation.finish import lmstudio_stop_reason
 
 
 @lru_cache(maxsize=1)
@@ -40,7 +40,7 @@ def draft_stats(raw: dict) -> dict:
 def stats(raw: dict, finish_reason: str | None) -> dict:
     return {"tokens_per_second": raw.get("tokens_per_second"), "time_to_first_token": raw.get("time_to_first_token"),
             "generation_time": raw.get("generation_time"),
-            "stop_reason": STOP_REASONS.get(finish_reason or "stop", finish_reason), **draft_stats(raw)}
+            "stop_reason": lmstudio_stop_reason(finish_reason), **draft_stats(raw)}
 
 
 def native_details(model, raw_stats: dict, finish_reason: str | None) -> dict:

@@ -5,29 +5,23 @@ Items are kept as plain dicts (the wire shape) so they can be stored, echoed and
 
 from __future__ import annotations
 
-import secrets
-import string
+from lms.errors import LmsError
+from lms.generation.ids import new_id
+from lms.generation.request import IMAGE_MARKER
 
-from lms.generation.request import IMAGE_MARKER, GenerationError
-
-_ALPHABET = string.ascii_lowercase + string.digits
 TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "reasoning_text"}
 INPUT_ITEM_TYPES = {"message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction",
                     "mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"}
-_REQUIRED_STRINGS = {"mcp_list_tools": ("server_label",), "mcp_call": ("server_label", "name", "arguments"),
+_REQUIRED_STRINGS = {"function_call": ("call_id", "name", "arguments"), "function_call_output": ("call_id",),
+                     "item_reference": ("id",), "compaction": ("encrypted_content",),
+                     "mcp_list_tools": ("server_label",), "mcp_call": ("server_label", "name", "arguments"),
                      "mcp_approval_request": ("server_label", "name", "arguments"),
                      "mcp_approval_response": ("approval_request_id",)}
-_ID_PREFIXES = {"mcp_list_tools": "mcpl", "mcp_call": "mcp", "mcp_approval_request": "mcpr",
+_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "compaction": "cmp",
+                "reasoning": "rs", "mcp_list_tools": "mcpl", "mcp_call": "mcp", "mcp_approval_request": "mcpr",
                 "mcp_approval_response": "mcpa"}
 ROLES = {"user", "assistant", "system", "developer"}
 
-
-def new_id(prefix: str, length: int = 24) -> str:
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
-
-
-def _bad(message: str, param: str) -> GenerationError:
-    return GenerationError(message, status=400, code="invalid_value", param=param)
 
 
 def normalize_input(value) -> list[dict]:
@@ -35,24 +29,24 @@ def normalize_input(value) -> list[dict]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
+        return [{"id": new_id("msg_"), "type": "message", "role": "user", "status": "completed",
                  "content": [{"type": "input_text", "text": value}]}]
     if not isinstance(value, list):
-        raise _bad("'input' must be a string or an array of items", "input")
+        raise LmsError.invalid("'input' must be a string or an array of items", "input")
     return [_normalize_item(item, f"input[{i}]") for i, item in enumerate(value)]
 
 
 def _normalize_item(item, param: str) -> dict:
     if not isinstance(item, dict):
-        raise _bad(f"'{param}' must be an object", param)
+        raise LmsError.invalid(f"'{param}' must be an object", param)
     item = dict(item)
     kind = item.setdefault("type", "message")
     if kind not in INPUT_ITEM_TYPES:
-        raise _bad(f"'{param}.type' {kind!r} is not a supported input item type", f"{param}.type")
+        raise LmsError.invalid(f"'{param}.type' {kind!r} is not a supported input item type", f"{param}.type")
     if kind == "message":
         role = item.get("role")
         if role not in ROLES:
-            raise _bad(f"'{param}.role' must be one of {sorted(ROLES)}", f"{param}.role")
+            raise LmsError.invalid(f"'{param}.role' must be one of {sorted(ROLES)}", f"{param}.role")
         content = item.get("content")
         if isinstance(content, str):
             part_type = "output_text" if role == "assistant" else "input_text"
@@ -60,63 +54,44 @@ def _normalize_item(item, param: str) -> dict:
         elif isinstance(content, list):
             item["content"] = [_normalize_part(part, f"{param}.content[{j}]") for j, part in enumerate(content)]
         else:
-            raise _bad(f"'{param}.content' must be a string or an array of content parts", f"{param}.content")
+            raise LmsError.invalid(f"'{param}.content' must be a string or an array of content parts",
+                                   f"{param}.content")
         if item.get("phase") not in (None, "commentary", "final_answer"):
-            raise _bad(f"'{param}.phase' must be 'commentary' or 'final_answer'", f"{param}.phase")
-        item.setdefault("status", "completed")
-        item.setdefault("id", new_id("msg"))
-    elif kind == "function_call":
-        for key in ("call_id", "name", "arguments"):
-            if not isinstance(item.get(key), str):
-                raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
-        item.setdefault("status", "completed")
-        item.setdefault("id", new_id("fc"))
-    elif kind == "function_call_output":
-        if not isinstance(item.get("call_id"), str):
-            raise _bad(f"'{param}.call_id' must be a string", f"{param}.call_id")
-        output = item.get("output")
-        if not isinstance(output, (str, list)):
-            raise _bad(f"'{param}.output' must be a string or an array of content parts", f"{param}.output")
-        item.setdefault("status", "completed")
-        item.setdefault("id", new_id("fco"))
-    elif kind == "item_reference":
-        if not isinstance(item.get("id"), str):
-            raise _bad(f"'{param}.id' must be a string", f"{param}.id")
-    elif kind == "compaction":
-        if not isinstance(item.get("encrypted_content"), str):
-            raise _bad(f"'{param}.encrypted_content' must be a string", f"{param}.encrypted_content")
-        item.setdefault("id", new_id("cmp"))
-    elif kind == "reasoning":
+            raise LmsError.invalid(f"'{param}.phase' must be 'commentary' or 'final_answer'", f"{param}.phase")
+    for key in _REQUIRED_STRINGS.get(kind, ()):
+        if not isinstance(item.get(key), str):
+            raise LmsError.invalid(f"'{param}.{key}' must be a string", f"{param}.{key}")
+    if kind == "function_call_output" and not isinstance(item.get("output"), (str, list)):
+        raise LmsError.invalid(f"'{param}.output' must be a string or an array of content parts", f"{param}.output")
+    if kind == "mcp_approval_response" and not isinstance(item.get("approve"), bool):
+        raise LmsError.invalid(f"'{param}.approve' must be a boolean", f"{param}.approve")
+    if kind == "mcp_list_tools" and not isinstance(item.get("tools", []), list):
+        raise LmsError.invalid(f"'{param}.tools' must be an array", f"{param}.tools")
+    if kind == "reasoning":
         item.setdefault("summary", [])
-        item.setdefault("id", new_id("rs"))
-    else:  # MCP items, handed back by a client that keeps its own state
-        for key in _REQUIRED_STRINGS[kind]:
-            if not isinstance(item.get(key), str):
-                raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
-        if kind == "mcp_approval_response" and not isinstance(item.get("approve"), bool):
-            raise _bad(f"'{param}.approve' must be a boolean", f"{param}.approve")
-        if kind == "mcp_list_tools" and not isinstance(item.get("tools", []), list):
-            raise _bad(f"'{param}.tools' must be an array", f"{param}.tools")
-        item.setdefault("id", new_id(_ID_PREFIXES[kind]))
+    if kind in ("message", "function_call", "function_call_output"):
+        item.setdefault("status", "completed")
+    if kind in _ID_PREFIXES:  # an item_reference names an item: it has no id of its own
+        item.setdefault("id", new_id(_ID_PREFIXES[kind] + "_"))
     return item
 
 
 def _normalize_part(part, param: str) -> dict:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        raise _bad(f"'{param}' must be a content part object with a type", param)
+        raise LmsError.invalid(f"'{param}' must be a content part object with a type", param)
     kind = part["type"]
     if kind in TEXT_PARTS or kind == "refusal":
         key = "refusal" if kind == "refusal" else "text"
         if not isinstance(part.get(key), str):
-            raise _bad(f"'{param}.{key}' must be a string", f"{param}.{key}")
+            raise LmsError.invalid(f"'{param}.{key}' must be a string", f"{param}.{key}")
     elif kind == "input_image":
         if not isinstance(part.get("image_url"), str) and not isinstance(part.get("file_id"), str):
-            raise _bad(f"'{param}.image_url' must be a URL string", f"{param}.image_url")
+            raise LmsError.invalid(f"'{param}.image_url' must be a URL string", f"{param}.image_url")
     elif kind in ("input_file", "input_video"):
-        raise GenerationError(f"'{param}': {kind} parts are not supported by local models; send text or images.",
-                              status=400, code="unsupported_content", param=param)
+        raise LmsError.invalid(f"'{param}': {kind} parts are not supported by local models; send text or images.",
+                               param, code="unsupported_content")
     else:
-        raise _bad(f"'{param}.type' {kind!r} is not a supported content part", f"{param}.type")
+        raise LmsError.invalid(f"'{param}.type' {kind!r} is not a supported content part", f"{param}.type")
     return part
 
 
@@ -162,10 +137,9 @@ def to_messages(items: list[dict], instructions: str | None) -> list[dict]:
                                  "content": f"The user declined this call of {request['name']}.{reason}"})
         elif kind == "function_call_output":
             if item["call_id"] not in calls:
-                raise GenerationError(
-                    f"No function call with call_id '{item['call_id']}' was found for the function_call_output "
-                    f"at input position {index}.", status=400, code="invalid_function_call_output",
-                    param="input")
+                raise LmsError.invalid(f"No function call with call_id '{item['call_id']}' was found for the "
+                                       f"function_call_output at input position {index}.", "input",
+                                       code="invalid_function_call_output")
             output = item["output"]
             text = output if isinstance(output, str) else "".join(part_text(p) for p in output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from lms.api.responses.items import new_id
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
+from lms.generation.ids import new_id
 from lms.mcp.client import McpError, McpPool, McpTool, ServerAddress
 
 REMOTE_MCP_OFF = ("Remote MCP servers are turned off on this server. Start it with `lms server start "
@@ -25,9 +25,6 @@ MCP_JSON_OFF = ("The servers of mcp.json are not available over HTTP here. Set a
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def _bad(message: str, param: str) -> GenerationError:
-    return GenerationError(message, status=400, code="invalid_value", param=param)
-
 
 def _tool_filter(value, param: str) -> tuple[set[str] | None, bool | None]:
     """An allowed_tools or approval filter: a list of names, or {"tool_names": [...], "read_only": bool}."""
@@ -36,12 +33,12 @@ def _tool_filter(value, param: str) -> tuple[set[str] | None, bool | None]:
     if isinstance(value, list):
         value = {"tool_names": value}
     if not isinstance(value, dict):
-        raise _bad(f"'{param}' must be a list of tool names or a filter object", param)
+        raise LmsError.invalid(f"'{param}' must be a list of tool names or a filter object", param)
     names, read_only = value.get("tool_names"), value.get("read_only")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-        raise _bad(f"'{param}.tool_names' must be a list of strings", f"{param}.tool_names")
+        raise LmsError.invalid(f"'{param}.tool_names' must be a list of strings", f"{param}.tool_names")
     if read_only is not None and not isinstance(read_only, bool):
-        raise _bad(f"'{param}.read_only' must be a boolean", f"{param}.read_only")
+        raise LmsError.invalid(f"'{param}.read_only' must be a boolean", f"{param}.read_only")
     return (set(names) if names is not None else None), read_only
 
 
@@ -78,20 +75,21 @@ class RemoteServer:
 def parse_server(tool: dict, param: str) -> RemoteServer:
     label = tool.get("server_label")
     if not isinstance(label, str) or not _LABEL.match(label):
-        raise _bad(f"'{param}.server_label' must be 1 to 64 letters, digits, '-' or '_'", f"{param}.server_label")
+        raise LmsError.invalid(f"'{param}.server_label' must be 1 to 64 letters, digits, '-' or '_'",
+                               f"{param}.server_label")
     url = tool.get("server_url")
     if tool.get("connector_id") and not url:
-        raise GenerationError("Connectors are not available on a local server; give a server_url.", status=400,
-                              code="unsupported_parameter", param=f"{param}.connector_id")
+        raise LmsError.invalid("Connectors are not available on a local server; give a server_url.",
+                               f"{param}.connector_id", code="unsupported_parameter")
     if url is None:
         return _local_server(tool, label, param)
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise _bad(f"'{param}.server_url' must be an http(s) URL", f"{param}.server_url")
+        raise LmsError.invalid(f"'{param}.server_url' must be an http(s) URL", f"{param}.server_url")
     headers = dict(tool.get("headers") or {})
     if tool.get("authorization"):
         headers.setdefault("Authorization", f"Bearer {tool['authorization']}")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise _bad(f"'{param}.headers' must map header names to strings", f"{param}.headers")
+        raise LmsError.invalid(f"'{param}.headers' must map header names to strings", f"{param}.headers")
     server = RemoteServer(label, ServerAddress(url=url, headers=tuple(sorted(headers.items()))), echo={
         "type": "mcp", "server_label": label, "server_url": url, "server_description": tool.get("server_description"),
         "allowed_tools": tool.get("allowed_tools"), "require_approval": tool.get("require_approval"),
@@ -106,10 +104,10 @@ def _local_server(tool: dict, label: str, param: str) -> RemoteServer:
     try:
         servers = local_servers()
     except McpConfigError as exc:
-        raise GenerationError(str(exc), status=400, code="invalid_mcp_json", param=param) from None
+        raise LmsError.invalid(str(exc), param, code="invalid_mcp_json") from None
     if label not in servers:
         known = ", ".join(sorted(servers)) or "none"
-        raise _bad(f"'{param}' has no server_url and mcp.json has no server '{label}' (it has: {known})",
+        raise LmsError.invalid(f"'{param}' has no server_url and mcp.json has no server '{label}' (it has: {known})",
                    f"{param}.server_url")
     server = RemoteServer(label, servers[label], local=True, echo={
         "type": "mcp", "server_label": label, "server_url": None, "allowed_tools": tool.get("allowed_tools"),
@@ -127,7 +125,7 @@ def _with_policies(server: RemoteServer, tool: dict, param: str) -> RemoteServer
         server.always = _tool_filter(policy.get("always"), f"{param}.require_approval.always")
         server.never = _tool_filter(policy.get("never"), f"{param}.require_approval.never")
     else:
-        raise _bad(f"'{param}.require_approval' must be 'always', 'never' or a filter object",
+        raise LmsError.invalid(f"'{param}.require_approval' must be 'always', 'never' or a filter object",
                    f"{param}.require_approval")
     return server
 
@@ -154,12 +152,13 @@ class McpToolset:
         """tool_choice {"type": "mcp", "server_label", "name"?} as a function choice or allowed_tools."""
         server = self.server(choice.get("server_label"))
         if server is None:
-            raise _bad(f"tool_choice names an unknown MCP server {choice.get('server_label')!r}",
+            raise LmsError.invalid(f"tool_choice names an unknown MCP server {choice.get('server_label')!r}",
                        "tool_choice.server_label")
         names = [name for name, (owner, _) in self.tools.items() if owner is server]
         if choice.get("name"):
             if choice["name"] not in names:
-                raise _bad(f"MCP server '{server.label}' offers no allowed tool {choice['name']!r}", "tool_choice.name")
+                raise LmsError.invalid(f"MCP server '{server.label}' offers no allowed tool {choice['name']!r}",
+                                       "tool_choice.name")
             return {"type": "function", "name": choice["name"]}
         return {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": n} for n in names]}
 
@@ -172,20 +171,20 @@ async def open_toolset(servers: list[RemoteServer], params: list[str], pool: Mcp
         try:
             tools = await pool.tools(server.address)
         except McpError as exc:
-            raise GenerationError(f"Error retrieving tool list from MCP server '{server.label}': {exc.message}",
-                                  status=424, code="mcp_connection_error", param=param) from None
+            raise LmsError.dependency(f"Error retrieving tool list from MCP server '{server.label}': {exc.message}",
+                                      param, code="mcp_connection_error") from None
         allowed = [tool for tool in tools if server.allows(tool)]
         for tool in allowed:
             owner = toolset.tools.get(tool.name)
             if tool.name in taken or owner:
                 other = f"MCP server '{owner[0].label}'" if owner else "a function tool"
-                raise _bad(f"Tool name '{tool.name}' of MCP server '{server.label}' is also offered by {other}; "
-                           "narrow allowed_tools to tell them apart.", f"{param}.allowed_tools")
+                raise LmsError.invalid(f"Tool name '{tool.name}' of MCP server '{server.label}' is also offered by "
+                                       f"{other}; narrow allowed_tools to tell them apart.", f"{param}.allowed_tools")
             toolset.tools[tool.name] = (server, tool)
         listing = [tool.listing() for tool in allowed]
         if not any(item.get("type") == "mcp_list_tools" and item.get("server_label") == server.label
                    and item.get("tools") == listing for item in context):
-            toolset.listings.append({"id": new_id("mcpl"), "type": "mcp_list_tools", "server_label": server.label,
+            toolset.listings.append({"id": new_id("mcpl_"), "type": "mcp_list_tools", "server_label": server.label,
                                      "tools": listing, "error": None})
     return toolset
 
@@ -197,7 +196,7 @@ def mcp_call_item(item_id: str, label: str, name: str, arguments: str, status: s
 
 
 def approval_request_item(label: str, name: str, arguments: str) -> dict:
-    return {"id": new_id("mcpr"), "type": "mcp_approval_request", "server_label": label, "name": name,
+    return {"id": new_id("mcpr_"), "type": "mcp_approval_request", "server_label": label, "name": name,
             "arguments": arguments}
 
 
@@ -209,7 +208,7 @@ def answered_approvals(input_items: list[dict], known: dict[str, dict]) -> list[
             continue
         request = known.get(item["approval_request_id"])
         if request is None or request.get("type") != "mcp_approval_request":
-            raise _bad(f"No mcp_approval_request with id '{item['approval_request_id']}' was found for the "
+            raise LmsError.invalid(f"No mcp_approval_request with id '{item['approval_request_id']}' was found for the "
                        f"mcp_approval_response at input position {index}.", f"input[{index}].approval_request_id")
         pairs.append((request, item))
     return pairs

@@ -1,31 +1,47 @@
-"""Running one internal generation for a surface: start it, collect it, or stream it with early errors.
+"""What a generation gives back: its events primed (so an early failure is a real HTTP error), or collected into
+one outcome with typed usage and the stop reason.
 
 Streams are primed with their first event before any byte is sent, so a request that fails at once (context
-too long, bad grammar) gets a real HTTP error status instead of a 200 stream holding an error.
+too long, bad grammar) gets an error status instead of a 200 stream holding an error.
 """
 
 from __future__ import annotations
 
-import secrets
-import string
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lms.generation.request import GenerationError
 
-_ALPHABET = string.ascii_lowercase + string.digits
+@dataclass
+class Usage:
+    """Token counts of one generation (or the sum of several, for a response with tool rounds)."""
 
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, reused from a cache
+    reasoning_tokens: int = 0  # of completion_tokens, spent thinking
 
-def new_id(prefix: str, length: int = 21) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def of(cls, usage: dict | None) -> Usage:
+        """From a `done` event's usage (the engine's dict)."""
+        usage = usage or {}
+        return cls(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), usage.get("cached_tokens", 0),
+                   usage.get("reasoning_tokens", 0))
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens, self.reasoning_tokens + other.reasoning_tokens)
 
 
 @dataclass
 class Outcome:
     text: str = ""
     finish_reason: str = "stop"
-    usage: dict = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
     stats: dict = field(default_factory=dict)
     logprobs: list[dict] = field(default_factory=list)
     reasoning: str = ""
@@ -53,7 +69,7 @@ async def primed(events: AsyncIterator[dict]) -> AsyncIterator[dict]:
 
 
 async def collect(events: AsyncIterator[dict]) -> Outcome:
-    """Gather engine events (text) or semantic events (content, reasoning, tool calls) into one outcome."""
+    """Gather engine events (text) or parsed events (content, reasoning, tool calls) into one outcome."""
     outcome, parts, thoughts = Outcome(), [], []
     async for event in events:
         if event["type"] in ("text", "content"):
@@ -65,22 +81,7 @@ async def collect(events: AsyncIterator[dict]) -> Outcome:
             outcome.tool_calls.append(event)
         elif event["type"] == "done":
             outcome.finish_reason = event["finish_reason"]
-            outcome.usage = event.get("usage") or {}
+            outcome.usage = Usage.of(event.get("usage"))
             outcome.stats = event.get("stats") or {}
     outcome.text, outcome.reasoning = "".join(parts), "".join(thoughts)
     return outcome
-
-
-def openai_usage(usage: dict) -> dict:
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": usage.get("cached_tokens", 0)},
-        "completion_tokens_details": {"reasoning_tokens": usage.get("reasoning_tokens", 0)},
-    }
-
-
-def error_chunk(exc: GenerationError) -> dict:
-    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}

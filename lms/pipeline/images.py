@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from urllib.parse import urljoin, urlsplit
 
-from lms.generation.request import GenerationError
+from lms.errors import LmsError
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -23,8 +23,8 @@ MAX_REDIRECTS = 3
 METADATA_ADDRESSES = {ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "192.0.0.192")}
 
 
-def _invalid(message: str, param: str) -> GenerationError:
-    return GenerationError(message, status=400, code="invalid_image", param=param)
+def _invalid(message: str, param: str) -> LmsError:
+    return LmsError.invalid(message, param, code="invalid_image")
 
 
 def decode_data_url(url: str, param: str) -> bytes:

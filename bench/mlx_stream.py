@@ -1,31 +1,28 @@
 """MLX streaming decode through the API against raw `mlx_lm.stream_generate`, same model, prompt and length, in
 one run. Target (the MLX issue): API / raw >= 0.9.
 
-    python bench/mlx.py        (also part of `make bench`)
+    python bench/mlx_stream.py       (also part of `make bench`)
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _common as common  # noqa: E402
 from tools.mlx_from_gguf import ensure_mlx_smollm2  # noqa: E402
 
 KEY = "lmstudio-community/smollm2-135m-instruct-mlx-4bit"
 TOKENS = 128
 ROUNDS = 3
-MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 
 
 def _raw_tokens_per_second(folder: Path) -> list[float]:
@@ -35,7 +32,7 @@ import json, time
 from mlx_lm import load, stream_generate
 from mlx_lm.sample_utils import make_sampler
 model, tokenizer = load({str(folder)!r})
-prompt = tokenizer.apply_chat_template({MESSAGES!r}, add_generation_prompt=True)
+prompt = tokenizer.apply_chat_template({common.MESSAGES!r}, add_generation_prompt=True)
 speeds = []
 for _ in range({ROUNDS + 1}):
     first = None
@@ -50,7 +47,7 @@ print(json.dumps(speeds[1:]))
 
 
 def _api_tokens_per_second(port: int) -> float:
-    body = {"model": KEY, "messages": MESSAGES, "max_tokens": TOKENS, "temperature": 0, "stream": True,
+    body = {"model": KEY, "messages": common.MESSAGES, "max_tokens": TOKENS, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     first, count = None, 0
     with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300) as response:
@@ -67,18 +64,15 @@ def _api_tokens_per_second(port: int) -> float:
 
 def measure() -> dict:
     folder = ensure_mlx_smollm2()
-    home = Path(tempfile.mkdtemp(prefix="lms-bench-mlx-"))
-    target = home / "models" / "lmstudio-community" / "SmolLM2-135M-Instruct-MLX-4bit"
-    target.parent.mkdir(parents=True)
-    target.symlink_to(folder)
-    env = {**os.environ, "LMS_HOME": str(home)}
+    home = common.temp_folder("lms-bench-mlx-")
+    common.link_model(home, "lmstudio-community", folder, "SmolLM2-135M-Instruct-MLX-4bit")
+    env = common.lms_env(home)
 
     def lms(*args: str) -> str:
-        return subprocess.run([sys.executable, "-m", "lms", *args], env=env, cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout
+        return common.lms_cli(env, *args)
 
     lms("server", "start", "-p", "0")
-    port = json.loads(lms("server", "status", "--json"))["port"]
+    port = common.server_port(env)
     try:
         lms("load", KEY, "-y")
         _api_tokens_per_second(port)  # warm
@@ -98,5 +92,4 @@ def rows(result: dict) -> list[tuple[str, str, str]]:
 
 
 if __name__ == "__main__":
-    for name, value, target in rows(measure()):
-        print(f"{name:60}  {value:>10}  {target}")
+    common.print_rows(rows(measure()), 60, 10)

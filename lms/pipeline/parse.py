@@ -1,4 +1,4 @@
-"""From engine events to semantic events, shared by every surface.
+"""From engine events to parsed events, for every surface.
 
 The engine streams raw text; this splits it with the shared OutputParser into reasoning, visible content and
 tool calls, keeps token logprobs with the content they belong to, and passes the start and end events on:
@@ -34,7 +34,7 @@ def _parser(options: ParseOptions, reasoning_open: bool) -> OutputParser | Harmo
                         tool_names=plan.allowed_names, families=tool_families(options.template))
 
 
-async def semantic_events(events: AsyncIterator[dict], options: ParseOptions) -> AsyncIterator[dict]:
+async def parse_events(events: AsyncIterator[dict], options: ParseOptions) -> AsyncIterator[dict]:
     parser: OutputParser | None = None
     pending_logprobs: list[dict] = []
     calls = 0

@@ -1,0 +1,160 @@
+"""The one path from an API surface to a model and back.
+
+Every surface translates its request into a ChatInput or a CompletionInput and calls the pipeline, which
+- resolves the model (loading it just in time, with the request's idle TTL) and applies a named preset,
+- prepares the conversation: tools for the template (or described in a system message, or forced by grammar),
+  tool calls shown as text to templates that know none, images fetched and checked against the model's vision,
+- builds the typed GenerationRequest (sampling, limits, output format, reasoning, logprobs, draft model),
+- starts it, primed: a failure before the first event (context too long, bad grammar) raises here, and with
+  `truncate` the oldest turns are dropped until the conversation fits,
+- and parses the engine's text into reasoning, content and tool calls (lms.pipeline.parse).
+What comes back is a Generation: the loaded model and its parsed events, or `collect()` for one Outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from lms import presets
+from lms.errors import LmsError
+from lms.generation.request import IMAGE_MARKER, GenerationRequest, Sampling
+from lms.generation.tools import (
+    ToolPlan,
+    describe_tools_if_needed,
+    plan_tools,
+    render_tool_calls_as_text,
+    template_knows_tool_calls,
+)
+from lms.manager.models import LoadedModel, ModelManager
+from lms.pipeline.images import load_image
+from lms.pipeline.inputs import ChatInput, CompletionInput
+from lms.pipeline.outcome import Outcome, collect, primed
+from lms.pipeline.parse import ParseOptions, parse_events
+
+
+@dataclass
+class Generation:
+    model: LoadedModel
+    events: AsyncIterator[dict]  # parsed events (chat) or engine events (completion); see lms.pipeline.parse
+    request: GenerationRequest
+
+    async def collect(self) -> Outcome:
+        return await collect(self.events)
+
+
+def check_tool_choice(tools: list[dict], choice) -> None:
+    names = {tool["name"] for tool in tools}
+    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
+        raise LmsError.invalid(f"tool_choice names an unknown function {choice.get('name')!r}.", "tool_choice")
+    if choice == "required" and not tools:
+        raise LmsError.invalid("tool_choice 'required' needs tools.", "tool_choice")
+
+
+def with_preset(chat: ChatInput) -> ChatInput:
+    """The preset's system prompt, sampling, limits and output format, where the request gave none."""
+    if not chat.preset:
+        return chat
+    preset = presets.load(chat.preset)
+    given = preset.sampling
+    sampling = {key: given[key] for key in given if key not in ("max_tokens", "stop")} | chat.sampling
+    messages = chat.messages
+    if preset.system_prompt and not any(message["role"] == "system" for message in messages):
+        messages = [{"role": "system", "content": preset.system_prompt}, *messages]
+    chat = replace(chat, messages=messages, sampling=sampling, preset=None,
+                   max_tokens=chat.max_tokens if chat.max_tokens is not None else given.get("max_tokens"),
+                   stop=chat.stop or list(given.get("stop") or []))
+    fmt = preset.response_format
+    if fmt and not (chat.json_schema or chat.json_object or chat.grammar):
+        if fmt.get("type") == "json_object":
+            chat = replace(chat, json_object=True)
+        elif fmt.get("type") == "json_schema":
+            chat = replace(chat, json_schema=(fmt.get("json_schema") or {}).get("schema") or {})
+    return chat
+
+
+def drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
+    """For truncation: the conversation without its oldest turn (never a system message, an image-bearing one
+    or the last message); None when nothing can go."""
+    for index, message in enumerate(messages[:-1]):
+        if message["role"] != "system" and IMAGE_MARKER not in (message.get("content") or ""):
+            return messages[:index] + messages[index + 1:]
+    return None
+
+
+class Pipeline:
+    def __init__(self, manager: ModelManager):
+        self.manager = manager
+
+    async def model(self, name: str | None, ttl: int | None = None) -> LoadedModel:
+        return await self.manager.get_or_load(name, ttl)
+
+    async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
+        """The images as base64, once the model is known to see them."""
+        if urls and not model.entry.vision:
+            raise LmsError.invalid(f"Model '{model.identifier}' does not accept images: it has no vision projector "
+                                   "(an mmproj file beside the model).", param, code="model_not_supported")
+        return [base64.b64encode(await load_image(url, param)).decode() for url in urls]
+
+    async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
+        """{"embeddings": [[float]], "prompt_tokens": int} of the inputs, in order."""
+        return await self.manager.embed(model, inputs)
+
+    async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
+        """Prompt tokens of these messages under the model's chat template."""
+        return await self.manager.count_tokens(model, messages)
+
+    async def chat(self, chat: ChatInput, model: LoadedModel | None = None,
+                   images: list[str] | None = None) -> Generation:
+        """Start a chat generation. A surface that runs several generations over one conversation passes the
+        model and the images it already has."""
+        chat = with_preset(chat)
+        model = model or await self.model(chat.model, chat.ttl)
+        if images is None:
+            images = await self.images(model, chat.image_urls, chat.image_param)
+        request, plan = chat_request(chat, images)
+        template = model.entry.chat_template
+        messages = chat.messages if template_knows_tool_calls(template) else render_tool_calls_as_text(chat.messages)
+        while True:
+            request.messages = describe_tools_if_needed(messages, plan, template)
+            try:
+                events = await primed(self.manager.generate(model, request))
+                break
+            except LmsError as exc:
+                fewer = drop_oldest_turn(messages) if chat.truncate and exc.code == "context_length_exceeded" else None
+                if fewer is None:
+                    raise
+                messages = fewer
+        options = ParseOptions(reasoning=chat.reasoning_effort != "none", tools=plan, template=template)
+        return Generation(model, parse_events(events, options), request)
+
+    async def completion(self, completion: CompletionInput) -> Generation:
+        """Start a raw completion: the prompt as it is, no template, the engine's text events as they come."""
+        model = await self.model(completion.model, completion.ttl)
+        request = completion_request(completion)
+        return Generation(model, await primed(self.manager.generate(model, request)), request)
+
+
+def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[GenerationRequest, ToolPlan]:
+    """The typed request of one chat generation (messages as given), and its tool plan; forced tool calls take
+    the output format's place."""
+    check_tool_choice(chat.tools, chat.tool_choice)
+    plan = plan_tools(chat.tools, chat.tool_choice, parallel=chat.parallel_tool_calls, max_calls=chat.max_tool_calls)
+    effort = chat.reasoning_effort
+    request = GenerationRequest(
+        messages=chat.messages, sampling=Sampling.overriding(**chat.sampling), max_tokens=chat.max_tokens,
+        stop=chat.stop, grammar=chat.grammar, tools=plan.template_tools,
+        json_schema=plan.json_schema if plan.forced else chat.json_schema,
+        json_object=chat.json_object and not plan.forced,
+        format_param="tools" if plan.forced else chat.format_param, logprobs=chat.logprobs,
+        reasoning_start=None if effort == "none" else "detect",
+        template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
+        images=list(images or []), draft_model=chat.draft_model)
+    return request, plan
+
+
+def completion_request(completion: CompletionInput) -> GenerationRequest:
+    return GenerationRequest(prompt=completion.prompt, sampling=Sampling.overriding(**completion.sampling),
+                             max_tokens=completion.max_tokens, stop=completion.stop, grammar=completion.grammar,
+                             draft_model=completion.draft_model)

@@ -1,0 +1,143 @@
+"""The settings that shape the daemon: one typed schema, read from defaults < `LMS_HOME/settings.json` <
+`LMS_<FIELD>` environment variables (any case). Each field is documented, with its variable and CLI flag, in
+docs/configuration.md. A value that is not valid stops the daemon with a SettingsError naming the file or the
+variable and the field: it never falls back to a default silently.
+
+Importing pydantic-settings costs ~150 ms, so the CLI's fast paths import lms.config (paths) and not this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from lms.config import home
+
+log = logging.getLogger("lms.config")
+
+
+class SettingsError(Exception):
+    """settings.json or an `LMS_*` variable holds something that is not a valid setting; the message names the
+    file or the variable and the field, so the daemon can stop with it instead of running on defaults."""
+
+
+count = Annotated[int, Field(ge=0)]
+positive = Annotated[int, Field(ge=1)]
+port = Annotated[int, Field(ge=1, le=65535)]
+seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """The daemon's settings. `Settings.load()` reads defaults < settings.json < `LMS_<FIELD>` (any case);
+    `Settings(field=value)` is the defaults and those values only: no surprise from the machine in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="LMS_", case_sensitive=False, extra="forbid")
+
+    jit_loading: bool = True
+    jit_ttl_seconds: count = 3600  # 0: JIT-loaded models never unload for being idle
+    jit_auto_evict: bool = True  # keep at most one JIT-loaded model; explicitly loaded ones are never evicted
+    # off, relaxed (fits this machine's memory) or strict (fits what is free now)
+    guardrails: Literal["off", "relaxed", "strict"] = "relaxed"
+    memory_limit_bytes: count = 0  # memory lms may use for models; 0: the machine's
+    default_context_length: positive = 4096
+    # predictions a llama.cpp model runs at once (continuous batching), unless load says
+    default_parallel: positive = 4
+    max_body_bytes: count = 32 * 1024 * 1024
+    threads: count = 0  # 0: one per physical core
+    default_port: port = 1234
+    default_bind: str = "127.0.0.1"
+    responses_max_age_days: count = 30  # stored /v1/responses older than this are dropped
+    responses_max_count: count = 10_000  # and beyond this many, the oldest go
+    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"  # or DeepSeek's reasoning_content
+    api_token: str = ""  # when set, the HTTP API requires `Authorization: Bearer <token>`
+    allow_remote_mcp: bool = False  # /v1/responses may call MCP servers a request names (tools of type "mcp")
+    allow_mcp_json: bool = False  # HTTP API requests may use the servers of mcp.json (needs api_token too)
+    download_reserve_bytes: count = 64 * 1024 * 1024  # free disk space a download must leave
+    mcp_connect_timeout_seconds: seconds = 10.0
+    mcp_call_timeout_seconds: seconds = 60.0
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings,)  # load() reads the file and the environment itself, to name them in errors
+
+    @classmethod
+    def load(cls) -> Settings:
+        """The settings the daemon runs with; raises SettingsError rather than ignoring a bad value."""
+        file = home() / "settings.json"
+        in_file = f"settings.json ({file})"
+        from_file = _read_settings_file(file, in_file, set(cls.model_fields))
+        from_env = EnvSettingsSource(cls)()  # LMS_<FIELD>, matched case-insensitively (model_config)
+        variables = {name.lower(): name for name in os.environ}
+
+        def origin(field: str) -> str:
+            return variables.get(f"lms_{field}", in_file) if field in from_env else in_file
+
+        # The file on its own first: a bad value there is an error even while a variable overrides it.
+        cls._validated(from_file, lambda field: in_file)
+        return cls._validated({**from_file, **from_env}, origin)
+
+    @classmethod
+    def _validated(cls, values: dict, origin) -> Settings:
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems: dict[str, list[str]] = {}
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                problems.setdefault(origin(field), []).append(_problem(field, error))
+            raise SettingsError("; ".join(f"{where}: {'; '.join(each)}" for where, each in problems.items())) \
+                from None
+
+
+def _read_settings_file(file: Path, where: str, known: set[str]) -> dict:
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{where}: cannot be read: {exc}") from None
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{where}: must be a JSON object of settings, got {type(values).__name__}")
+    unknown = sorted(set(values) - known)
+    if unknown:  # LM Studio's own keys may share the file: not an error, but a typo should be visible
+        log.warning("%s: ignoring unknown keys: %s", where, ", ".join(unknown))
+    return {key: value for key, value in values.items() if key in known}
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false (or 1/0, yes/no, on/off)",
+          "string": "a string"}
+_BOUNDS = {"greater_than_equal": "at least", "greater_than": "greater than", "less_than_equal": "at most"}
+
+
+def _problem(field: str, error: dict) -> str:
+    """One validation error in words: `'threads' must be an integer, got "abc"`."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    base = kind.split("_")[0]
+    if base in _KINDS and kind.endswith(("_parsing", "_type", "_from_float")):
+        need = f"must be {_KINDS[base]}"
+    elif kind == "literal_error":
+        need = f"must be one of {ctx['expected']}"
+    elif kind in _BOUNDS:
+        need = f"must be {_BOUNDS[kind]} {next(iter(ctx.values())):g}"
+    elif kind == "extra_forbidden":
+        need = "is not a setting"
+    else:
+        need = error["msg"][0].lower() + error["msg"][1:]
+    try:
+        got = json.dumps(error["input"])
+    except (TypeError, ValueError):
+        got = repr(error["input"])
+    return f"'{field}' {need}, got {got}"
+
+
