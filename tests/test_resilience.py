@@ -123,3 +123,35 @@ def test_daemon_never_loads_the_engine_library(served):
     assert "libllama" not in maps and "libggml" not in maps
     worker = _loaded(served)[CHAT_MODEL]["pid"]
     assert "libllama" in open(f"/proc/{worker}/maps").read()
+
+
+STORY = "Write a very long story about the sea."
+SURFACES = {  # every surface answers a dead worker the same way: 503 worker_died (Anthropic: its own shape)
+    "/v1/completions": {"prompt": STORY, "max_tokens": 3000, "logit_bias": {"2": -100}},
+    "/v1/responses": {"input": STORY, "max_output_tokens": 3000},
+    "/api/v1/chat": {"input": STORY, "max_output_tokens": 3000},
+    "/v1/messages": {"messages": [{"role": "user", "content": STORY}], "max_tokens": 3000},
+}
+
+
+def test_a_dead_worker_is_the_same_503_on_every_surface(lms):
+    lms.run("server", "start", "-p", str(lms.port))
+    for path, body in SURFACES.items():
+        lms.run("load", CHAT_MODEL, "-y")
+        pid = _loaded(lms)[CHAT_MODEL]["pid"]
+
+        def kill_when_generating(pid=pid):
+            if _wait(lambda: _loaded(lms).get(CHAT_MODEL, {}).get("status") == "generating"):
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_generating)
+        killer.start()
+        failed = httpx.post(lms.base_url + path, json={"model": CHAT_MODEL, **body}, timeout=120)
+        killer.join()
+        assert failed.status_code == 503, (path, failed.text)
+        error = failed.json()["error"]
+        if path == "/v1/messages":
+            assert error["type"] == "overloaded_error" and "worker" in error["message"]
+        else:
+            assert error["code"] == "worker_died", (path, error)
+        assert CHAT_MODEL not in _loaded(lms)

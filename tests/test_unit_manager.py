@@ -5,7 +5,6 @@ with the resolved draft model and the prompt echo). Models are tiny synthetic GG
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -15,69 +14,11 @@ from lms.generation.request import DraftSpec, GenerationRequest
 from lms.logs import Subscriber
 from lms.manager.models import ModelManager
 from lms.settings import Settings
+from tests.fake_worker import Spawner
 from tests.gguf_files import CHATML_WITH_TOOLS, F16, write_gguf
 
 CHAT, OTHER, DRAFT, EMBEDDING = "pub/chat", "pub/other", "pub/draft", "emb/bert"
 HELLO = [{"role": "user", "content": "Hi"}]
-
-
-class FakeWorker:
-    """A worker as the manager sees it: `call` yields the events the real one sends (after a JSON round trip of
-    the payload, as over the socket); a generation waits at `gate` between its prompt and its text."""
-
-    def __init__(self, on_exit, pid: int):
-        self.on_exit, self.pid = on_exit, pid
-        self.calls: list[tuple[str, dict]] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.stopped = False
-        self.exit_detail = ""
-
-    async def call(self, op: str, **payload):
-        payload = json.loads(json.dumps(payload))
-        self.calls.append((op, payload))
-        if op == "load":
-            await asyncio.sleep(0.01)  # a load takes a while: concurrent requests pile up behind it
-            yield {"type": "progress", "progress": 0.5}
-            yield {"type": "loaded", "info": {"context_length": payload["options"]["context_length"],
-                                              "engine_version": "fake-1"}}
-        elif op == "generate":
-            request = GenerationRequest.from_dict(payload["request"])
-            yield {"type": "prompt", "prompt_tokens": 3, "cached_tokens": 0,
-                   **({"prompt_text": "<templated>"} if request.echo_prompt else {})}
-            await self.gate.wait()
-            yield {"type": "text", "text": "Hello"}
-            yield {"type": "done", "finish_reason": "stop", "stats": {},
-                   "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
-        elif op == "count":
-            yield {"type": "result", "prompt_tokens": 7}
-        elif op == "embed":
-            yield {"type": "result", "embeddings": [[0.0] for _ in payload["request"]["inputs"]], "prompt_tokens": 2}
-
-    async def request(self, op: str, **payload) -> dict:
-        async for event in self.call(op, **payload):
-            return event
-        raise AssertionError("no answer")
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    def die(self) -> None:
-        self.exit_detail = "signal 9"
-        self.on_exit(self)
-
-
-class Spawner:
-    """The manager's worker factory: records every worker it started."""
-
-    def __init__(self):
-        self.workers: list[FakeWorker] = []
-
-    async def __call__(self, log_path: Path, on_exit, import_path: Path | None) -> FakeWorker:
-        await asyncio.sleep(0)
-        worker = FakeWorker(on_exit, pid=1000 + len(self.workers))
-        self.workers.append(worker)
-        return worker
 
 
 @pytest.fixture(autouse=True)
