@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import string
 from dataclasses import dataclass
 from typing import Literal
+
+from lms.generation.ids import MIXED, new_id
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -27,7 +27,6 @@ MARKERS = {
     "function_gemma": ("<start_function_call>", "<end_function_call>"),  # FunctionGemma: call:NAME{k:<escape>v<escape>}
 }
 GEMMA_QUOTES = {"gemma": '<|"|>', "function_gemma": "<escape>"}
-_ALPHABET = string.ascii_letters + string.digits
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
@@ -50,7 +49,7 @@ class ParsedEvent:
 
 
 def new_call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    return new_id("call_", 24, MIXED)
 
 
 def _call_from(value, names: set[str] | None) -> ParsedEvent | None:
