@@ -17,16 +17,20 @@ def models_dir() -> Path:
     return home() / "models"
 
 
-def internal_dir() -> Path:
-    path = home() / ".internal"
+def _private_dir(path: Path) -> Path:
+    """A folder only its owner may enter: it holds the control socket, the pid file, logs of prompts."""
     path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
     return path
+
+
+def internal_dir() -> Path:
+    return _private_dir(home() / ".internal")
 
 
 def logs_dir() -> Path:
-    path = home() / "server-logs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _private_dir(home() / "server-logs")
 
 
 def socket_path(for_home: Path | None = None) -> Path:

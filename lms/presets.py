@@ -10,6 +10,7 @@ Two shapes are read: LM Studio's (`{"name", "operation": {"fields": [{"key": "ll
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,16 @@ def available() -> list[str]:
         if folder.is_dir() else []
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
+
+
 def load(name: str) -> Preset:
+    """The preset of that name in config-presets. A name is a plain file name (letters, digits, space, dot, dash,
+    underscore), so no request can make lms read a file elsewhere."""
     folder = presets_dir()
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise LmsError.invalid("A preset name is letters, digits, spaces, dots, dashes and underscores, naming a "
+                               f"file in {folder}.", "preset", code="invalid_preset")
     for candidate in (folder / f"{name}.preset.json", folder / f"{name}.json"):
         if candidate.is_file():
             try:

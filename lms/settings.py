@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     threads: count = 0  # 0: one per physical core
     default_port: port = 1234
     default_bind: str = "127.0.0.1"
+    # Host names the HTTP API answers besides loopback ones and the bound address (comma-separated): a name this
+    # machine is reached by on the network. Other Host headers get 403 (DNS rebinding).
+    allowed_hosts: str = ""
+    # Web origins allowed to call the HTTP API (comma-separated, e.g. http://localhost:3000); `--cors` allows all.
+    cors_origins: str = ""
     responses_max_age_days: count = 30  # stored /v1/responses older than this are dropped
     responses_max_count: count = 10_000  # and beyond this many, the oldest go
     reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"  # or DeepSeek's reasoning_content

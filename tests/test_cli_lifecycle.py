@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
 import time
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from lms.config import socket_path
 from tests.conftest import CHAT_MODEL
@@ -82,6 +86,12 @@ def test_api_token_is_required_when_set(lms):
     assert httpx.get(lms.base_url + "/v1/models").status_code == 401
     assert httpx.get(lms.base_url + "/v1/models", headers={"Authorization": "Bearer sekret-token"}).status_code == 200
     assert httpx.get(lms.base_url + "/lmstudio-greeting").status_code == 200
+    socket_url = lms.base_url.replace("http://", "ws://") + "/v1/responses"
+    with pytest.raises(InvalidStatus):  # the WebSocket is refused before any model work
+        connect(socket_url, open_timeout=10).close()
+    with connect(socket_url, additional_headers={"Authorization": "Bearer sekret-token"}, open_timeout=10) as ok:
+        ok.send(json.dumps({"type": "response.create", "model": "nope"}))
+        assert json.loads(ok.recv(timeout=30))["error"]["code"] == "model_not_found"
 
 
 def test_ls_shows_bundled_model(lms):

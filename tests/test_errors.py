@@ -146,3 +146,16 @@ def test_daemon_survives_all_of_the_above(served):
     ok = _post(served, "/v1/chat/completions", json={
         "model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("ttl", ["soon", -5, 0, 1.5, True])
+def test_a_bad_ttl_is_400_on_compaction_too(served, ttl):
+    error = _error(_post(served, "/v1/responses/compact", json={"model": CHAT_MODEL, "input": "hi", "ttl": ttl}), 400)
+    assert error["param"] == "ttl"
+
+
+@pytest.mark.parametrize("preset", ["/etc/passwd", "../../settings"])
+def test_a_preset_name_is_a_file_name_in_config_presets(served, preset):
+    error = _error(_post(served, "/v1/chat/completions", json={
+        "model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "preset": preset}), 400)
+    assert (error["param"], error["code"]) == ("preset", "invalid_preset")

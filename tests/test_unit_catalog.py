@@ -295,3 +295,20 @@ def test_ensure_bundled_model_does_not_relink_after_the_marker_is_written(lms_ho
 
     assert catalog.ensure_bundled_model() is None
     assert not target.exists()
+
+
+def test_a_file_the_catalog_cannot_describe_does_not_hide_the_others(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    write_gguf(root / "Pub" / "Good-GGUF" / "good-Q4_K_M.gguf")
+    odd = write_gguf(root / "Pub" / "Odd-GGUF" / "odd-Q4_K_M.gguf", context_length=4096)
+    real_header = catalog._header
+
+    def header(path):
+        found = real_header(path)
+        if path == odd:
+            found.metadata["llama.context_length"] = "not a number"  # metadata of a type nobody expects
+            found.metadata["general.file_type"] = {"a": "dict"}
+        return found
+
+    monkeypatch.setattr(catalog, "_header", header)
+    assert [entry.model_key for entry in catalog.scan(root)] == ["pub/good"]

@@ -162,3 +162,22 @@ def test_read_header_of_the_bundled_smollm2_model(bundled_file):
     assert header.param_count == pytest.approx(134.5e6, rel=0.01)
     assert header.metadata["tokenizer.ggml.tokens"].length == 49152
     assert "<|im_start|>" in header.metadata["tokenizer.chat_template"]
+
+
+def _header_with(key: bytes, kind: int, payload: bytes) -> bytes:
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<I", kind)
+            + payload)
+
+
+@pytest.mark.parametrize(("payload", "kind"), [
+    (struct.pack("<Q", 2**63), 8),  # a string of 2^63 bytes
+    (struct.pack("<IQ", 8, 2**62), 9),  # an array of 2^62 strings: would loop for ever
+    (struct.pack("<IQ", 6, 2**40), 9),  # an array of 2^40 float32s
+    (struct.pack("<IQ", 9, 2**50), 9),  # an array of 2^50 arrays
+])
+def test_hostile_lengths_are_refused_before_reading(tmp_path, payload, kind):
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(_header_with(b"evil", kind, payload))
+
+    with pytest.raises(GGUFError, match="longer than the file"):
+        read_header(path)

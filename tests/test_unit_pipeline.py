@@ -160,3 +160,11 @@ def test_a_completion_is_the_prompt_as_it_is():
     outcome, request = asyncio.run(scenario())
     assert (request.prompt, request.messages, request.max_tokens, request.sampling.seed) == ("Once", None, 3, 7)
     assert outcome.text == "Hello" and outcome.usage.completion_tokens == 1
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../settings", "a/b", "..", ".hidden", "x" * 200, ""])
+def test_a_preset_name_cannot_reach_outside_config_presets(home, name):
+    (home / "settings.json").write_text("{}")
+    with pytest.raises(LmsError) as caught:
+        run(ChatInput(model=TOOLS_MODEL, messages=[user("Hi")], preset=name or "\n"))
+    assert (caught.value.kind, caught.value.code, caught.value.param) == (Kind.INVALID, "invalid_preset", "preset")

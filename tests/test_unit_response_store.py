@@ -89,8 +89,24 @@ def test_concurrent_puts_and_large_payloads(store):
     assert store.get("t2-19") is not None
 
 
-def test_corrupt_file_is_a_clear_error(tmp_path):
+def test_a_corrupt_file_is_moved_aside_and_a_fresh_store_starts(tmp_path, caplog):
     path = tmp_path / "lms.db"
-    path.write_bytes(b"this is not a database" * 100)
+    garbage = b"this is not a database" * 100
+    path.write_bytes(garbage)
+    store = ResponseStore(path)
+    store.put(stored("after"))
+    assert store.get("after") is not None
+    [aside] = tmp_path.glob("lms.db.corrupt-*")
+    assert aside.read_bytes() == garbage and "moved to" in caplog.text
+
+
+def test_a_store_that_cannot_be_opened_at_all_is_a_clear_error(tmp_path):
+    path = tmp_path / "lms.db"
+    path.mkdir()  # a folder where the database should be
     with pytest.raises(ResponseStoreError):
         ResponseStore(path)
+
+
+def test_a_new_store_is_readable_by_its_owner_only(tmp_path):
+    ResponseStore(tmp_path / "lms.db").put(stored("one"))
+    assert (tmp_path / "lms.db").stat().st_mode & 0o777 == 0o600

@@ -12,7 +12,18 @@ from starlette.responses import StreamingResponse
 from lms.errors import LmsError
 
 
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def read_json(request: Request) -> dict:
+    """The JSON object a request carries. A body declared as something else is refused (415): a web page can send
+    text/plain or a form to any address without the browser asking first, but never JSON."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not is_json(content_type):
+        raise LmsError.media_type(f"The request body must be JSON (Content-Type: application/json), not "
+                                  f"{content_type.split(';')[0].strip() or 'empty'}.")
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -33,6 +33,9 @@ def start(
                                              help="Port to listen on (default: the last one used, else 1234).")] = None,
     bind: Annotated[str | None, typer.Option("--bind", help="Address to bind (default 127.0.0.1).")] = None,
     cors: Annotated[bool, typer.Option("--cors", help="Allow cross-origin requests from any website.")] = False,
+    cors_origins: Annotated[str | None, typer.Option(
+        "--cors-origins", help="Allow cross-origin requests from these origins only (comma-separated, e.g. "
+                               "http://localhost:3000). Default: the cors_origins setting, else none.")] = None,
     allow_remote_mcp: Annotated[bool, typer.Option(
         "--allow-remote-mcp", help="Let /v1/responses requests call the remote MCP servers they name "
                                    "(tools of type \"mcp\"). Off by default.")] = False,
@@ -56,7 +59,10 @@ def start(
         warn("CORS is enabled. This means any website you visit can use the LM Studio server.")
     if allow_remote_mcp:
         warn("Remote MCP is enabled: API clients can make this machine connect to any MCP server URL.")
+    origins = [o.strip() for o in (cors_origins if cors_origins is not None else settings.cors_origins).split(",")
+               if o.strip()]
     result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors,
+                                                        "cors_origins": origins,
                                                         "allow_remote_mcp": allow_remote_mcp})
     for _ in range(5):
         if _greets(result["port"], bind):

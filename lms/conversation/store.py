@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("lms.responses")
 
 
 class ResponseStoreError(RuntimeError):
@@ -42,12 +45,33 @@ class ResponseStore:
         self.puts = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
+            self._open(path)
         except sqlite3.DatabaseError as exc:
-            raise ResponseStoreError(f"cannot open the response store {path}: {exc}") from exc
+            # A corrupt store must not keep the daemon from starting: it is kept aside for the user, and a fresh
+            # one starts (stored responses are a cache of conversations, not the user's files).
+            self.db.close()
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                moved = Path(f"{path}{suffix}")
+                if moved.exists():
+                    moved.rename(f"{aside}{suffix}")
+            log.warning("The response store %s could not be read (%s); it was moved to %s and a new one started.",
+                        path, exc, aside)
+            try:
+                self._open(path)
+            except sqlite3.DatabaseError as again:
+                raise ResponseStoreError(f"cannot open the response store {path}: {again}") from again
         self.prune()
+
+    def _open(self, path: Path) -> None:
+        try:
+            if not path.exists():
+                path.touch(mode=0o600)  # stored conversations are the owner's alone
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:  # not corrupt: it cannot be opened at all (a folder, no access)
+            raise ResponseStoreError(f"cannot open the response store {path}: {exc}") from exc
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

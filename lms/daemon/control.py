@@ -44,6 +44,7 @@ class ServerStartBody(BaseModel):
     port: int = Field(1234, ge=0, le=65535)
     bind: str = "127.0.0.1"
     cors: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
     allow_remote_mcp: bool = False
 
 
@@ -155,7 +156,8 @@ async def unload(request: Request):
 
 async def server_start(request: Request):
     body = ServerStartBody.model_validate(await read_json(request))
-    result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp)
+    result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp,
+                                              cors_origins=tuple(body.cors_origins))
     config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
                                                     "cors": body.cors, "allowRemoteMcp": body.allow_remote_mcp})
     return JSONResponse(result)

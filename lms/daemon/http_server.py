@@ -43,6 +43,7 @@ class RunningServer:
     bind: str
     cors: bool
     allow_remote_mcp: bool = False
+    cors_origins: tuple[str, ...] = ()
 
 
 class HTTPServerController:
@@ -54,13 +55,15 @@ class HTTPServerController:
         if self.running is None:
             return {"running": False}
         return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors,
-                "allow_remote_mcp": self.running.allow_remote_mcp}
+                "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp}
 
-    async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False) -> dict:
+    async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False,
+                    cors_origins: tuple[str, ...] = ()) -> dict:
         allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
-            wanted = (port, bind, cors, allow_remote_mcp)
-            if (self.running.port, self.running.bind, self.running.cors, self.running.allow_remote_mcp) == wanted:
+            wanted = RunningServer(self.running.server, self.running.task, port, bind, cors, allow_remote_mcp,
+                                   cors_origins)
+            if wanted == self.running:
                 return self.status()
             await self.stop()
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -75,8 +78,8 @@ class HTTPServerController:
         sock.listen(2048)
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        app = build_public_app(self.state, cors=cors, api_token=self.state.settings.api_token or None,
-                               allow_remote_mcp=allow_remote_mcp)
+        app = build_public_app(self.state, bind=bind, cors=cors, cors_origins=cors_origins,
+                               api_token=self.state.settings.api_token or None, allow_remote_mcp=allow_remote_mcp)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)
@@ -88,7 +91,7 @@ class HTTPServerController:
             await asyncio.sleep(0.02)
         if task.done():
             raise LmsError.internal(f"The HTTP server failed to start: {task.exception()}")
-        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp)
+        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
         log.info("Supported endpoints:\n%s", "\n".join(_endpoint_lines(app)))

@@ -7,6 +7,7 @@ which forgets the model; the next request for it loads it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -71,11 +72,17 @@ class WorkerHandle:
         try:
             while line := await self.reader.readline():
                 message = json.loads(line)
+                if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                    raise ValueError(f"not an event: {line[:200]!r}")
                 queue = self.pending.get(message.pop("id", None))
                 if queue is not None:
                     queue.put_nowait(message)
-        except (ConnectionError, ValueError) as exc:
+        except (ConnectionError, ValueError) as exc:  # ValueError: not JSON, or a line over the stream limit
             log.warning("worker %s connection failed: %s", self.pid, exc)
+            if self.process.returncode is None:
+                # A worker that speaks garbage cannot be trusted with what is pending: it goes, and they fail.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
         code = await self.process.wait()
         self.alive = False
         self.exit_detail = f"signal {-code}" if code < 0 else f"exit code {code}"

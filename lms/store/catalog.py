@@ -7,14 +7,17 @@ one model in a repo folder are variants of one key (`key@q4_k_m`).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lms import config
-from lms.store.gguf import GGUFError, GGUFHeader, read_header
+from lms.store.gguf import GGUFHeader, read_header
 from lms.store.mlx_dirs import describe, is_mlx_folder
+
+log = logging.getLogger("lms.catalog")
 
 EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder", "modern-bert"}
 _QUANT_SUFFIX = re.compile(
@@ -186,13 +189,13 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
         projector = projectors[0] if projectors else None
         group: dict[str, list[ModelEntry]] = {}
         for path in sorted(files):
-            try:
-                header = _header(path)
-            except (OSError, GGUFError):
-                continue
             base = repo_key if len(bases) == 1 else _strip_quant(path.stem).lower()
             key = f"{publisher.lower()}/{base}"
-            entry = _entry(key, path, root, publisher, header, projector)
+            try:
+                entry = _entry(key, path, root, publisher, _header(path), projector)
+            except Exception as exc:  # one bad file (any way bad) must not hide the other models
+                log.warning("skipping %s: %s", path, exc or type(exc).__name__)
+                continue
             group.setdefault(key, []).append(entry)
         for members in group.values():
             members.sort(key=lambda m: m.variant_key)  # the selected variant is the one models() returns

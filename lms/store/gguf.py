@@ -6,6 +6,7 @@ so this reads only the header and skips large arrays (the tokenizer vocabulary) 
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,16 @@ class GGUFHeader:
 
 
 class _Reader:
+    """Reads a header that may be hostile: every length is checked against what is left of the file before it
+    is read or skipped, so a corrupt count cannot allocate gigabytes or loop for hours."""
+
     def __init__(self, handle):
         self.handle = handle
+        self.size = os.fstat(handle.fileno()).st_size
+
+    def _fits(self, count: int, item_bytes: int, what: str) -> None:
+        if count * item_bytes > self.size - self.handle.tell():
+            raise GGUFError(f"truncated or corrupt GGUF header: a {what} of {count} items is longer than the file")
 
     def read(self, size: int) -> bytes:
         data = self.handle.read(size)
@@ -72,10 +81,14 @@ class _Reader:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
     def string(self) -> str:
-        return self.read(self.unpack("<Q")).decode("utf-8", errors="replace")
+        length = self.unpack("<Q")
+        self._fits(length, 1, "string")
+        return self.read(length).decode("utf-8", errors="replace")
 
     def skip_string(self) -> None:
-        self.handle.seek(self.unpack("<Q"), 1)
+        length = self.unpack("<Q")
+        self._fits(length, 1, "string")
+        self.handle.seek(length, 1)
 
     def value(self, kind: int):
         if kind in _SCALARS:
@@ -84,6 +97,7 @@ class _Reader:
             return self.string()
         if kind == _ARRAY:
             item_kind, count = self.unpack("<I"), self.unpack("<Q")
+            self._fits(count, struct.calcsize(_SCALARS[item_kind]) if item_kind in _SCALARS else 8, "array")
             if count <= _MAX_KEPT_ARRAY:
                 return [self.value(item_kind) for _ in range(count)]
             self.skip_array(item_kind, count)

@@ -121,7 +121,10 @@ async def compact(request: Request):
         items = stored.context + stored.response.get("output", [])
     items += normalize_input(body.get("input"))
     pipeline = pipeline_of(request)
-    model = await pipeline.model(model_name, body.get("ttl"))
+    ttl = body.get("ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
+        raise LmsError.invalid("'ttl' must be a positive number of seconds", "ttl")
+    model = await pipeline.model(model_name, ttl)
     expanded = []
     for item in items:  # nested compactions flatten into the new one
         expanded.extend(compaction.unseal(item["encrypted_content"]) if item["type"] == "compaction" else [item])
