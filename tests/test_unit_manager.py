@@ -291,3 +291,16 @@ def test_count_and_embed_send_typed_requests():
     assert count.messages == HELLO and count.prompt is None
     assert embedder.worker.calls[-1] == ("embed", {"request": {"inputs": ["a", "b"]}})
     assert embedder.status == "idle" and embedder.active == 0
+
+
+@pytest.mark.parametrize("context_length", [0, 4097, 2**63 - 1])
+def test_a_context_length_the_model_cannot_take_is_invalid(context_length):
+    async def scenario():
+        models, spawner = manager()
+        with pytest.raises(LmsError) as caught:
+            await models.load(CHAT, context_length=context_length)
+        return caught.value, spawner
+
+    error, spawner = asyncio.run(scenario())
+    assert (error.kind, error.param) == (Kind.INVALID, "context_length") and "1 to 4096" in error.message
+    assert spawner.workers == []  # refused before any worker starts

@@ -33,13 +33,59 @@ async def read_json(request: Request) -> dict:
         body += chunk
         if len(body) > limit:
             raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
+    return parse_json_object(bytes(body))
+
+
+MAX_DEPTH = 64  # real requests nest a few levels; a deep one only costs recursion
+MAX_INTEGER = 2**63  # beyond int64, a number is no count, size or seed any engine can take
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_object(body: bytes) -> dict:
+    """A request body as a JSON object that every later step can take: nested at most MAX_DEPTH levels, strings
+    of valid Unicode (no lone surrogates), integers within int64, no NaN or Infinity. A body that breaks one of
+    these is a 400 naming where, never a 500 further down."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise LmsError.invalid(f"The request body is nested more than {MAX_DEPTH} levels deep.",
+                               code="invalid_json") from None
     except ValueError as exc:
         raise LmsError.invalid(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise LmsError.invalid("The request body must be a JSON object.", code="invalid_json")
+    _check(data, "", 0)
     return data
+
+
+def _check(value, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise LmsError.invalid(f"The request body is nested more than {MAX_DEPTH} levels deep.",
+                               code="invalid_json")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, path, "a key in ")
+            where = f"{path}.{key}" if path else key
+            _check(item, where, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INTEGER <= value < MAX_INTEGER:
+        raise LmsError.invalid(f"'{path}' is out of range: integers must fit in 64 bits.", path)
+
+
+def _check_text(text: str, path: str, what: str = "") -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # the text itself is not repeated: it cannot be encoded in the answer either
+        where = f"{what}'{path}'" if path else (what + "the body").strip()
+        raise LmsError.invalid(f"{where[0].upper()}{where[1:]} holds a lone surrogate (\\ud800-\\udfff): not valid "
+                               "Unicode text.", path or None) from None
 
 
 def sse(events: AsyncIterator[dict | str]) -> StreamingResponse:

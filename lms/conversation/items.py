@@ -41,11 +41,11 @@ def _normalize_item(item, param: str) -> dict:
         raise LmsError.invalid(f"'{param}' must be an object", param)
     item = dict(item)
     kind = item.setdefault("type", "message")
-    if kind not in INPUT_ITEM_TYPES:
+    if not isinstance(kind, str) or kind not in INPUT_ITEM_TYPES:
         raise LmsError.invalid(f"'{param}.type' {kind!r} is not a supported input item type", f"{param}.type")
     if kind == "message":
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise LmsError.invalid(f"'{param}.role' must be one of {sorted(ROLES)}", f"{param}.role")
         content = item.get("content")
         if isinstance(content, str):

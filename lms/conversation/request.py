@@ -145,7 +145,7 @@ class CreateResponse(_Body):
                 raise LmsError.invalid("tool_choice 'required' needs at least one tool.", "tool_choice")
             return choice
         if isinstance(choice, dict) and choice.get("type") == "function":
-            if choice.get("name") not in names:
+            if not isinstance(choice.get("name"), str) or choice["name"] not in names:
                 raise LmsError.invalid(f"tool_choice names an unknown function {choice.get('name')!r}.",
                                        "tool_choice.name")
             return {"type": "function", "name": choice["name"]}
@@ -155,9 +155,9 @@ class CreateResponse(_Body):
             if mode not in ("auto", "required") or not isinstance(allowed, list):
                 raise LmsError.invalid("allowed_tools needs a tools list and mode 'auto' or 'required'.", "tool_choice")
             for tool in allowed:
-                if tool.get("name") not in names:
-                    raise LmsError.invalid(f"allowed_tools names an unknown function {tool.get('name')!r}.",
-                                           "tool_choice.tools")
+                name = tool.get("name") if isinstance(tool, dict) else None
+                if not isinstance(name, str) or name not in names:
+                    raise LmsError.invalid(f"allowed_tools names an unknown function {name!r}.", "tool_choice.tools")
             return {"type": "allowed_tools", "mode": mode,
                     "tools": [{"type": "function", "name": t["name"]} for t in allowed]}
         raise LmsError.invalid("tool_choice must be 'auto', 'none', 'required', a function or allowed_tools.",

@@ -191,6 +191,9 @@ class ModelManager:
 
     def _context_length(self, entry: ModelEntry, wanted: int | None) -> int:
         if wanted is not None:
+            if not 1 <= wanted <= entry.max_context_length:
+                raise LmsError.invalid(f"A context length of {wanted} tokens is outside what {entry.model_key} "
+                                       f"takes: 1 to {entry.max_context_length}.", "context_length")
             return wanted
         return entry.max_context_length if entry.type == "embedding" else min(
             self.settings.default_context_length, entry.max_context_length)

@@ -46,7 +46,9 @@ class Generation:
 
 def check_tool_choice(tools: list[dict], choice) -> None:
     names = {tool["name"] for tool in tools}
-    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
+    named = choice.get("name") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    if isinstance(choice, dict) and choice.get("type") == "function" and (not isinstance(named, str)
+                                                                          or named not in names):
         raise LmsError.invalid(f"tool_choice names an unknown function {choice.get('name')!r}.", "tool_choice")
     if choice == "required" and not tools:
         raise LmsError.invalid("tool_choice 'required' needs tools.", "tool_choice")

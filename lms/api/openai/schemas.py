@@ -158,7 +158,8 @@ class ChatCompletionBody(SamplingBody):
         flat = []
         for index, tool in enumerate(self.tools or []):
             function = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
+            if tool.get("type") != "function" or not isinstance(function, dict) \
+                    or not isinstance(function.get("name"), str) or not function["name"]:
                 raise LmsError.invalid("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
                                        f"tools[{index}]")
             flat.append({"name": function["name"], "description": function.get("description"),

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lms.api.context import pipeline_of, session_of
 from lms.api.errors import error_type, from_validation, status_of
-from lms.api.http import read_json, until_disconnect
+from lms.api.http import parse_json_object, read_json, until_disconnect
 from lms.conversation import compaction
 from lms.conversation.items import normalize_input, to_messages
 from lms.conversation.request import CreateResponse
@@ -155,8 +155,8 @@ async def websocket(socket: WebSocket):
                 await socket.close()
                 return
             try:
-                data = json.loads(message)
-                if not isinstance(data, dict) or data.get("type") != "response.create":
+                data = parse_json_object(message.encode("utf-8", "surrogatepass"))
+                if data.get("type") != "response.create":
                     raise LmsError.invalid("Messages must be JSON objects of type 'response.create'.", "type",
                                            code="invalid_message")
                 data = {k: v for k, v in data.items() if k not in ("type", "stream", "stream_options", "background")}
