@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Host names the HTTP API answers besides loopback ones and the bound address (comma-separated): a name this
     # machine is reached by on the network. Other Host headers get 403 (DNS rebinding).
     allowed_hosts: str = ""
+    # Hosts that image URLs and remote MCP servers may be at although their addresses are not public (loopback,
+    # private networks), comma-separated: e.g. localhost for an MCP server on this machine.
+    allowed_fetch_hosts: str = ""
     # Web origins allowed to call the HTTP API (comma-separated, e.g. http://localhost:3000); `--cors` allows all.
     cors_origins: str = ""
     responses_max_age_days: count = 30  # stored /v1/responses older than this are dropped
@@ -66,6 +69,9 @@ class Settings(BaseSettings):
     download_reserve_bytes: count = 64 * 1024 * 1024  # free disk space a download must leave
     mcp_connect_timeout_seconds: seconds = 10.0
     mcp_call_timeout_seconds: seconds = 60.0
+
+    def fetch_hosts(self) -> set[str]:
+        return {host.strip().lower() for host in self.allowed_fetch_hosts.split(",") if host.strip()}
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

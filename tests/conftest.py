@@ -156,6 +156,7 @@ def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     vision_dir = instance.home / "models" / "lms-test" / "smollm2-135m-vision"
     instance.link_model(bundled_model_file(), "lms-test", "smollm2-135m-vision")
     ensure_projector(vision_dir)
+    instance.settings["LMS_ALLOWED_FETCH_HOSTS"] = "127.0.0.1"  # the tests' image servers are local
     instance.settings["LMS_MAX_BODY_BYTES"] = str(1024 * 1024)  # read by the daemon at start: 413 is cheap to test
     instance.run("server", "start", "-p", str(instance.port))
     instance.run("load", CHAT_MODEL, "-y")

@@ -59,7 +59,8 @@ class McpServer:
 @pytest.fixture(scope="module")
 def mcp_lms(tmp_path_factory, tool_model_gguf):
     instance = Lms(home=tmp_path_factory.mktemp("mcp") / "home", port=free_port(),
-                   settings={"LMS_MCP_CALL_TIMEOUT_SECONDS": "3", "LMS_MCP_CONNECT_TIMEOUT_SECONDS": "5"})
+                   settings={"LMS_MCP_CALL_TIMEOUT_SECONDS": "3", "LMS_MCP_CONNECT_TIMEOUT_SECONDS": "5",
+                             "LMS_ALLOWED_FETCH_HOSTS": "127.0.0.1"})  # the test MCP servers are local
     instance.link_model(tool_model_gguf, "Qwen", "Qwen2.5-Coder-0.5B-Instruct-GGUF")
     status = instance.json("server", "start", "-p", str(instance.port), "--allow-remote-mcp")
     assert status["allow_remote_mcp"] is True
@@ -251,6 +252,19 @@ def test_unreachable_server_is_424(mcp_client):
     with pytest.raises(openai.APIStatusError) as failed:
         ask(mcp_client, url)
     assert failed.value.status_code == 424 and "Cannot reach the MCP server" in failed.value.message
+
+
+def test_a_server_on_a_private_address_needs_its_host_allowed(tmp_path, weather):
+    guarded = Lms(home=tmp_path / "home", port=free_port())  # remote MCP on, allowed_fetch_hosts empty
+    try:
+        guarded.run("server", "start", "-p", str(guarded.port), "--allow-remote-mcp")
+        client = openai.OpenAI(base_url=guarded.base_url + "/v1", api_key="lm-studio", max_retries=0, timeout=60)
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask(client, weather.url)
+        assert refused.value.body["code"] == "address_not_allowed"
+        assert "allowed_fetch_hosts" in refused.value.message and refused.value.body["param"] == "tools[0].server_url"
+    finally:
+        guarded.stop()
 
 
 def test_mcp_json_servers_in_lms_chat_and_not_over_http(mcp_lms, mcp_client, weather):

@@ -13,8 +13,9 @@ import pytest
 
 from lms.api.errors import status_of
 from lms.errors import LmsError
+from lms.outbound import private
 from lms.pipeline import images
-from lms.pipeline.images import decode_data_url, forbidden_address, load_image
+from lms.pipeline.images import decode_data_url, load_image
 
 
 def png(width: int = 2, height: int = 2) -> bytes:
@@ -64,8 +65,8 @@ def image_server():
     server.shutdown()
 
 
-def load(url: str) -> bytes:
-    return asyncio.run(load_image(url, "input"))
+def load(url: str, allowed: set[str] = frozenset({"127.0.0.1"})) -> bytes:
+    return asyncio.run(load_image(url, "input", allowed))
 
 
 def test_data_url_round_trip():
@@ -87,13 +88,22 @@ def test_fetches_an_image_and_follows_a_redirect(image_server):
 
 @pytest.mark.parametrize("path,message", [
     ("/page.html", "did not return an image"),
-    ("/missing.png", "HTTP 404"),
-    ("/to-metadata", "link-local"),
+    ("/missing.png", "did not return an image"),  # what the server said is not repeated
+    ("/to-metadata", "not a public address"),  # a redirect is checked like the first hop, allowed hosts or not
 ])
 def test_refusals(image_server, path, message):
     with pytest.raises(LmsError) as error:
         load(image_server + path)
     assert status_of(error.value) == 400 and message in error.value.message
+    assert error.value.code == "invalid_image"
+
+
+def test_a_private_address_needs_its_host_allowed(image_server):
+    with pytest.raises(LmsError) as error:
+        load(image_server + "/heart.png", allowed=set())
+    assert "allowed_fetch_hosts" in error.value.message
+    with pytest.raises(LmsError):
+        load(image_server.replace("127.0.0.1", "localhost") + "/heart.png")  # allowed by address, not by name
 
 
 def test_size_cap(image_server, monkeypatch):
@@ -105,10 +115,13 @@ def test_size_cap(image_server, monkeypatch):
 
 @pytest.mark.parametrize("address,forbidden", [
     ("169.254.169.254", True), ("fe80::1", True), ("100.100.100.200", True), ("fd00:ec2::254", True),
-    ("::ffff:169.254.169.254", True), ("127.0.0.1", False), ("10.0.0.8", False), ("8.8.8.8", False),
+    ("::ffff:169.254.169.254", True), ("127.0.0.1", True), ("10.0.0.8", True), ("192.168.1.1", True),
+    ("172.16.0.1", True), ("100.64.0.1", True), ("fc00::1", True), ("::1", True), ("64:ff9b::a00:1", True),
+    ("224.0.0.1", True), ("0.0.0.0", True), ("8.8.8.8", False), ("2606:4700::1111", False),
+    ("64:ff9b::808:808", False),
 ])
-def test_forbidden_addresses(address, forbidden):
-    assert forbidden_address(address) is forbidden
+def test_private_addresses(address, forbidden):
+    assert private(address) is forbidden
 
 
 def test_other_schemes_are_refused():

@@ -16,4 +16,5 @@ def session_of(connection: HTTPConnection, local: dict | None = None) -> Session
     """Stored responses and MCP connections; `local` is a WebSocket connection's own cache of store:false turns."""
     state = connection.app.state
     return Session(pipeline=state.pipeline, store=state.responses, local=local, mcp=state.mcp,
-                   allow_remote_mcp=state.allow_remote_mcp, allow_mcp_json=state.allow_mcp_json)
+                   allow_remote_mcp=state.allow_remote_mcp, allow_mcp_json=state.allow_mcp_json,
+                   fetch_hosts=state.settings.fetch_hosts())

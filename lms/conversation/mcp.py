@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from lms.errors import LmsError
 from lms.generation.ids import new_id
 from lms.mcp.client import McpError, McpPool, McpTool, ServerAddress
+from lms.outbound import checked_address
 
 REMOTE_MCP_OFF = ("Remote MCP servers are turned off on this server. Start it with `lms server start "
                   "--allow-remote-mcp`, or set \"allow_remote_mcp\": true in LMS_HOME/settings.json (or "
@@ -164,10 +165,16 @@ class McpToolset:
 
 
 async def open_toolset(servers: list[RemoteServer], params: list[str], pool: McpPool, taken: set[str],
-                       context: list[dict]) -> McpToolset:
-    """Connect to each server and read its tools. A server that cannot be listed fails the request (424)."""
+                       context: list[dict], fetch_hosts: set[str] = frozenset()) -> McpToolset:
+    """Connect to each server and read its tools. A server that cannot be listed fails the request (424); a
+    request-named server at an address that is not public is refused (lms.outbound) unless its host is allowed."""
     toolset = McpToolset(servers)
     for server, param in zip(servers, params):
+        if not server.local:
+            parts = urlsplit(server.address.url)
+            await checked_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+                                  fetch_hosts, what="an MCP server", param=f"{param}.server_url",
+                                  code="address_not_allowed")
         try:
             tools = await pool.tools(server.address)
         except McpError as exc:

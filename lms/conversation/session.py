@@ -3,7 +3,7 @@ for `store: false` turns, and the MCP connections and permissions of the surface
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lms.conversation.store import ResponseStore, StoredResponse
 from lms.errors import LmsError
@@ -25,6 +25,7 @@ class Session:
     mcp: McpPool | None = None
     allow_remote_mcp: bool = False
     allow_mcp_json: bool = False
+    fetch_hosts: set[str] = field(default_factory=set)  # hosts remote MCP servers may be at although not public
 
     def find(self, response_id: str) -> StoredResponse | None:
         if self.local is not None and response_id in self.local:

@@ -190,7 +190,8 @@ class ResponseRun:
                 raise LmsError.forbidden(MCP_JSON_OFF, "tools", code="mcp_json_disabled")
             params = [param for _, param in self.body.mcp_tools()]
             taken = {tool["name"] for tool in self.tools}
-            self.toolset = await open_toolset(self.mcp_servers, params, self.session.mcp, taken, self.context)
+            self.toolset = await open_toolset(self.mcp_servers, params, self.session.mcp, taken, self.context,
+                                              self.session.fetch_hosts)
         pipeline = self.session.pipeline
         self.model = await pipeline.model(self.body.model, self.body.ttl)
         self.images = await pipeline.images(self.model, images_of(self.context), "input")

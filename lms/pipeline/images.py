@@ -1,8 +1,8 @@
 """Images named by requests: data URLs decoded, http(s) URLs fetched with limits.
 
-Fetching is the daemon's (the worker has no network business): a time limit, a size cap, an image content type,
-at most three redirects, and never a link-local or cloud-metadata address (each hop's host is resolved and
-checked before it is contacted).
+Fetching is the daemon's (the worker has no network business): one deadline, a size cap, an image content type,
+at most three redirects, at most MAX_IMAGES per request, and only public addresses unless allowed (lms.outbound:
+each hop's host is resolved, checked, and connected to by the checked address).
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
-import socket
 from urllib.parse import urljoin, urlsplit
 
 from lms.errors import LmsError
+from lms.outbound import checked_address
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
 MAX_REDIRECTS = 3
-# Metadata services that are not link-local: Alibaba Cloud, AWS's IPv6 endpoint, Oracle's legacy one.
-METADATA_ADDRESSES = {ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "192.0.0.192")}
+MAX_IMAGES = 16  # per request: each one is a fetch and a projector pass
 
 
 def _invalid(message: str, param: str) -> LmsError:
@@ -42,43 +40,42 @@ def decode_data_url(url: str, param: str) -> bytes:
         raise _invalid(f"The image data URL is not valid base64: {exc}", param) from exc
 
 
-def forbidden_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_link_local or ip in METADATA_ADDRESSES or ip.is_multicast or ip.is_unspecified
-
-
-async def _check_host(url: str, param: str) -> None:
+def _pinned(url: str, address: str) -> tuple[str, dict, dict]:
+    """The URL with its host replaced by the checked address, and the Host header and TLS name that keep the
+    request addressed to the original host."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid("Image URLs must be data:, http: or https: URLs.", param)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise _invalid(f"Cannot resolve the image host {parts.hostname}: {exc}", param) from exc
-    if any(forbidden_address(info[4][0]) for info in infos):
-        raise _invalid(f"Refusing to fetch an image from {parts.hostname}: link-local and cloud-metadata "
-                       "addresses are not allowed.", param)
+    literal = f"[{address}]" if ":" in address else address
+    pinned = parts._replace(netloc=f"{literal}:{port}").geturl()
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    if ":" in (parts.hostname or ""):
+        host = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    return pinned, {"Host": host}, ({"sni_hostname": parts.hostname} if parts.scheme == "https" else {})
 
 
-async def fetch_image(url: str, param: str) -> bytes:
+async def fetch_image(url: str, param: str, allowed_hosts: set[str] = frozenset()) -> bytes:
+    """GET an image: each hop's host checked (lms.outbound) and connected to by the checked address, one deadline
+    for the whole fetch, a size cap, and errors that do not repeat what the remote server said."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            await _check_host(url, param)
-            try:
-                async with client.stream("GET", url) as response:
+    try:
+        async with asyncio.timeout(FETCH_TIMEOUT_SECONDS), httpx.AsyncClient(
+                timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise _invalid("Image URLs must be data:, http: or https: URLs.", param)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                address = await checked_address(parts.hostname, port, allowed_hosts, what="an image",
+                                                param=param, code="invalid_image")
+                pinned, headers, extensions = _pinned(url, address)
+                async with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
-                    if response.status_code != 200:
-                        raise _invalid(f"Fetching the image failed with HTTP {response.status_code}.", param)
                     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if not kind.startswith("image/"):
-                        raise _invalid(f"The URL did not return an image (content type {kind or 'none'}).", param)
+                    if response.status_code != 200 or not kind.startswith("image/"):
+                        raise _invalid("The image URL did not return an image.", param)
                     data = bytearray()
                     async for chunk in response.aiter_bytes():
                         data += chunk
@@ -86,14 +83,14 @@ async def fetch_image(url: str, param: str) -> bytes:
                             raise _invalid(f"The image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB.",
                                            param)
                     return bytes(data)
-            except httpx.TimeoutException as exc:
-                raise _invalid(f"Fetching the image timed out after {FETCH_TIMEOUT_SECONDS:.0f} s.", param) from exc
-            except httpx.HTTPError as exc:
-                raise _invalid(f"Fetching the image failed: {exc}", param) from exc
+    except (TimeoutError, httpx.TimeoutException):
+        raise _invalid(f"Fetching the image took longer than {FETCH_TIMEOUT_SECONDS:.0f} s.", param) from None
+    except httpx.HTTPError:
+        raise _invalid("Fetching the image failed: the connection did not complete.", param) from None
     raise _invalid(f"Too many redirects fetching the image (more than {MAX_REDIRECTS}).", param)
 
 
-async def load_image(url: str, param: str) -> bytes:
+async def load_image(url: str, param: str, allowed_hosts: set[str] = frozenset()) -> bytes:
     if url.startswith("data:"):
         return decode_data_url(url, param)
-    return await fetch_image(url, param)
+    return await fetch_image(url, param, allowed_hosts)

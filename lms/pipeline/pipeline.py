@@ -28,7 +28,7 @@ from lms.generation.tools import (
     template_knows_tool_calls,
 )
 from lms.manager.models import LoadedModel, ModelManager
-from lms.pipeline.images import load_image
+from lms.pipeline.images import MAX_IMAGES, load_image
 from lms.pipeline.inputs import ChatInput, CompletionInput
 from lms.pipeline.outcome import Outcome, collect, primed
 from lms.pipeline.parse import ParseOptions, parse_events
@@ -97,7 +97,11 @@ class Pipeline:
         if urls and not model.entry.vision:
             raise LmsError.invalid(f"Model '{model.identifier}' does not accept images: it has no vision projector "
                                    "(an mmproj file beside the model).", param, code="model_not_supported")
-        return [base64.b64encode(await load_image(url, param)).decode() for url in urls]
+        if len(urls) > MAX_IMAGES:
+            raise LmsError.invalid(f"A request may hold at most {MAX_IMAGES} images; this one has {len(urls)}.",
+                                   param, code="too_many_images")
+        allowed = self.manager.settings.fetch_hosts()
+        return [base64.b64encode(await load_image(url, param, allowed)).decode() for url in urls]
 
     async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
         """{"embeddings": [[float]], "prompt_tokens": int} of the inputs, in order."""
