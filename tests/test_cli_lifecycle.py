@@ -77,6 +77,12 @@ def test_server_cors_and_port_in_use(lms):
         assert result.returncode == 1 and "Error:" in result.stderr
 
 
+def test_a_network_address_is_not_served_without_a_token(lms):
+    refused = lms.run("server", "start", "-p", str(lms.port), "--bind", "0.0.0.0", check=False)
+    assert refused.returncode == 1 and "without an API token" in refused.stderr and "--no-auth" in refused.stderr
+    assert lms.json("server", "status")["running"] is False  # nothing was bound
+
+
 def test_api_token_is_required_when_set(lms):
     os.environ["LMS_API_TOKEN"] = "sekret-token"
     try:

@@ -39,6 +39,8 @@ def start(
     allow_remote_mcp: Annotated[bool, typer.Option(
         "--allow-remote-mcp", help="Let /v1/responses requests call the remote MCP servers they name "
                                    "(tools of type \"mcp\"). Off by default.")] = False,
+    no_auth: Annotated[bool, typer.Option(
+        "--no-auth", help="Serve a non-loopback address without an API token (refused otherwise).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Start the HTTP server (and the daemon, if it is not running)."""
@@ -55,6 +57,8 @@ def start(
     bind = bind or os.environ.get("LMS_SERVER_HOST") or settings.default_bind
     if not is_loopback(bind):
         warn("Server will accept connections from the network. Only use this if you know what you are doing!")
+        if no_auth and not settings.api_token:
+            warn("--no-auth: anyone who can reach this address can use the API.")
     if cors:
         warn("CORS is enabled. This means any website you visit can use the LM Studio server.")
     if allow_remote_mcp:
@@ -63,7 +67,7 @@ def start(
                if o.strip()]
     result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors,
                                                         "cors_origins": origins,
-                                                        "allow_remote_mcp": allow_remote_mcp})
+                                                        "allow_remote_mcp": allow_remote_mcp, "no_auth": no_auth})
     for _ in range(5):
         if _greets(result["port"], bind):
             break

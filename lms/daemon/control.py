@@ -46,6 +46,7 @@ class ServerStartBody(BaseModel):
     cors: bool = False
     cors_origins: list[str] = Field(default_factory=list)
     allow_remote_mcp: bool = False
+    no_auth: bool = False  # serve a network address without an API token, knowingly
 
 
 def _state(request: Request):
@@ -157,7 +158,7 @@ async def unload(request: Request):
 async def server_start(request: Request):
     body = ServerStartBody.model_validate(await read_json(request))
     result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp,
-                                              cors_origins=tuple(body.cors_origins))
+                                              cors_origins=tuple(body.cors_origins), no_auth=body.no_auth)
     config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
                                                     "cors": body.cors, "allowRemoteMcp": body.allow_remote_mcp})
     return JSONResponse(result)

@@ -58,7 +58,12 @@ class HTTPServerController:
                 "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp}
 
     async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False,
-                    cors_origins: tuple[str, ...] = ()) -> dict:
+                    cors_origins: tuple[str, ...] = (), no_auth: bool = False) -> dict:
+        if not is_loopback(bind) and not self.state.settings.api_token and not no_auth:
+            raise LmsError.forbidden(
+                f"Refusing to serve the API on {bind} without an API token: anyone on the network could use it. "
+                "Set one (api_token in settings.json, or LMS_API_TOKEN) and start again, or pass --no-auth to "
+                "serve it open.", "bind", code="token_required")
         allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
             wanted = RunningServer(self.running.server, self.running.task, port, bind, cors, allow_remote_mcp,
