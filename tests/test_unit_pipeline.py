@@ -28,9 +28,8 @@ WEATHER = {"name": "weather", "description": "The weather in a city",
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LMS_HOME", str(tmp_path))
-    root = tmp_path / "models"
-    write_gguf(root / "Pub" / "Tools-GGUF" / "tools-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
-    write_gguf(root / "Pub" / "Plain-GGUF" / "plain-Q4_K_M.gguf", chat_template=PLAIN_TEMPLATE)
+    for repo, template in (("Tools", CHATML_WITH_TOOLS), ("Plain", PLAIN_TEMPLATE)):  # a template per tool style
+        write_gguf(tmp_path / "models" / "Pub" / f"{repo}-GGUF" / f"{repo.lower()}-Q4_K_M.gguf", chat_template=template)
     presets = tmp_path / "config-presets"
     presets.mkdir()
     (presets / "terse.preset.json").write_text(json.dumps(
