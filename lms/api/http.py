@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable
 
 from starlette.requests import Request
@@ -37,6 +38,9 @@ async def read_json(request: Request) -> dict:
 
 
 MAX_DEPTH = 64  # real requests nest a few levels; a deep one only costs recursion
+# A lone surrogate can only come from a \uD800-\uDFFF escape (raw bytes of one are not UTF-8, which json refuses):
+# without such an escape the strings need no check, and a large image data URL is not copied to check it.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 MAX_INTEGER = 2**63  # beyond int64, a number is no count, size or seed any engine can take
 
 
@@ -57,24 +61,25 @@ def parse_json_object(body: bytes) -> dict:
         raise LmsError.invalid(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise LmsError.invalid("The request body must be a JSON object.", code="invalid_json")
-    _check(data, "", 0)
+    _check(data, "", 0, bool(SURROGATE_ESCAPE.search(body)))
     return data
 
 
-def _check(value, path: str, depth: int) -> None:
+def _check(value, path: str, depth: int, texts: bool) -> None:
     if depth > MAX_DEPTH:
         raise LmsError.invalid(f"The request body is nested more than {MAX_DEPTH} levels deep.",
                                code="invalid_json")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_text(key, path, "a key in ")
-            where = f"{path}.{key}" if path else key
-            _check(item, where, depth + 1)
+            if texts:
+                _check_text(key, path, "a key in ")
+            _check(item, f"{path}.{key}" if path else key, depth + 1, texts)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]", depth + 1)
+            _check(item, f"{path}[{index}]", depth + 1, texts)
     elif isinstance(value, str):
-        _check_text(value, path)
+        if texts:
+            _check_text(value, path)
     elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INTEGER <= value < MAX_INTEGER:
         raise LmsError.invalid(f"'{path}' is out of range: integers must fit in 64 bits.", path)
 

@@ -65,11 +65,14 @@ class ResponseRun:
         self.effective = self._effective()
 
     def _effective(self) -> ChatInput:
-        """The request's sampling and output format with its preset applied, as the response echoes them."""
-        fmt = self.body.text.format
-        return with_preset(ChatInput(model=self.body.model, messages=[], sampling=self.body.given_sampling(),
+        """The request's sampling, limits and output format with its preset applied (read once per response):
+        what every generation of the response runs with, and what the resource echoes. A preset's system prompt
+        comes back as the one message."""
+        body, fmt = self.body, self.body.text.format
+        return with_preset(ChatInput(model=body.model, messages=[], sampling=body.given_sampling(),
+                                     max_tokens=body.max_output_tokens, grammar=body.grammar,
                                      json_schema=(fmt.schema_ or {}) if fmt.type == "json_schema" else None,
-                                     json_object=fmt.type == "json_object", preset=self.body.preset))
+                                     json_object=fmt.type == "json_object", preset=body.preset))
 
     @property
     def output(self) -> list[dict]:
@@ -164,18 +167,17 @@ class ResponseRun:
 
     def _chat_input(self) -> ChatInput:
         """The next generation over the conversation so far (this response's own items included)."""
-        body = self.body
+        body, effective = self.body, self.effective
         tools, choice, budget = self._round_tools()
-        fmt = body.text.format
+        instructions = body.instructions or (effective.messages[0]["content"] if effective.messages else None)
         return ChatInput(
-            model=body.model, messages=to_messages(self.context + self.output, body.instructions),
-            sampling=body.given_sampling(), max_tokens=body.max_output_tokens, grammar=body.grammar,
-            json_schema=(fmt.schema_ or {}) if fmt.type == "json_schema" else None,
-            json_object=fmt.type == "json_object", format_param="text.format",
+            model=body.model, messages=to_messages(self.context + self.output, instructions),
+            sampling=effective.sampling, max_tokens=effective.max_tokens, stop=effective.stop, grammar=body.grammar,
+            json_schema=effective.json_schema, json_object=effective.json_object, format_param="text.format",
             logprobs=(body.top_logprobs or 0) if body.wants_logprobs else None,
             tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls, max_tool_calls=budget,
             reasoning_effort=body.reasoning.effort if body.reasoning else None, draft_model=body.draft_model,
-            ttl=body.ttl, preset=body.preset, truncate=body.truncation == "auto")
+            ttl=body.ttl, truncate=body.truncation == "auto")
 
     async def _prepare(self) -> None:
         """Everything that can fail before the first event: on failure the client gets a plain error."""
@@ -306,14 +308,15 @@ class ResponseRun:
         self.session.remember(stored, persist=self.body.store)
 
     async def _mcp_call(self, label: str, name: str, arguments: str, approval_request_id: str | None = None):
-        for out in self.writer.mcp_call_started(label, name, arguments, approval_request_id):
+        where, opening = self.writer.mcp_call_started(label, name, arguments, approval_request_id)
+        for out in opening:
             yield out
         output, error = None, None
         try:
             output = (await self.session.mcp.call(self._server_of(label, name), name, _arguments(arguments))).text
         except McpError as exc:
             error = exc.error
-        for out in self.writer.mcp_call_finished(label, name, arguments, approval_request_id, output, error):
+        for out in self.writer.mcp_call_finished(where, label, name, arguments, approval_request_id, output, error):
             yield out
 
     def _server_of(self, label: str, name: str):

@@ -122,19 +122,19 @@ class EventWriter:
         self.output.append(item)
         yield self.event("response.output_item.done", output_index=index, item=item)
 
-    def mcp_call_started(self, label: str, name: str, arguments: str, approval_request_id: str | None) -> list[dict]:
+    def mcp_call_started(self, label: str, name: str, arguments: str,
+                         approval_request_id: str | None) -> tuple[dict, list[dict]]:
+        """The call's place (for mcp_call_finished) and its opening events."""
         index, item_id = len(self.output), new_id("mcp_")
         where = {"item_id": item_id, "output_index": index}
         shell = mcp_call_item(item_id, label, name, "", "in_progress", approval_request_id=approval_request_id)
-        self._mcp_where = where
-        return [self.event("response.output_item.added", output_index=index, item=shell),
+        return where, [self.event("response.output_item.added", output_index=index, item=shell),
                 self.event("response.mcp_call.in_progress", **where),
                 self.event("response.mcp_call_arguments.delta", delta=arguments, **where),
                 self.event("response.mcp_call_arguments.done", arguments=arguments, **where)]
 
-    def mcp_call_finished(self, label: str, name: str, arguments: str, approval_request_id: str | None,
+    def mcp_call_finished(self, where: dict, label: str, name: str, arguments: str, approval_request_id: str | None,
                           output: str | None, error: dict | None) -> list[dict]:
-        where = self._mcp_where
         status = "failed" if error else "completed"
         done = mcp_call_item(where["item_id"], label, name, arguments, status, output=output, error=error,
                              approval_request_id=approval_request_id)
