@@ -13,7 +13,7 @@ LLAMA_WHEELS := $(HOME)/.cache/lms/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LL
 LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_FLAGS_HASH)
 MODEL := huggingfacetb/smollm2-135m-instruct
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench soak lint clean
 
 install: $(LLAMA_STAMP) $(VENV)/.deps
 	@$(BIN)/python -m runtimes.llama_cpp.smoke
@@ -46,6 +46,10 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# Faults and load (issue #15 item 8): prints figures, exits 1 when a target is missed (bench/soak.py --quick: small).
+soak: install
+	$(BIN)/python bench/soak.py
 
 lint: install
 	$(BIN)/ruff check lms runtimes tests bench tools

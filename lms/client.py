@@ -2,6 +2,10 @@
 
 It speaks HTTP over the unix socket with the standard library's http.client: importing a full HTTP client
 costs more start-up time than a whole `lms ps` may take.
+
+Before anything is sent (requests carry HF_TOKEN), the socket must be a socket owned by this user and, where the
+system tells (Linux), the process listening on it must run as this user: a socket another user made in its place
+(the fallback path for a deep LMS_HOME is in the shared temp folder) gets nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import http.client
 import json
 import os
 import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -27,15 +33,49 @@ class DaemonError(Exception):
         self.status, self.code = status, code
 
 
+def _not_ours(path: str, why: str) -> DaemonError:
+    return DaemonError(f"Refusing to use the control socket {path}: {why}. Nothing was sent. If it is left over, "
+                       "remove it; otherwise check LMS_HOME.", code="socket_not_owned")
+
+
+def check_socket_owner(path: str) -> None:
+    """The control socket is a socket and this user's own (not followed if it is a link)."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return  # connecting fails as it always did: no daemon
+    if not stat.S_ISSOCK(status.st_mode):
+        raise _not_ours(path, "it is not a socket")
+    if status.st_uid != os.getuid():
+        raise _not_ours(path, f"it belongs to user {status.st_uid}, not to you ({os.getuid()})")
+
+
+def check_peer(sock: socket.socket, path: str) -> None:
+    """The process that accepted the connection runs as this user (Linux: SO_PEERCRED)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    if uid != os.getuid():
+        raise _not_ours(path, f"the process behind it runs as user {uid}, not as you ({os.getuid()})")
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None):
         super().__init__("lms", timeout=timeout)
         self.path = path
 
     def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
+        check_socket_owner(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+            check_peer(sock, self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def _raise_for(status: int, body: bytes) -> None:
@@ -132,7 +172,8 @@ def connect() -> DaemonClient | None:
 
 def start_daemon(timeout: float = 60.0) -> int:
     """Start the daemon in the background (detached from this terminal) and wait until it answers."""
-    log = open(config.logs_dir() / "daemon-stdio.log", "ab")
+    log_path = config.logs_dir() / "daemon-stdio.log"
+    log = config.open_private(log_path, "ab")
     written_before = log.tell()
     process = subprocess.Popen([sys.executable, "-m", "lms.daemon"], stdin=subprocess.DEVNULL, stdout=log,
                                stderr=log, start_new_session=True, close_fds=True)
@@ -141,7 +182,7 @@ def start_daemon(timeout: float = 60.0) -> int:
         if connect() is not None:
             return daemon_pid() or process.pid
         if process.poll() is not None and daemon_pid() is None:
-            raise DaemonError(_why_daemon_failed(log.name, written_before))
+            raise DaemonError(_why_daemon_failed(str(log_path), written_before))
         time.sleep(0.05)
     raise DaemonError("Timed out waiting for the lms daemon to start.")
 

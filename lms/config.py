@@ -25,6 +25,36 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
+def open_private(path: Path, mode: str = "a", encoding: str | None = None):
+    """A file opened for appending that only its owner may read: logs hold prompts and tool output. A file made
+    before this rule (or by another umask) is narrowed to 0600 too."""
+    if mode not in ("a", "ab"):
+        raise ValueError("open_private appends: mode 'a' or 'ab'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        return os.fdopen(descriptor, mode, encoding=None if "b" in mode else (encoding or "utf-8"))
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def restrict_to_owner(path: Path) -> None:
+    """Narrow an existing file that holds secrets (settings.json with api_token, mcp.json with headers) to 0600;
+    nothing happens for a file that is missing or not the user's own."""
+    try:
+        status = path.stat()
+        if status.st_uid == os.getuid() and status.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
+
+
+def settings_path() -> Path:
+    return home() / "settings.json"
+
+
 def internal_dir() -> Path:
     return _private_dir(home() / ".internal")
 
@@ -61,7 +91,11 @@ def read_json(path: Path, default):
 
 
 def write_json(path: Path, value) -> None:
+    """Replace `path` whole (never half written), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(value, indent=2))
     os.replace(tmp, path)

@@ -28,20 +28,23 @@ class Kind(StrEnum):
 
 
 def _constructor(kind: Kind, default_code: str | None = None):
-    def make(cls, message: str, param: str | None = None, *, code: str | None = default_code) -> LmsError:
-        return cls(message, kind, code=code, param=param)
+    def make(cls, message: str, param: str | None = None, *, code: str | None = default_code,
+             retry_after: int | None = None) -> LmsError:
+        return cls(message, kind, code=code, param=param, retry_after=retry_after)
 
     make.__doc__ = f"An error of kind {kind.value!r}; `param` names the request field it is about."
     return classmethod(make)
 
 
 class LmsError(Exception):
-    """A failure the client should hear about: a kind, a human message, a machine code and the field it is about."""
+    """A failure the client should hear about: a kind, a human message, a machine code and the field it is about;
+    `retry_after` (seconds) when trying again later should work (a full queue), sent as a Retry-After header."""
 
     def __init__(self, message: str, kind: Kind = Kind.INTERNAL, *, code: str | None = None,
-                 param: str | None = None):
+                 param: str | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.message, self.kind, self.code, self.param = message, Kind(kind), code, param
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"LmsError({self.message!r}, {self.kind.value}, code={self.code!r}, param={self.param!r})"
@@ -68,7 +71,10 @@ class LmsError(Exception):
     # --- across process and socket boundaries -------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind.value, "message": self.message, "code": self.code, "param": self.param}
+        data = {"kind": self.kind.value, "message": self.message, "code": self.code, "param": self.param}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> LmsError:
@@ -76,7 +82,10 @@ class LmsError(Exception):
             kind = Kind(data.get("kind") or Kind.INTERNAL)
         except ValueError:
             kind = Kind.INTERNAL
-        return cls(str(data.get("message") or "failed"), kind, code=data.get("code"), param=data.get("param"))
+        retry_after = data.get("retry_after")
+        return cls(str(data.get("message") or "failed"), kind, code=data.get("code"), param=data.get("param"),
+                   retry_after=retry_after if isinstance(retry_after, int) and not isinstance(retry_after, bool)
+                   else None)
 
     def to_event(self) -> dict:
         return {"type": "error", **self.to_dict()}

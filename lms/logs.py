@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from lms import config
+
 SOURCES = {"model": ("llm.prediction.input", "llm.prediction.output"), "server": ("server.log",),
            "runtime": ("runtime.log",)}
 QUEUE_SIZE = 1000
@@ -114,7 +116,8 @@ class DatedFileHandler(logging.Handler):
     def _roll(self, day: str) -> None:
         if self.stream:
             self.stream.close()
-        self.day, self.stream = day, open(self.folder / f"{day}.log", "a", encoding="utf-8")
+        # 0600: the log holds prompts and tool output
+        self.day, self.stream = day, config.open_private(self.folder / f"{day}.log", "a")
         cutoff = time.time() - self.keep_days * 86400
         for old in self.folder.glob("????-??-??.log"):
             if old.stat().st_mtime < cutoff:

@@ -46,20 +46,46 @@ def private(address: str) -> bool:
             or ip.is_unspecified or ip.is_reserved or (isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT))
 
 
-def refusal(host: str, what: str, param: str, code: str) -> LmsError:
+def refusal(host: str, what: str, param: str | None, code: str) -> LmsError:
     return LmsError.invalid(f"Refusing to connect to {host} for {what}: it is not a public address. If it is "
                             "yours, add it to the allowed_fetch_hosts setting.", param, code=code)
 
 
-async def checked_address(host: str, port: int, allowed_hosts: set[str], *, what: str, param: str,
-                          code: str) -> str:
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` has, in the resolver's order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+async def checked_address(host: str, port: int, allowed_hosts: set[str] | frozenset[str], *, what: str,
+                          param: str | None, code: str) -> str:
     """The address to connect to for `host`, once every address it resolves to has passed the policy."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await resolve(host, port)
     except OSError as exc:
         raise LmsError.invalid(f"Cannot resolve {host} for {what}: {exc.strerror or exc}", param, code=code) from None
-    addresses = [info[4][0] for info in infos]
     allowed = host.lower() in allowed_hosts
     if not addresses or any(metadata_or_link_local(a) or (private(a) and not allowed) for a in addresses):
         raise refusal(host, what, param, code)
     return addresses[0]
+
+
+class AddressPins:
+    """The checked address of every host one client connects to: the first use of a host resolves and checks it,
+    every later request (a reconnection, a redirect back to it) goes to that same address, and a host not seen
+    before (a redirect elsewhere) is checked before anything is sent to it."""
+
+    def __init__(self, allowed_hosts: set[str] | frozenset[str], *, what: str, code: str = "address_not_allowed"):
+        self.allowed_hosts, self.what, self.code = allowed_hosts, what, code
+        self._addresses: dict[tuple[str, int], str] = {}
+
+    async def address(self, host: str, port: int) -> str:
+        key = (host.lower(), port)
+        if key not in self._addresses:
+            self._addresses[key] = await checked_address(host, port, self.allowed_hosts, what=self.what, param=None,
+                                                         code=self.code)
+        return self._addresses[key]
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80

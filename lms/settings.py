@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     default_context_length: positive = 4096
     # predictions a llama.cpp model runs at once (continuous batching), unless load says
     default_parallel: positive = 4
+    # requests that may wait for a busy model beyond its parallel slots; more are answered 503 with Retry-After
+    max_queued_requests: count = 64
     max_body_bytes: count = 32 * 1024 * 1024
     threads: count = 0  # 0: one per physical core
     default_port: port = 1234
@@ -62,10 +64,12 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     responses_max_age_days: count = 30  # stored /v1/responses older than this are dropped
     responses_max_count: count = 10_000  # and beyond this many, the oldest go
+    # and beyond this many bytes of stored JSON, the oldest go (the newest response always stays)
+    responses_max_bytes: count = 256 * 1024 * 1024
     reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"  # or DeepSeek's reasoning_content
-    api_token: str = ""  # when set, the HTTP API requires `Authorization: Bearer <token>`
+    api_token: str = ""  # an admin API token (besides `lms server token create`): every surface then requires one
     allow_remote_mcp: bool = False  # /v1/responses may call MCP servers a request names (tools of type "mcp")
-    allow_mcp_json: bool = False  # HTTP API requests may use the servers of mcp.json (needs api_token too)
+    allow_mcp_json: bool = False  # HTTP requests with an admin token may use the servers of mcp.json
     download_reserve_bytes: count = 64 * 1024 * 1024  # free disk space a download must leave
     mcp_connect_timeout_seconds: seconds = 10.0
     mcp_call_timeout_seconds: seconds = 60.0

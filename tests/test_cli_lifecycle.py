@@ -9,8 +9,6 @@ import stat
 import time
 
 import httpx
-import pytest
-from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from lms.config import socket_path
@@ -51,7 +49,7 @@ def test_server_start_status_stop(lms):
     started = lms.run("server", "start", "-p", str(lms.port))
     assert f"Success! Server is now running on port {lms.port}" in started.stderr
     assert started.stdout == ""  # messages go to stderr
-    assert lms.json("server", "status") == {"running": True, "port": lms.port}
+    assert lms.json("server", "status") == {"running": True, "port": lms.port, "tokenRequired": False}
     assert httpx.get(lms.base_url + "/lmstudio-greeting").json() == {"lmstudio": True}
     assert "access-control-allow-origin" not in httpx.options(
         lms.base_url + "/v1/models", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
@@ -93,8 +91,9 @@ def test_api_token_is_required_when_set(lms):
     assert httpx.get(lms.base_url + "/v1/models", headers={"Authorization": "Bearer sekret-token"}).status_code == 200
     assert httpx.get(lms.base_url + "/lmstudio-greeting").status_code == 200
     socket_url = lms.base_url.replace("http://", "ws://") + "/v1/responses"
-    with pytest.raises(InvalidStatus):  # the WebSocket is refused before any model work
-        connect(socket_url, open_timeout=10).close()
+    with connect(socket_url, open_timeout=10) as anonymous:  # refused at its first message, before model work
+        anonymous.send(json.dumps({"type": "response.create", "model": "nope"}))
+        assert json.loads(anonymous.recv(timeout=30))["error"]["code"] == "invalid_api_key"
     with connect(socket_url, additional_headers={"Authorization": "Bearer sekret-token"}, open_timeout=10) as ok:
         ok.send(json.dumps({"type": "response.create", "model": "nope"}))
         assert json.loads(ok.recv(timeout=30))["error"]["code"] == "model_not_found"

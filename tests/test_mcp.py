@@ -21,7 +21,7 @@ from openai.types.responses import (
     ResponseMcpListToolsInProgressEvent,
 )
 
-from tests.conftest import TOOL_MODEL, Lms, free_port
+from tests.conftest import CHAT_MODEL, TOOL_MODEL, Lms, free_port
 
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
 
@@ -263,6 +263,21 @@ def test_a_server_on_a_private_address_needs_its_host_allowed(tmp_path, weather)
             ask(client, weather.url)
         assert refused.value.body["code"] == "address_not_allowed"
         assert "allowed_fetch_hosts" in refused.value.message and refused.value.body["param"] == "tools[0].server_url"
+    finally:
+        guarded.stop()
+
+
+def test_mcp_json_http_servers_need_their_host_allowed(tmp_path, weather):
+    """mcp.json HTTP servers are under the outbound policy too: the refusal comes before any model work and
+    names the setting; allowing the host lets `lms chat` list the server's tools."""
+    guarded = Lms(home=tmp_path / "home", port=free_port())
+    guarded.home.mkdir(parents=True)
+    (guarded.home / "mcp.json").write_text(json.dumps({"mcpServers": {"weather": {"url": weather.url}}}))
+    try:
+        refused = guarded.run("chat", CHAT_MODEL, "--mcp", "weather", "-p", "hi", check=False)
+        shown = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "allowed_fetch_hosts" in shown and "127.0.0.1" in shown
+        assert guarded.json("ps") == []  # refused before the model was loaded
     finally:
         guarded.stop()
 

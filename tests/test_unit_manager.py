@@ -289,7 +289,7 @@ def test_count_and_embed_send_typed_requests():
     assert tokens == 7 and len(result["embeddings"]) == 2
     count = GenerationRequest.from_dict(chat.worker.calls[-1][1]["request"])
     assert count.messages == HELLO and count.prompt is None
-    assert embedder.worker.calls[-1] == ("embed", {"request": {"inputs": ["a", "b"]}})
+    assert embedder.worker.calls[-1] == ("embed", {"request": {"inputs": ["a", "b"], "truncate": False}})
     assert embedder.status == "idle" and embedder.active == 0
 
 

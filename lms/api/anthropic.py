@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
 from lms.api.context import pipeline_of
-from lms.api.errors import from_validation, status_of
+from lms.api.errors import from_validation, retry_after_headers, status_of
 from lms.api.http import read_json
 from lms.errors import Kind, LmsError
 from lms.generation.ids import MIXED, new_id
@@ -161,7 +161,8 @@ def to_input(body: dict) -> ChatInput:
 def _error(exc: LmsError) -> JSONResponse:
     status = status_of(exc)
     kind = ERROR_TYPES.get(exc.kind, "api_error" if status >= 500 else "invalid_request_error")
-    return JSONResponse({"type": "error", "error": {"type": kind, "message": exc.message}}, status_code=status)
+    return JSONResponse({"type": "error", "error": {"type": kind, "message": exc.message}}, status_code=status,
+                        headers=retry_after_headers(exc))
 
 
 def _usage(usage: Usage) -> dict:

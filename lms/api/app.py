@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,10 +13,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lms.api.anthropic import messages
-from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected, error_body
+from lms.api.auth import RequireToken
+from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.guard import BrowserGuard
 from lms.api.native.routes import native_routes
+from lms.api.ollama.routes import ollama_routes
 from lms.api.openai.routes import openai_routes
+from lms.api.openapi import openapi_json
 from lms.api.responses.routes import routes as responses_routes
 from lms.metrics import CountRequests, metrics_endpoint
 from lms.pipeline import Pipeline
@@ -29,40 +31,23 @@ async def greeting(_request: Request):
     return JSONResponse({"lmstudio": True})
 
 
+async def health(_request: Request):
+    """For load balancers and scripts: answers without a token once the server listens."""
+    return JSONResponse({"status": "ok"})
+
+
 def api_routes() -> list[Route]:
     return [
         Route("/lmstudio-greeting", greeting),
+        Route("/health", health),
         *openai_routes(),
         *responses_routes(),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi_json),
         *native_routes(),
+        *ollama_routes(),
     ]
-
-
-class RequireToken:
-    """When an API token is set, every request but the greeting, WebSocket handshakes included, needs
-    `Authorization: Bearer <token>` (or `x-api-key`)."""
-
-    def __init__(self, app: ASGIApp, token: str):
-        self.app, self.token = app, token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "websocket" or (
-            scope["type"] == "http" and scope["path"] != "/lmstudio-greeting" and scope["method"] != "OPTIONS")
-        if guarded:
-            headers = dict(scope["headers"])
-            given = headers.get(b"authorization", b"").decode()
-            given = given.removeprefix("Bearer ").strip() or headers.get(b"x-api-key", b"").decode()
-            if not secrets.compare_digest(given.encode(), self.token.encode()):
-                if scope["type"] == "websocket":  # refused before the handshake is accepted: no model work
-                    await send({"type": "websocket.close", "code": 1008, "reason": "invalid_api_key"})
-                    return
-                response = JSONResponse(error_body("Invalid or missing API token.", "invalid_request_error", None,
-                                                   "invalid_api_key"), status_code=401)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class LogRequests:
@@ -76,7 +61,7 @@ class LogRequests:
 
 
 def build_public_app(state, *, bind: str = "127.0.0.1", cors: bool = False, cors_origins: tuple[str, ...] = (),
-                     api_token: str | None = None, allow_remote_mcp: bool = False) -> Starlette:
+                     allow_remote_mcp: bool = False) -> Starlette:
     allowed_hosts = {host.strip() for host in state.settings.allowed_hosts.split(",") if host.strip()}
     middleware = [Middleware(CountRequests, metrics=state.metrics), Middleware(CatchUnexpected),
                   Middleware(BrowserGuard, bind=bind, allowed_hosts=allowed_hosts, cors_all=cors,
@@ -85,13 +70,13 @@ def build_public_app(state, *, bind: str = "127.0.0.1", cors: bool = False, cors
     if cors or cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"] if cors else list(cors_origins),
                                      allow_methods=["*"], allow_headers=["*"]))
-    if api_token:
-        middleware.append(Middleware(RequireToken, token=api_token))
+    # Checked on every request, so a token created while the server runs takes effect at once.
+    middleware.append(Middleware(RequireToken, authenticator=state.authenticator))
     app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
-    # mcp.json servers run programs on this machine: over HTTP only for authenticated clients, as in LM Studio
-    allow_mcp_json = state.settings.allow_mcp_json and bool(api_token)
+    # mcp.json servers run programs on this machine: over HTTP only for admin tokens (lms/api/context.py)
     share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,
-                allow_mcp_json=allow_mcp_json)
+                allow_mcp_json=state.settings.allow_mcp_json)
+    app.state.public = True
     return app
 
 

@@ -42,8 +42,26 @@ def openai_error(exc: LmsError) -> dict:
     return error_body(exc.message, error_type(exc), exc.param, exc.code)["error"]
 
 
+def retry_after_headers(exc: LmsError) -> dict[str, str]:
+    """`Retry-After` for an error that says when to try again (a full queue); every surface sends it."""
+    return {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+
+
 def error_response(exc: LmsError) -> JSONResponse:
-    return JSONResponse({"error": openai_error(exc)}, status_code=status_of(exc))
+    return JSONResponse({"error": openai_error(exc)}, status_code=status_of(exc), headers=retry_after_headers(exc))
+
+
+def is_ollama_path(path: str) -> bool:
+    """Ollama's routes: `/` and `/api/...`, but not LM Studio's `/api/v0` and `/api/v1`."""
+    return path == "/" or (path.startswith("/api/") and not path.startswith(("/api/v0/", "/api/v1/")))
+
+
+def refusal_response(path: str, exc: LmsError) -> JSONResponse:
+    """A refusal before any route runs (a token, a Host, an Origin), in the error shape of the surface the path
+    belongs to: Ollama's clients read `{"error": "message"}`, every other client OpenAI's object."""
+    if is_ollama_path(path):
+        return JSONResponse({"error": exc.message}, status_code=status_of(exc), headers=retry_after_headers(exc))
+    return error_response(exc)
 
 
 def from_validation(exc: ValidationError) -> LmsError:
@@ -74,6 +92,8 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), None
+    if is_ollama_path(request.url.path):
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
     return JSONResponse(error_body(message, "invalid_request_error", None, code), status_code=exc.status_code,
                         headers=exc.headers)
 

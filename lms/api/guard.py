@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lms.api.errors import error_response
+from lms.api.errors import refusal_response
 from lms.errors import LmsError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
@@ -89,4 +89,4 @@ class BrowserGuard:
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": refusal.code})
         else:
-            await error_response(refusal)(scope, receive, send)
+            await refusal_response(scope["path"], refusal)(scope, receive, send)

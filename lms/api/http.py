@@ -18,11 +18,14 @@ def is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_json(request: Request) -> dict:
+async def read_json(request: Request, *, any_type_outside_browsers: bool = False) -> dict:
     """The JSON object a request carries. A body declared as something else is refused (415): a web page can send
-    text/plain or a form to any address without the browser asking first, but never JSON."""
+    text/plain or a form to any address without the browser asking first, but never JSON. With
+    `any_type_outside_browsers` (Ollama's routes, whose documented examples are `curl -d`, a form type), such a
+    body is read as JSON when no `Origin` says a browser sent it: browsers send one with every POST."""
     content_type = request.headers.get("content-type")
-    if content_type is not None and not is_json(content_type):
+    tolerated = any_type_outside_browsers and "origin" not in request.headers
+    if content_type is not None and not is_json(content_type) and not tolerated:
         raise LmsError.media_type(f"The request body must be JSON (Content-Type: application/json), not "
                                   f"{content_type.split(';')[0].strip() or 'empty'}.")
     limit = request.app.state.settings.max_body_bytes

@@ -36,6 +36,8 @@ def server_status_json() -> None:
     port = state.get("port", config.read_json(config.server_config_path(), {}).get("port"))
     if port is not None:
         result["port"] = port
+    if "token_required" in state:
+        result["tokenRequired"] = state["token_required"]
     print_json(result)
 
 

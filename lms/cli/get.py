@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import time
@@ -167,6 +168,9 @@ def _follow(client, job: dict, quiet: bool) -> dict:
                 time.sleep(0.25)
                 job = client.get(f"/lms/downloads/{job['job_id']}")
                 progress.update(task, completed=job["downloaded_bytes"])
+    except (OSError, http.client.HTTPException):  # the daemon went away under us
+        fail(f"The lms daemon stopped during the download. What was fetched is kept: `lms get {job['model']}` "
+             "resumes it.")
     except KeyboardInterrupt:
         if not interactive() or typer.confirm("\nContinue to download in the background?", default=True, err=True):
             info(f"The download goes on in the background; `lms get {job['model']}` follows it again.")

@@ -20,16 +20,18 @@ def ls(
     variants: Annotated[bool, typer.Option("--variants", help="Show every variant of multi-variant models.")] = False,
     json_: JsonFlag = False,
 ):
-    """List the models you have downloaded."""
+    """List the models you have downloaded (and the model files that cannot be read, with the reason)."""
     from lms.client import ensure_daemon
 
     if model_key and variants:
         fail("Cannot combine a model key argument with --variants.")
-    entries = ensure_daemon().get("/lms/models")
+    client = ensure_daemon()
+    entries = client.get("/lms/models")
+    unreadable = _unreadable(client)
     if model_key:
         wanted = model_key.lower()
-        entries = [e for e in entries if e["modelKey"] == wanted] or [
-            e for e in entries if wanted in e["modelKey"]]
+        entries = [e for e in entries + unreadable if e["modelKey"] == wanted] or [
+            e for e in entries + unreadable if wanted in e["modelKey"]]
         if not entries:
             fail(f"No model found matching '{model_key}'.")
         if json_:
@@ -42,17 +44,18 @@ def ls(
     kinds = {k for k, on in (("llm", llm), ("embedding", embedding)) if on} or {"llm", "embedding"}
     shown = [e for e in entries if e["type"] in kinds]
     selected = [e for e in shown if e.get("selectedVariant", e["variantKey"]) == e["variantKey"]]
+    bad = [] if llm or embedding else unreadable  # an unreadable file's type is not known
     if json_:
         if variants:
             print_json([{"model": _strip(m), "variants": [_strip(v) for v in shown if v["modelKey"] == m["modelKey"]]}
-                        for m in selected])
+                        for m in selected] + [{"model": _strip(b), "variants": [_strip(b)]} for b in bad])
         else:
-            print_json([_strip(e) for e in selected])
+            print_json([_strip(e) for e in selected + bad])
         return
-    if not entries:
+    if not entries and not unreadable:
         print("You have not downloaded any models yet.")
         return
-    if not selected:
+    if not selected and not bad:
         print(f"You have {total} models, but none of them match the filter.")
         return
     disk = sum(e["sizeBytes"] for e in entries)
@@ -72,6 +75,22 @@ def ls(
         if rows:
             print(table([title, "PARAMS", "ARCH", "SIZE", "DEVICE", ""], rows))
             print()
+    if bad:
+        rows = [[f"✗ {b['modelKey']}", b["path"], file_size(b["sizeBytes"]), b["error"]] for b in bad]
+        print(table(["UNREADABLE (cannot be loaded)", "PATH", "SIZE", "REASON"], rows))
+        print()
+
+
+def _unreadable(client) -> list[dict]:
+    """The model files the daemon cannot read; none from a daemon that does not list them."""
+    from lms.client import DaemonError
+
+    try:
+        return client.get("/lms/models/unreadable")
+    except DaemonError as exc:
+        if exc.status == 404:
+            return []
+        raise
 
 
 def _strip(entry: dict) -> dict:
@@ -83,8 +102,8 @@ def _loaded_mark(count: int) -> str:
 
 
 def _variant_table(entries: list[dict]) -> str:
-    rows = [[e["variantKey"], (e.get("quantization") or {}).get("name") or "", file_size(e["sizeBytes"]), e["path"]]
-            for e in entries]
+    rows = [[e["variantKey"], "✗ UNREADABLE: " + e["error"] if e.get("unreadable") else
+             (e.get("quantization") or {}).get("name") or "", file_size(e["sizeBytes"]), e["path"]] for e in entries]
     return table(["VARIANT", "QUANT", "SIZE", "PATH"], rows)
 
 

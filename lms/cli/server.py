@@ -41,12 +41,17 @@ def start(
                                    "(tools of type \"mcp\"). Off by default.")] = False,
     no_auth: Annotated[bool, typer.Option(
         "--no-auth", help="Serve a non-loopback address without an API token (refused otherwise).")] = False,
+    ollama_port: Annotated[int | None, typer.Option(
+        "--ollama-port", min=0, max=65535,
+        help="Also listen on this port (Ollama's is 11434), for clients that only know Ollama's address. Every "
+             "route, Ollama's API included, is served on the main port too.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Start the HTTP server (and the daemon, if it is not running)."""
     from lms.client import ensure_daemon
     from lms.daemon.http_server import is_loopback
     from lms.settings import Settings, SettingsError
+    from lms.tokens import TokenStore
 
     try:
         settings = Settings.load()
@@ -57,7 +62,7 @@ def start(
     bind = bind or os.environ.get("LMS_SERVER_HOST") or settings.default_bind
     if not is_loopback(bind):
         warn("Server will accept connections from the network. Only use this if you know what you are doing!")
-        if no_auth and not settings.api_token:
+        if no_auth and not settings.api_token and not TokenStore().any():
             warn("--no-auth: anyone who can reach this address can use the API.")
     if cors:
         warn("CORS is enabled. This means any website you visit can use the LM Studio server.")
@@ -67,7 +72,8 @@ def start(
                if o.strip()]
     result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors,
                                                         "cors_origins": origins,
-                                                        "allow_remote_mcp": allow_remote_mcp, "no_auth": no_auth})
+                                                        "allow_remote_mcp": allow_remote_mcp, "no_auth": no_auth,
+                                                        "ollama_port": ollama_port})
     for _ in range(5):
         if _greets(result["port"], bind):
             break
@@ -78,6 +84,8 @@ def start(
         print_json(result)
     else:
         info(f"Success! Server is now running on port {result['port']}")
+        if result.get("ollama_port") is not None:
+            info(f"Ollama's clients can use port {result['ollama_port']} as well.")
 
 
 @server_app.command("stop")
@@ -112,4 +120,7 @@ def status(json_: Annotated[bool, typer.Option("--json", help="Print the status 
 
 
 def register(app: typer.Typer) -> None:
+    from lms.cli.token import token_app
+
+    server_app.add_typer(token_app, name="token")
     app.add_typer(server_app, name="server")

@@ -8,6 +8,7 @@ functions, and runs the model's calls of them (`mcp_call` items), or first asks 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -15,14 +16,14 @@ from urllib.parse import urlsplit
 from lms.errors import LmsError
 from lms.generation.ids import new_id
 from lms.mcp.client import McpError, McpPool, McpTool, ServerAddress
-from lms.outbound import checked_address
 
 REMOTE_MCP_OFF = ("Remote MCP servers are turned off on this server. Start it with `lms server start "
                   "--allow-remote-mcp`, or set \"allow_remote_mcp\": true in LMS_HOME/settings.json (or "
                   "LMS_ALLOW_REMOTE_MCP=1) and restart the daemon, to let requests call the MCP servers they name.")
-MCP_JSON_OFF = ("The servers of mcp.json are not available over HTTP here. Set an api_token and \"allow_mcp_json\": "
-                "true in LMS_HOME/settings.json (LMS_API_TOKEN, LMS_ALLOW_MCP_JSON=1) and restart the daemon; "
-                "`lms chat --mcp NAME` can always use them.")
+MCP_JSON_OFF = ("The servers of mcp.json are not available to this request: over HTTP they need \"allow_mcp_json\": "
+                "true in LMS_HOME/settings.json (LMS_ALLOW_MCP_JSON=1, then restart the daemon) and a token with "
+                "the 'admin' scope (`lms server token create NAME --scope admin`); `lms chat --mcp NAME` can "
+                "always use them.")
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -166,17 +167,18 @@ class McpToolset:
 
 async def open_toolset(servers: list[RemoteServer], params: list[str], pool: McpPool, taken: set[str],
                        context: list[dict], fetch_hosts: set[str] = frozenset()) -> McpToolset:
-    """Connect to each server and read its tools. A server that cannot be listed fails the request (424); a
-    request-named server at an address that is not public is refused (lms.outbound) unless its host is allowed."""
+    """Connect to each server and read its tools. A server that cannot be listed fails the request (424); an HTTP
+    server (named by the request or in mcp.json) at an address that is not public is refused (lms.outbound) unless
+    its host is allowed; the connection then goes to the address that was checked (lms/mcp/pinned.py)."""
     toolset = McpToolset(servers)
     for server, param in zip(servers, params):
-        if not server.local:
-            parts = urlsplit(server.address.url)
-            await checked_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                                  fetch_hosts, what="an MCP server", param=f"{param}.server_url",
-                                  code="address_not_allowed")
+        if server.address.url:  # the policy travels with the address, so a reconnection for a call applies it too
+            server.address = dataclasses.replace(server.address, allowed_hosts=frozenset(fetch_hosts))
         try:
             tools = await pool.tools(server.address)
+        except LmsError as exc:  # the outbound policy's refusal, which names allowed_fetch_hosts
+            exc.param = param if server.local else f"{param}.server_url"
+            raise
         except McpError as exc:
             raise LmsError.dependency(f"Error retrieving tool list from MCP server '{server.label}': {exc.message}",
                                       param, code="mcp_connection_error") from None

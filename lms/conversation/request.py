@@ -162,3 +162,14 @@ class CreateResponse(_Body):
                     "tools": [{"type": "function", "name": t["name"]} for t in allowed]}
         raise LmsError.invalid("tool_choice must be 'auto', 'none', 'required', a function or allowed_tools.",
                                "tool_choice")
+
+
+class CompactResponse(_Body):
+    """POST /v1/responses/compact: pack a conversation (`input`, after a previous response's whole context) into
+    one compaction item."""
+
+    model: str = Field(min_length=1)
+    input: Any = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    ttl: int | None = Field(None, ge=1, strict=True, description="idle seconds before a JIT-loaded model unloads")

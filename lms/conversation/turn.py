@@ -54,6 +54,7 @@ class ResponseRun:
         self.toolset = McpToolset()
         self.input_items = normalize_input(body.input)
         self.context: list[dict] = []
+        self.turn_start = 0  # where this turn's own items begin in the context (stored once: lms/conversation/store.py)
         self.known: dict[str, dict] = {}
         self.images: list[str] = []
         self.approvals: list[tuple[dict, dict]] = []
@@ -146,6 +147,7 @@ class ResponseRun:
         known = {item["id"]: item for item in previous if "id" in item}
         known.update({item["id"]: item for item in self.input_items if "id" in item})
         self.known = known
+        self.turn_start = len(previous)
         return previous + self._expand(self.input_items, known)
 
     # --- generation -----------------------------------------------------------------------------------------
@@ -304,7 +306,8 @@ class ResponseRun:
         self.mcp_calls_seen.add(key)
 
     def _remember(self) -> None:
-        stored = StoredResponse(response=self.response, input_items=self.input_items, context=self.context)
+        stored = StoredResponse(response=self.response, input_items=self.input_items, context=self.context,
+                                turn_start=self.turn_start)
         self.session.remember(stored, persist=self.body.store)
 
     async def _mcp_call(self, label: str, name: str, arguments: str, approval_request_id: str | None = None):

@@ -47,6 +47,7 @@ class ServerStartBody(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     allow_remote_mcp: bool = False
     no_auth: bool = False  # serve a network address without an API token, knowingly
+    ollama_port: int | None = Field(None, ge=0, le=65535)  # a second listener for Ollama's clients (11434)
 
 
 def _state(request: Request):
@@ -158,7 +159,8 @@ async def unload(request: Request):
 async def server_start(request: Request):
     body = ServerStartBody.model_validate(await read_json(request))
     result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp,
-                                              cors_origins=tuple(body.cors_origins), no_auth=body.no_auth)
+                                              cors_origins=tuple(body.cors_origins), no_auth=body.no_auth,
+                                              ollama_port=body.ollama_port)
     config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
                                                     "cors": body.cors, "allowRemoteMcp": body.allow_remote_mcp})
     return JSONResponse(result)

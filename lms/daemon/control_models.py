@@ -9,9 +9,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lms.api.http import read_json
-from lms.api.native.downloads import download, formats_of, variants
 from lms.errors import LmsError
-from lms.store import hub, removal
+from lms.store import catalog, hub, removal
+from lms.store.get import download, formats_of, variants
 
 
 def _hub_options(body: dict) -> dict:
@@ -56,6 +56,12 @@ async def cancel_job(request: Request):
     return JSONResponse((await request.app.state.downloads.cancel(request.path_params["job_id"])).status_dict())
 
 
+async def list_unreadable(request: Request):
+    """The model files the catalog cannot read, with the reason (`lms ls` lists them beside the models)."""
+    found = await asyncio.to_thread(catalog.unreadable)
+    return JSONResponse([{**model.info(), "variantKey": model.model_key, "loadedInstances": 0} for model in found])
+
+
 async def remove_model(request: Request):
     """Delete a model's files (one variant when a variant key is given). A loaded model is not removed."""
     body = await read_json(request)
@@ -79,4 +85,5 @@ def routes() -> list[Route]:
         Route("/lms/downloads/{job_id}", job_status),
         Route("/lms/downloads/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/lms/models/remove", remove_model, methods=["POST"]),
+        Route("/lms/models/unreadable", list_unreadable),
     ]

@@ -35,6 +35,21 @@ def _endpoint_lines(app) -> list[str]:
     return lines
 
 
+def _listen(bind: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError as exc:
+        sock.close()
+        raise LmsError.conflict(f"Cannot listen on {bind}:{port}: {exc.strerror or exc}",
+                                code="port_in_use") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 @dataclass
 class RunningServer:
     server: uvicorn.Server
@@ -44,6 +59,7 @@ class RunningServer:
     cors: bool
     allow_remote_mcp: bool = False
     cors_origins: tuple[str, ...] = ()
+    ollama_port: int | None = None
 
 
 class HTTPServerController:
@@ -54,51 +70,56 @@ class HTTPServerController:
     def status(self) -> dict:
         if self.running is None:
             return {"running": False}
+        try:
+            token_required = self.state.authenticator.required()
+        except LmsError:
+            token_required = True  # an unreadable token file refuses every request
         return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors,
-                "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp}
+                "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp,
+                "token_required": token_required, "ollama_port": self.running.ollama_port}
 
     async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False,
-                    cors_origins: tuple[str, ...] = (), no_auth: bool = False) -> dict:
-        if not is_loopback(bind) and not self.state.settings.api_token and not no_auth:
+                    cors_origins: tuple[str, ...] = (), no_auth: bool = False, ollama_port: int | None = None) -> dict:
+        if not is_loopback(bind) and not self.state.authenticator.required() and not no_auth:
             raise LmsError.forbidden(
                 f"Refusing to serve the API on {bind} without an API token: anyone on the network could use it. "
-                "Set one (api_token in settings.json, or LMS_API_TOKEN) and start again, or pass --no-auth to "
-                "serve it open.", "bind", code="token_required")
+                "Create one with `lms server token create NAME` and start again, or pass --no-auth to serve it "
+                "open.", "bind", code="token_required")
         allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
             wanted = RunningServer(self.running.server, self.running.task, port, bind, cors, allow_remote_mcp,
-                                   cors_origins)
+                                   cors_origins, ollama_port)
             if wanted == self.running:
                 return self.status()
             await self.stop()
-        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((bind, port))
-        except OSError as exc:
-            sock.close()
-            raise LmsError.conflict(f"Cannot listen on {bind}:{port}: {exc.strerror or exc}",
-                                    code="port_in_use") from exc
-        sock.listen(2048)
-        sock.setblocking(False)
+        sock = _listen(bind, port)
+        sockets = [sock]
+        if ollama_port is not None:
+            try:
+                sockets.append(_listen(bind, ollama_port))
+            except LmsError:
+                sock.close()
+                raise
         port = sock.getsockname()[1]
+        ollama_port = sockets[1].getsockname()[1] if ollama_port is not None else None
         app = build_public_app(self.state, bind=bind, cors=cors, cors_origins=cors_origins,
-                               api_token=self.state.settings.api_token or None, allow_remote_mcp=allow_remote_mcp)
+                               allow_remote_mcp=allow_remote_mcp)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)
         # _serve, not serve: the daemon owns signal handling, not this (second) server.
-        task = asyncio.create_task(server._serve(sockets=[sock]))
+        task = asyncio.create_task(server._serve(sockets=sockets))
         for _ in range(100):
             if server.started or task.done():
                 break
             await asyncio.sleep(0.02)
         if task.done():
             raise LmsError.internal(f"The HTTP server failed to start: {task.exception()}")
-        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins)
+        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins, ollama_port)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
+        if ollama_port is not None:
+            log.info("Ollama's API (and every other route) is also served on %s:%d", bind, ollama_port)
         log.info("Supported endpoints:\n%s", "\n".join(_endpoint_lines(app)))
         if self.state.settings.jit_loading:
             log.info("Just-in-time model loading active.")

@@ -23,6 +23,7 @@ from lms.metrics import Metrics
 from lms.settings import Settings, SettingsError
 from lms.store import catalog
 from lms.store.downloads import DownloadManager
+from lms.tokens import Authenticator, TokenStore
 
 log = logging.getLogger("lms.daemon")
 
@@ -30,16 +31,19 @@ log = logging.getLogger("lms.daemon")
 class Daemon:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings if settings is not None else Settings.load()
+        config.restrict_to_owner(config.settings_path())  # it may hold api_token
         self.bus = LogBus()
         self.metrics = Metrics()
         self.manager = ModelManager(self.settings, self.bus, self.metrics)
         self.metrics.attach(self.manager)
         self.responses = ResponseStore(config.home() / "lms.db",
                                        max_age_seconds=self.settings.responses_max_age_days * 86400,
-                                       max_count=self.settings.responses_max_count)
+                                       max_count=self.settings.responses_max_count,
+                                       max_bytes=self.settings.responses_max_bytes)
         self.mcp = McpPool(connect_timeout=self.settings.mcp_connect_timeout_seconds,
                            call_timeout=self.settings.mcp_call_timeout_seconds)
         self.downloads = DownloadManager(reserve_bytes=self.settings.download_reserve_bytes)
+        self.authenticator = Authenticator(TokenStore(), self.settings.api_token)
         self.http = HTTPServerController(self)
         self.control: uvicorn.Server | None = None
 

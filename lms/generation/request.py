@@ -52,6 +52,7 @@ class DraftSpec:
 class GenerationRequest:
     messages: list[dict] | None = None  # chat: the template is applied in the worker
     prompt: str | None = None  # raw completion: no template
+    suffix: str | None = None  # with prompt: fill in the middle, laid out with the model's own FIM tokens
     sampling: Sampling = field(default_factory=Sampling)
     max_tokens: int | None = None  # None: until the context is full
     stop: list[str] = field(default_factory=list)
@@ -86,10 +87,11 @@ class EmbeddingRequest:
     """What an embedding model embeds, one vector per input."""
 
     inputs: list[str]
+    truncate: bool = False  # cut an input longer than the context instead of refusing it
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> EmbeddingRequest:
-        return cls(inputs=list(data["inputs"]))
+        return cls(inputs=list(data["inputs"]), truncate=bool(data.get("truncate")))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from lms.errors import LmsError
+
 
 @dataclass
 class ToolPlan:
@@ -20,6 +22,21 @@ class ToolPlan:
     forced: bool = False
     allowed_names: set[str] | None = None
     max_calls: int | None = None
+
+
+def chat_function_tools(tools: list | None) -> list[dict]:
+    """Chat-format tools (`{"type": "function", "function": {name, description, parameters}}`, as OpenAI's chat
+    API and Ollama take them) flattened to the shape every surface shares: {name, description, parameters}."""
+    flat = []
+    for index, tool in enumerate(tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function" \
+                or not isinstance(function.get("name"), str) or not function["name"]:
+            raise LmsError.invalid("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
+                                   f"tools[{index}]")
+        flat.append({"name": function["name"], "description": function.get("description"),
+                     "parameters": function.get("parameters"), "strict": function.get("strict")})
+    return flat
 
 
 def _call_schema(tool: dict) -> dict:
@@ -93,7 +110,9 @@ def render_tool_calls_as_text(messages: list[dict]) -> list[dict]:
     return rendered
 
 
-def _json_or_text(arguments: str):
+def _json_or_text(arguments):
+    if not isinstance(arguments, str):  # some clients send the arguments object itself
+        return arguments
     try:
         return json.loads(arguments)
     except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,6 +100,15 @@ def runtime_for(entry: ModelEntry) -> str:
     return "mlx"
 
 
+def unreadable_error(model_key: str, rel_path: str, reason: str) -> LmsError:
+    """A model whose file cannot be read is listed by `lms ls` but cannot load: a 400 that says why."""
+    return LmsError.invalid(f"Model '{model_key}' cannot be loaded: its file {rel_path} is unreadable ({reason}). "
+                            "Download it again or remove it.", "model", code="model_unreadable")
+
+
+QUEUE_RETRY_AFTER_SECONDS = 2  # what a client turned away by a full queue is told to wait
+
+
 def _mib(count: int) -> str:
     return f"{count / (1024 * 1024):,.0f} MiB"
 
@@ -120,6 +130,11 @@ class ModelManager:
         self.metrics = metrics
         self._spawn_worker: SpawnWorker = spawn_worker or WorkerHandle.spawn
         self.loaded: dict[str, LoadedModel] = {}
+        # Memory promised to loads under way: the guardrail check of the next load counts it, so two loads
+        # started at once cannot both pass a check only one of them fits in.
+        self._reserved: dict[int, int] = {}
+        self._reservations = itertools.count(1)
+        self._loading: set[str] = set()  # identifiers of loads under way, taken like loaded ones
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task | None = None
 
@@ -146,27 +161,33 @@ class ModelManager:
                 code="model_not_found") from exc
         except catalog.AmbiguousModel as exc:
             raise LmsError.invalid(str(exc), "model", code="ambiguous_model") from exc
+        except catalog.UnreadableModelError as exc:
+            raise unreadable_error(exc.model.model_key, exc.model.rel_path, exc.model.error) from exc
 
     # --- load and unload ------------------------------------------------------------------------------
 
     def _new_identifier(self, entry: ModelEntry, wanted: str | None) -> str:
         if wanted:
-            if wanted in self.loaded:
+            if wanted in self.loaded or wanted in self._loading:
                 raise LmsError.conflict(f"A model with identifier '{wanted}' is already loaded.", "identifier",
                                         code="identifier_in_use")
             return wanted
         identifier, n = entry.model_key, 2
-        while identifier in self.loaded:
+        while identifier in self.loaded or identifier in self._loading:
             identifier, n = f"{entry.model_key}:{n}", n + 1
         return identifier
 
     def estimate(self, entry: ModelEntry, context_length: int | None = None, gpu_ratio: float = 0.0,
                  parallel: int | None = None) -> dict:
         """The memory estimate of loading `entry`, and whether the guardrails let it load."""
-        planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio,
-                                  self._parallel(entry, parallel))
+        try:
+            planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio,
+                                      self._parallel(entry, parallel))
+        except (OSError, ValueError) as exc:  # the file went bad (or away) since the catalog read it
+            raise unreadable_error(entry.model_key, entry.rel_path, catalog.describe_failure(exc, entry.path,
+                                                                                          entry.rel_path)) from exc
         passes, room = check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
-                             sum(m.estimated_bytes for m in self.loaded.values()))
+                             sum(m.estimated_bytes for m in self.loaded.values()), sum(self._reserved.values()))
         return {**planned.as_dict(room, passes), "guardrails": self.settings.guardrails}
 
     def _parallel(self, entry: ModelEntry, wanted: int | None) -> int:
@@ -216,7 +237,24 @@ class ModelManager:
                 f"but {_mib(max(room, 0))} is available ({_mib(need - room)} short, guardrails: "
                 f"{self.settings.guardrails}). Use a shorter context (-c), unload a model, or turn guardrails off.",
                 "context_length", code="insufficient_memory")
+        # No await between the check above and these reservations: the next load's check already counts them.
         identifier = self._new_identifier(entry, identifier)
+        reservation = next(self._reservations)
+        self._reserved[reservation] = planned["memory"]["totalBytes"]
+        self._loading.add(identifier)
+        try:
+            model = await self._start(entry, identifier, context_length, ttl, jit, parallel, draft, draft_max_tokens,
+                                      planned, progress)
+            self.loaded[identifier] = model
+        finally:
+            del self._reserved[reservation]
+            self._loading.discard(identifier)
+        return model
+
+    async def _start(self, entry: ModelEntry, identifier: str, context_length: int, ttl: int | None, jit: bool,
+                     parallel: int, draft: DraftSpec | None, draft_max_tokens: int | None, planned: dict,
+                     progress: Callable[[float], None] | None) -> LoadedModel:
+        """Start a worker and load the model in it; the worker is stopped again if that fails."""
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
         runtime = runtime_for(entry)
@@ -254,11 +292,12 @@ class ModelManager:
                             engine={"name": runtime, "version": loaded["info"].get("engine_version")})
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
-        self.loaded[identifier] = model
         return model
 
-    async def get_or_load(self, name: str | None, ttl: int | None = None) -> LoadedModel:
-        """The model a request names: loaded already, or loaded now (JIT) with an idle TTL."""
+    async def get_or_load(self, name: str | None, ttl: int | None = None,
+                          context_length: int | None = None) -> LoadedModel:
+        """The model a request names: loaded already (whatever its context length), or loaded now (JIT) with an
+        idle TTL and the context length asked for, else the default."""
         if not name:
             if len(self.loaded) == 1:
                 return next(iter(self.loaded.values()))
@@ -278,7 +317,7 @@ class ModelManager:
                 await self._evict_jit_models()
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
             return await asyncio.shield(self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds,
-                                                  jit=True))
+                                                  jit=True, context_length=context_length))
 
     async def _evict_jit_models(self) -> None:
         """Auto-evict (LM Studio's "only keep last JIT loaded model"): other JIT-loaded models go before a new JIT
@@ -338,8 +377,20 @@ class ModelManager:
 
     # --- work -----------------------------------------------------------------------------------------
 
+    def _admit(self, model: LoadedModel) -> None:
+        """The bounded queue of a model: beyond its parallel slots at most `max_queued_requests` wait; the next
+        is turned away at once with a 503 and Retry-After rather than piling up memory and latency."""
+        waiting = model.active - model.parallel
+        limit = self.settings.max_queued_requests
+        if waiting >= limit:
+            raise LmsError.unavailable(
+                f"'{model.identifier}' is busy: its {model.parallel} slot(s) are in use and {max(waiting, 0)} "
+                f"request(s) are queued (max_queued_requests: {limit}). Retry later.", "model",
+                code="queue_full", retry_after=QUEUE_RETRY_AFTER_SECONDS)
+
     @contextlib.asynccontextmanager
     async def _busy(self, model: LoadedModel, status: str):
+        self._admit(model)
         model.active += 1
         model.status = status if model.active == 1 else model.status
         model.last_used = now_ms()
@@ -390,9 +441,9 @@ class ModelManager:
         request = GenerationRequest(messages=messages)
         return (await model.worker.request("count", request=request.to_dict()))["prompt_tokens"]
 
-    async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
+    async def embed(self, model: LoadedModel, inputs: list[str], truncate: bool = False) -> dict:
         if model.entry.type != "embedding":
             raise LmsError.invalid(f"'{model.identifier}' is not an embedding model.", "model",
                                    code="model_not_supported")
         async with self._busy(model, "computingEmbedding"):
-            return await model.worker.request("embed", request=EmbeddingRequest(inputs=inputs).to_dict())
+            return await model.worker.request("embed", request=EmbeddingRequest(inputs, truncate).to_dict())

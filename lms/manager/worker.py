@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from lms import config
 from lms.errors import Kind, LmsError
 
 log = logging.getLogger("lms.worker")
@@ -52,7 +53,7 @@ class WorkerHandle:
                     import_path: Path | None = None) -> WorkerHandle:
         """A new worker process; `import_path` goes first on its module path (a selected engine version)."""
         parent, child = socket.socketpair()
-        log_file = open(log_path, "ab")
+        log_file = config.open_private(log_path, "ab")  # engines log prompts on errors
         env = dict(os.environ)
         if import_path is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(import_path), env.get("PYTHONPATH")]))

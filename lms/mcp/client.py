@@ -5,6 +5,11 @@ transports are context managers bound to the task that enters them. Requests fro
 and race against the connection's end, so a server that dies fails its calls at once and one that hangs fails
 them at the timeout: nothing waits forever. The tool list is read when a connection opens; every later use
 pings first, so a server that restarted gets a new connection and its tool list is read again.
+
+An HTTP server's host must pass the outbound policy (lms.outbound: public addresses only, unless the host is in
+`allowed_fetch_hosts`), checked within the connect deadline; the connection then goes to the checked address
+(lms/mcp/pinned.py). Resolving the name, connecting, initializing and listing tools share one deadline. The pool
+keeps at most `max_connections` open, closing the least recently used first.
 """
 
 from __future__ import annotations
@@ -13,9 +18,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from lms.errors import LmsError
+from lms.outbound import AddressPins, default_port
 
 log = logging.getLogger("lms.mcp")
 
@@ -29,6 +39,8 @@ class ServerAddress:
     command: str | None = None
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # Hosts this server may be at although their addresses are not public (the allowed_fetch_hosts setting)
+    allowed_hosts: frozenset[str] = frozenset()
 
     @property
     def transport(self) -> str:
@@ -117,6 +129,8 @@ class McpConnection:
         self.connect_timeout = connect_timeout
         self.tools: list[McpTool] = []
         self.server_name: str | None = None
+        self.pins = AddressPins(address.allowed_hosts, what="an MCP server") if address.url else None
+        self.in_use = 0  # requests running on it: the pool closes idle connections first
         self._session = None
         self._ended = asyncio.Event()
         self._closing = asyncio.Event()
@@ -127,16 +141,27 @@ class McpConnection:
         return self._session is not None and not self._ended.is_set()
 
     async def open(self) -> None:
-        ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._hold(ready), name=f"mcp {self.address.describe()}")
+        """Check the server's address, connect, initialize and list its tools, all within `connect_timeout`.
+        An address the policy refuses raises the policy's LmsError (it names allowed_fetch_hosts)."""
         try:
-            await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                if self.pins is not None:
+                    parts = urlsplit(self.address.url)
+                    await self.pins.address(parts.hostname, parts.port or default_port(parts.scheme))
+                ready: asyncio.Future = asyncio.get_running_loop().create_future()
+                self._task = asyncio.create_task(self._hold(ready), name=f"mcp {self.address.describe()}")
+                await asyncio.shield(ready)
+        except LmsError:
+            raise
         except TimeoutError:
-            await self.close()
+            await self.close(grace_seconds=0)  # it never got ready: nothing to end politely
             raise _http_error(504, f"The MCP server at {self.address.describe()} did not answer within "
                                    f"{self.connect_timeout:g} s.") from None
+        except asyncio.CancelledError:
+            await self.close(grace_seconds=0)
+            raise
         except BaseException as exc:
-            await self.close()
+            await self.close(grace_seconds=0)
             raise _as_mcp_error(exc, self.address) from None
 
     async def _hold(self, ready: asyncio.Future) -> None:
@@ -169,15 +194,18 @@ class McpConnection:
             params = StdioServerParameters(command=address.command, args=list(address.args),
                                            env=dict(address.env) or None)
             return stdio_client(params)
+        from lms.mcp.pinned import pinned_client
+
         if address.transport == "sse":
             from mcp.client.sse import sse_client
 
-            return sse_client(address.url, headers=dict(address.headers), timeout=self.connect_timeout)
+            return sse_client(address.url, headers=dict(address.headers), timeout=self.connect_timeout,
+                              httpx_client_factory=lambda **options: pinned_client(self.pins, **options))
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        http = httpx2.AsyncClient(headers=dict(address.headers),
-                                  timeout=httpx2.Timeout(self.connect_timeout, read=None))
+        http = pinned_client(self.pins, headers=dict(address.headers),
+                             timeout=httpx2.Timeout(self.connect_timeout, read=None))
         stack.push_async_callback(http.aclose)
         return streamable_http_client(address.url, http_client=http)
 
@@ -187,9 +215,11 @@ class McpConnection:
             raise _http_error(502, f"The connection to the MCP server at {self.address.describe()} is closed.")
         work = asyncio.ensure_future(operation(self._session))
         ended = asyncio.ensure_future(self._ended.wait())
+        self.in_use += 1
         try:
             done, _ = await asyncio.wait({work, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.in_use -= 1
             ended.cancel()
         if work in done:
             try:
@@ -202,11 +232,12 @@ class McpConnection:
                                    f"{timeout:g} s.")
         raise _http_error(502, f"The MCP server at {self.address.describe()} closed the connection during {what}.")
 
-    async def close(self) -> None:
+    async def close(self, grace_seconds: float = 3) -> None:
+        """End the session, giving the server `grace_seconds` to see it end before the task is cancelled."""
         self._closing.set()
         if self._task is not None and not self._task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 3)
+                await asyncio.wait_for(asyncio.shield(self._task), grace_seconds)
             except (TimeoutError, Exception):
                 self._task.cancel()
 
@@ -229,29 +260,65 @@ async def _list_tools(session) -> list[McpTool]:
 
 
 class McpPool:
-    """The daemon's MCP connections, one per server address, opened on first use and reopened when needed."""
+    """The daemon's MCP connections, one per server address, opened on first use and reopened when needed; at
+    most `max_connections` stay open (each holds a socket or a process), the least recently used closed first."""
 
-    def __init__(self, connect_timeout: float = 10.0, call_timeout: float = 60.0):
+    def __init__(self, connect_timeout: float = 10.0, call_timeout: float = 60.0, max_connections: int = 32):
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
-        self._connections: dict[ServerAddress, McpConnection] = {}
-        self._locks: dict[ServerAddress, asyncio.Lock] = {}
+        self.max_connections = max_connections
+        self._connections: OrderedDict[ServerAddress, McpConnection] = OrderedDict()  # least recently used first
+        self._locks: dict[ServerAddress, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, address: ServerAddress) -> AsyncIterator[None]:
+        """One opening per address at a time; a lock lives only while someone holds or waits for it, so
+        addresses that were named once do not pile up."""
+        lock, waiting = self._locks.setdefault(address, (asyncio.Lock(), [0]))
+        waiting[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                self._locks.pop(address, None)
 
     async def connection(self, address: ServerAddress) -> McpConnection:
-        async with self._locks.setdefault(address, asyncio.Lock()):
+        async with self._locked(address):
             connection = self._connections.get(address)
             if connection is not None and connection.alive:
                 try:  # a server that restarted no longer knows our session: reconnect and read its tools again
                     await connection.request(lambda session: session.send_ping(), self.connect_timeout, "a ping")
+                    self._connections.move_to_end(address)
                     return connection
                 except McpError:
                     pass
             if connection is not None:
-                await connection.close()
                 self._connections.pop(address, None)
+                await connection.close()
+            await self._shrink_to(self.max_connections - 1)
             connection = McpConnection(address, self.connect_timeout)
             await connection.open()
             self._connections[address] = connection
+            await self._shrink_to(self.max_connections, keep=address)  # others may have opened meanwhile
             return connection
+
+    async def _shrink_to(self, limit: int, keep: ServerAddress | None = None) -> None:
+        """Close connections, idle ones first and the least recently used among them, until at most `limit`
+        are open."""
+        while len(self._connections) > max(limit, 0):
+            candidates = [a for a in self._connections if a != keep]
+            if not candidates:
+                return
+            idle = [a for a in candidates if not self._connections[a].in_use]
+            oldest = (idle or candidates)[0]
+            log.info("closing the MCP connection to %s: more than %d are open", oldest.describe(),
+                     self.max_connections)
+            await self._connections.pop(oldest).close()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._connections)
 
     async def tools(self, address: ServerAddress) -> list[McpTool]:
         return (await self.connection(address)).tools
@@ -268,5 +335,5 @@ class McpPool:
         return outcome
 
     async def close_all(self) -> None:
-        connections, self._connections = list(self._connections.values()), {}
+        connections, self._connections = list(self._connections.values()), OrderedDict()
         await asyncio.gather(*(connection.close() for connection in connections), return_exceptions=True)

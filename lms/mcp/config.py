@@ -53,6 +53,7 @@ def local_servers(path: Path | None = None) -> dict[str, ServerAddress]:
         text = path.read_text()
     except FileNotFoundError:
         return {}
+    config.restrict_to_owner(path)  # its headers and env often hold API keys
     try:
         document = json.loads(text)
     except ValueError as exc:

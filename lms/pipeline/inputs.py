@@ -39,6 +39,7 @@ class ChatInput:
 class CompletionInput:
     model: str | None
     prompt: str
+    suffix: str | None = None  # fill in the middle: the text after the gap (the prompt is the text before it)
     sampling: dict = field(default_factory=dict)
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)

@@ -89,8 +89,9 @@ class Pipeline:
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    async def model(self, name: str | None, ttl: int | None = None) -> LoadedModel:
-        return await self.manager.get_or_load(name, ttl)
+    async def model(self, name: str | None, ttl: int | None = None,
+                    context_length: int | None = None) -> LoadedModel:
+        return await self.manager.get_or_load(name, ttl, context_length)
 
     async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
         """The images as base64, once the model is known to see them."""
@@ -103,9 +104,15 @@ class Pipeline:
         allowed = self.manager.settings.fetch_hosts()
         return [base64.b64encode(await load_image(url, param, allowed)).decode() for url in urls]
 
-    async def embed(self, model: LoadedModel, inputs: list[str]) -> dict:
-        """{"embeddings": [[float]], "prompt_tokens": int} of the inputs, in order."""
-        return await self.manager.embed(model, inputs)
+    async def embed(self, model: LoadedModel, inputs: list[str], dimensions: int | None = None,
+                    truncate: bool = False) -> dict:
+        """{"embeddings": [[float]], "prompt_tokens": int} of the inputs, in order; with `dimensions`, each
+        vector cut to its first dimensions and renormalized (Matryoshka-style), so it stays unit length; with
+        `truncate`, an input longer than the context is cut to fit instead of refused."""
+        result = await self.manager.embed(model, inputs, truncate)
+        if dimensions:
+            result["embeddings"] = [_unit(vector[:dimensions]) for vector in result["embeddings"]]
+        return result
 
     async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
         """Prompt tokens of these messages under the model's chat template."""
@@ -142,6 +149,11 @@ class Pipeline:
         return Generation(model, await primed(self.manager.generate(model, request)), request)
 
 
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
 def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[GenerationRequest, ToolPlan]:
     """The typed request of one chat generation (messages as given), and its tool plan; forced tool calls take
     the output format's place."""
@@ -163,4 +175,4 @@ def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[Gene
 def completion_request(completion: CompletionInput) -> GenerationRequest:
     return GenerationRequest(prompt=completion.prompt, sampling=Sampling.overriding(**completion.sampling),
                              max_tokens=completion.max_tokens, stop=completion.stop, grammar=completion.grammar,
-                             draft_model=completion.draft_model)
+                             draft_model=completion.draft_model, suffix=completion.suffix)

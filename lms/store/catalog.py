@@ -6,6 +6,7 @@ one model in a repo folder are variants of one key (`key@q4_k_m`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -109,6 +110,50 @@ def params_string(header: GGUFHeader) -> str | None:
     return f"{round(count / 1e6)}M"
 
 
+@dataclass
+class UnreadableModel:
+    """A model file (or MLX folder) the catalog could not read: listed with the reason, never loaded."""
+
+    model_key: str
+    path: Path
+    rel_path: str
+    publisher: str
+    format: str  # "gguf" or "mlx"
+    size_bytes: int
+    error: str
+
+    def info(self) -> dict:
+        """What `lms ls --json` prints for it: the fields of a model it has, `unreadable` and the reason."""
+        return {"type": "unknown", "modelKey": self.model_key,
+                "format": "safetensors" if self.format == "mlx" else "gguf", "displayName": self.path.name,
+                "publisher": self.publisher, "path": self.rel_path, "sizeBytes": self.size_bytes,
+                "indexedModelIdentifier": self.rel_path, "unreadable": True, "error": self.error}
+
+
+@dataclass
+class Survey:
+    """The models folder as the catalog sees it: the models, and the files it could not read."""
+
+    entries: list[ModelEntry]
+    unreadable: list[UnreadableModel]
+
+
+def describe_failure(exc: BaseException, path: Path, rel_path: str) -> str:
+    """Why a file could not be read, in words, naming it by its place in the models folder (no absolute path in
+    an API answer)."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+    else:
+        reason = str(exc) or type(exc).__name__
+    return reason.replace(str(path), rel_path)
+
+
+class UnreadableModelError(LookupError):
+    def __init__(self, model: UnreadableModel):
+        self.model = model
+        super().__init__(f"'{model.model_key}' is unreadable: {model.error}")
+
+
 class ModelNotFound(LookupError):
     def __init__(self, query: str, available: list[str]):
         self.query, self.available = query, available
@@ -121,15 +166,22 @@ class AmbiguousModel(LookupError):
         super().__init__(f"'{query}' matches several models: {', '.join(candidates)}. Use the full model key.")
 
 
-_header_cache: dict[tuple[str, int, int], GGUFHeader] = {}
+_header_cache: dict[tuple[str, int, int], GGUFHeader | Exception] = {}
 
 
 def _header(path: Path) -> GGUFHeader:
+    """A file's GGUF header, read once per version of the file (a bad one fails again without a second read)."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _header_cache:
-        _header_cache[key] = read_header(path)
-    return _header_cache[key]
+        try:
+            _header_cache[key] = read_header(path)
+        except (OSError, ValueError) as exc:  # GGUFError is a ValueError
+            _header_cache[key] = exc
+    found = _header_cache[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 _SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})$")
@@ -159,10 +211,30 @@ def _is_projector(path: Path) -> bool:
 
 
 def scan(root: Path | None = None) -> list[ModelEntry]:
-    """Every model under the models folder, variants grouped, sorted by key."""
+    """Every readable model under the models folder, variants grouped, sorted by key."""
+    return survey(root).entries
+
+
+def unreadable(root: Path | None = None) -> list[UnreadableModel]:
+    """The model files under the models folder that cannot be read, with the reason."""
+    return survey(root).unreadable
+
+
+def _size(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def survey(root: Path | None = None) -> Survey:
+    """Every model under the models folder, variants grouped, sorted by key; and every file that looks like a
+    model but cannot be read (any way bad: it must not hide the other models), with the reason."""
     root = root or config.models_dir()
     if not root.is_dir():
-        return []
+        return Survey([], [])
+    bad: list[UnreadableModel] = []
     by_folder: dict[Path, list[Path]] = {}
     for dirpath, _dirs, files in os.walk(root, followlinks=True):
         for name in files:
@@ -176,7 +248,16 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
     for dirpath, dirs, _files in os.walk(root, followlinks=True):
         folder = Path(dirpath)
         if len(folder.relative_to(root).parts) == 2 and is_mlx_folder(folder):
-            entries.append(_mlx_entry(folder, root))
+            try:
+                entries.append(_mlx_entry(folder, root))
+            except Exception as exc:  # noqa: BLE001 - a broken folder is listed as such, not a failed scan
+                publisher, repo = folder.relative_to(root).parts
+                rel = str(folder.relative_to(root))
+                contents = [p for p in files_in(folder) if p.is_file()]
+                bad.append(UnreadableModel(f"{publisher.lower()}/{repo.lower()}", folder, rel, publisher, "mlx",
+                                           _size(contents), "not a readable MLX model: " +
+                                           describe_failure(exc, folder, rel)))
+                _report(bad[-1])
             dirs.clear()
     for folder, files in by_folder.items():
         rel_folder = folder.relative_to(root)
@@ -185,7 +266,7 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
         publisher = rel_folder.parts[0]
         bases = {_strip_quant(f.stem).lower() for f in files}
         repo_key = re.sub(r"-gguf$", "", rel_folder.parts[1].lower())
-        projectors = sorted(p for p in folder.iterdir() if _is_projector(p) and p.name.lower().endswith(".gguf"))
+        projectors = sorted(p for p in files_in(folder) if _is_projector(p) and p.name.lower().endswith(".gguf"))
         projector = projectors[0] if projectors else None
         group: dict[str, list[ModelEntry]] = {}
         for path in sorted(files):
@@ -193,8 +274,11 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
             key = f"{publisher.lower()}/{base}"
             try:
                 entry = _entry(key, path, root, publisher, _header(path), projector)
-            except Exception as exc:  # one bad file (any way bad) must not hide the other models
-                log.warning("skipping %s: %s", path, exc or type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - one bad file (any way bad) must not hide the other models
+                rel = str(path.relative_to(root))
+                bad.append(UnreadableModel(key, path, rel, publisher, "gguf", _size(split_parts(path) or [path]),
+                                           describe_failure(exc, path, rel)))
+                _report(bad[-1])
                 continue
             group.setdefault(key, []).append(entry)
         for members in group.values():
@@ -205,7 +289,25 @@ def scan(root: Path | None = None) -> list[ModelEntry]:
                 member.selected_variant = variant_keys[0]
             entries.extend(members)
     entries.sort(key=lambda e: (e.model_key, e.variant_key))
-    return entries
+    bad.sort(key=lambda b: (b.model_key, b.rel_path))
+    return Survey(entries, bad)
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def _report(model: UnreadableModel) -> None:
+    """Log an unreadable model once per reason, not on every listing."""
+    if (model.rel_path, model.error) not in _reported:
+        _reported.add((model.rel_path, model.error))
+        log.warning("unreadable model %s: %s", model.path, model.error)
+
+
+def files_in(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _entry(key: str, path: Path, root: Path, publisher: str, header: GGUFHeader,
@@ -263,9 +365,25 @@ def models(root: Path | None = None) -> list[ModelEntry]:
     return list(seen.values())
 
 
-def resolve(query: str, entries: list[ModelEntry] | None = None) -> ModelEntry:
-    """Find a model by exact key, variant key or path, else by a unique fuzzy match."""
-    entries = scan() if entries is None else entries
+def resolve(query: str, entries: list[ModelEntry] | None = None,
+            unreadable_models: list[UnreadableModel] | None = None) -> ModelEntry:
+    """Find a model by exact key, variant key or path, else by a unique fuzzy match. A query that names no
+    readable model but an unreadable one raises UnreadableModelError (it says why it cannot load)."""
+    if entries is None:
+        found = survey()
+        entries, unreadable_models = found.entries, found.unreadable
+    try:
+        return _resolve_readable(query, entries)
+    except ModelNotFound:
+        wanted = query.strip().lower()
+        named = [m for m in unreadable_models or [] if wanted in (m.model_key, m.rel_path.lower())] or \
+            [m for m in unreadable_models or [] if wanted in m.model_key or wanted in m.rel_path.lower()]
+        if len({m.model_key for m in named}) == 1:
+            raise UnreadableModelError(named[0]) from None
+        raise
+
+
+def _resolve_readable(query: str, entries: list[ModelEntry]) -> ModelEntry:
     wanted = query.strip().lower()
     for attribute in ("model_key", "variant_key", "rel_path"):
         for entry in entries:

@@ -28,6 +28,7 @@ from lms.store.transfer import TransferError, fetch
 
 log = logging.getLogger("lms.downloads")
 ACTIVE = ("downloading",)
+MAX_FINISHED_JOBS = 100  # finished jobs kept for `lms get` and the status API; running ones are always kept
 
 
 class Cancelled(Exception):
@@ -112,8 +113,9 @@ def downloads_dir() -> Path:
 
 
 class DownloadManager:
-    def __init__(self, reserve_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, reserve_bytes: int = 64 * 1024 * 1024, max_finished_jobs: int = MAX_FINISHED_JOBS):
         self.reserve_bytes = reserve_bytes  # never fill the disk to the last byte
+        self.max_finished_jobs = max_finished_jobs
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, asyncio.Task] = {}
 
@@ -133,6 +135,7 @@ class DownloadManager:
             if job.status in ACTIVE:
                 log.info("resuming download %s of %s@%s", job.job_id, job.repo_id, job.variant)
                 self._launch(job)
+        self._trim()
 
     async def close(self) -> None:
         for task in self.tasks.values():
@@ -155,6 +158,7 @@ class DownloadManager:
         if all(_complete(job.target_dir / f.path, f) for f in files):
             job.status, job.completed_at, job.done_bytes = "already_downloaded", time.time(), job.total_bytes
             self.jobs[job.job_id] = job
+            self._trim()
             return job
         self._check_space(job)
         self.jobs[job.job_id] = job
@@ -224,6 +228,19 @@ class DownloadManager:
         if job.error:
             log.warning("download %s failed: %s", job.job_id, job.error)
         self._save(job)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep the job list bounded: finished jobs beyond `max_finished_jobs` go, oldest first, with their
+        journal files; a running job is never dropped."""
+        finished = [job for job in self.jobs.values() if job.status not in ACTIVE and job.job_id not in self.tasks]
+        excess = len(finished) - self.max_finished_jobs
+        if excess <= 0:
+            return
+        finished.sort(key=lambda job: job.completed_at or job.started_at)
+        for job in finished[:excess]:
+            del self.jobs[job.job_id]
+            (downloads_dir() / "jobs" / f"{job.job_id}.json").unlink(missing_ok=True)
 
     def _fetch(self, job: Job, file: HubFile) -> None:
         """One file, into `<staging>/<path>.part` then `<staging>/<path>`. huggingface_hub's own HTTP download

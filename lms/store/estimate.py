@@ -123,9 +123,12 @@ def available_memory(limit: int = 0) -> tuple[int, int]:
     return memory.available, memory.total
 
 
-def check(estimate_: Estimate, mode: str, limit: int = 0, loaded_bytes: int = 0) -> tuple[bool, int]:
+def check(estimate_: Estimate, mode: str, limit: int = 0, loaded_bytes: int = 0,
+          reserved_bytes: int = 0) -> tuple[bool, int]:
     """Guardrails: `strict` needs the memory available now; `relaxed` (the default) needs it to fit the
-    machine's memory beside the models already loaded; `off` checks nothing. Returns (passes, room)."""
+    machine's memory beside the models already loaded; `off` checks nothing. `reserved_bytes` is memory promised
+    to loads still under way: not spent yet (nor seen as used by the system), but no longer room for this one.
+    Returns (passes, room)."""
     available, total = available_memory(limit)
     if mode == "off":
         return True, available
@@ -133,4 +136,5 @@ def check(estimate_: Estimate, mode: str, limit: int = 0, loaded_bytes: int = 0)
         room = min(available, limit - loaded_bytes) if limit else available
     else:
         room = (limit or total) - loaded_bytes
+    room -= reserved_bytes
     return estimate_.total_bytes <= room, room

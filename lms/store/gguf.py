@@ -148,3 +148,30 @@ def read_header(path: str | Path) -> GGUFHeader:
             name = TENSOR_TYPES.get(tensor_type, str(tensor_type))
             header.tensor_types[name] = header.tensor_types.get(name, 0) + elements
         return header
+
+
+def find_strings(path: str | Path, key: str, wanted: set[str]) -> dict[str, int]:
+    """Where each wanted string sits in the string array `key` (e.g. a token's id in `tokenizer.ggml.tokens`),
+    read without keeping the array."""
+    found: dict[str, int] = {}
+    with open(path, "rb") as handle:
+        reader = _Reader(handle)
+        if reader.read(4) != MAGIC or reader.unpack("<I") < 2:
+            raise GGUFError(f"{path} is not a GGUF file")
+        _tensor_count, kv_count = reader.unpack("<Q"), reader.unpack("<Q")
+        for _ in range(kv_count):
+            name, kind = reader.string(), reader.unpack("<I")
+            if name != key or kind != _ARRAY:
+                reader.value(kind)  # long arrays are skipped, not kept
+                continue
+            item_kind, count = reader.unpack("<I"), reader.unpack("<Q")
+            if item_kind != _STRING:
+                raise GGUFError(f"{key} is not an array of strings")
+            reader._fits(count, 8, "array")
+            for index in range(count):
+                text = reader.string()
+                if text in wanted:
+                    found[text] = index
+            return found
+    return found
+

@@ -3,12 +3,17 @@ repository's files form downloadable variants.
 
 `HF_ENDPOINT` (a company mirror) and `HF_TOKEN` are honoured; the CLI passes its own values with each request
 so that the daemon uses what the user's shell says.
+
+Repository ids, commits and file names become paths under `models/` and the download staging folder, so each is
+validated before it is used (`safe_repo_id`, `safe_revision`, `safe_file_path`): a mirror that answers `../x`,
+`/etc/x`, a backslash or a NUL cannot make lms write outside those folders.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from lms.errors import Kind, LmsError
@@ -19,6 +24,12 @@ MLX_QUANT = re.compile(r"(\d+)[-_]?bit", re.IGNORECASE)
 # What "recommended" means when several variants fit: the quantizations most people run.
 PREFERRED = ["q4_k_m", "q4_k_s", "q5_k_m", "q4_0", "q4_1", "q5_0", "q6_k", "q8_0", "mlx-4bit", "mlx-8bit"]
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
+# One part of a repository id (owner or name), in the Hub's own rules: letters, digits, '_', '-' and '.', neither
+# '-' nor '.' first or last, at most 96 characters. So never '.', '..' or a separator.
+REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]{0,94}[A-Za-z0-9_])?")
+REPO_ID_LIKE = re.compile(r"[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+")  # what is meant as owner/name, safe or not
+MAX_FILE_PATH = 1024
+MAX_PATH_PART_BYTES = 255
 
 
 class HubError(LmsError):
@@ -39,6 +50,56 @@ def _bad(message: str) -> HubError:
     return HubError(message, Kind.INVALID, code="invalid_value", param="model")
 
 
+def safe_repo_id(repo_id: object) -> str:
+    """`repo_id` if it is `owner/name` of the Hub's safe characters, else an error (it becomes a folder)."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2 or not all(REPO_PART.fullmatch(part) for part in parts):
+        raise _bad(f"{_shown(repo_id)} is not a repository id: use owner/name (letters, digits, '-', '_', '.').")
+    return repo_id
+
+
+def path_problem(path: object) -> str | None:
+    if not isinstance(path, str) or not path:
+        return "it is empty"
+    if len(path) > MAX_FILE_PATH:
+        return f"it is longer than {MAX_FILE_PATH} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "it holds a control character"
+    if "\\" in path:
+        return "it holds a backslash"
+    if path.startswith("/"):
+        return "it is absolute"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "it has an empty, '.' or '..' part"
+    if any(len(part.encode()) > MAX_PATH_PART_BYTES for part in parts):
+        return f"a part is longer than {MAX_PATH_PART_BYTES} bytes"
+    return None
+
+
+def safe_file_path(path: object, repo_id: str) -> str:
+    """A file name from the Hub if it is a plain relative path that stays inside the repository's folder."""
+    reason = path_problem(path)
+    if reason:
+        raise HubError(f"The Hub answered an unsafe file name {_shown(path)} for {repo_id} ({reason}); nothing was "
+                       "downloaded. Check HF_ENDPOINT if you use a mirror.", Kind.UPSTREAM, code="unsafe_hub_answer")
+    return path
+
+
+def safe_revision(commit: object, repo_id: str) -> str:
+    """The commit the Hub answered, as one safe folder name (the download staging folder is named by it)."""
+    if not isinstance(commit, str) or not re.fullmatch(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}", commit):
+        raise HubError(f"The Hub answered an unusable commit {_shown(commit)} for {repo_id}; nothing was downloaded.",
+                       Kind.UPSTREAM, code="unsafe_hub_answer")
+    return commit
+
+
+def _shown(value: object) -> str:
+    """A value from outside, quoted with control characters escaped and its length bounded."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def parse_target(text: str, endpoint: str | None = None) -> Target:
     text = text.strip()
     if text.count("@") > 1:
@@ -54,9 +115,9 @@ def parse_target(text: str, endpoint: str | None = None) -> Target:
         filename = None
         if len(parts) > 4 and parts[2] in ("blob", "resolve", "tree"):
             filename = "/".join(parts[4:]) or None
-        return Target(repo_id=f"{parts[0]}/{parts[1]}", quant=quant, filename=filename)
-    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
-        return Target(repo_id=name, quant=quant)
+        return Target(repo_id=safe_repo_id(f"{parts[0]}/{parts[1]}"), quant=quant, filename=filename)
+    if REPO_ID_LIKE.fullmatch(name):
+        return Target(repo_id=safe_repo_id(name), quant=quant)
     return Target(query=name, quant=quant)
 
 
@@ -141,17 +202,37 @@ def search(query: str, formats: set[str], *, endpoint: str | None = None, token:
 
 def repo_variants(repo_id: str, formats: set[str], *, endpoint: str | None = None, token: str | None = None,
                   available_bytes: int | None = None) -> HubRepo:
-    """The repository's variants at its current commit, each tagged with whether it fits this machine."""
+    """The repository's variants at its current commit, each tagged with whether it fits this machine. The id,
+    commit and file names the Hub answers are validated here, before anything uses them as paths."""
+    safe_repo_id(repo_id)
     try:
         info = _api(endpoint, token).model_info(repo_id, files_metadata=True)
     except Exception as exc:  # noqa: BLE001
         raise _hub_failure(exc, f"'{repo_id}'") from None
-    files = [HubFile(s.rfilename, s.size or (s.lfs.size if s.lfs else 0), s.lfs.sha256 if s.lfs else None)
-             for s in info.siblings or []]
+    try:
+        answered_id = safe_repo_id(info.id)
+    except HubError:
+        raise HubError(f"The Hub answered an unsafe repository id {_shown(info.id)} for {repo_id}; nothing was "
+                       "downloaded. Check HF_ENDPOINT if you use a mirror.", Kind.UPSTREAM,
+                       code="unsafe_hub_answer") from None
+    commit = safe_revision(info.sha, repo_id)
+    files = [HubFile(safe_file_path(s.rfilename, repo_id), s.size or (s.lfs.size if s.lfs else 0),
+                     s.lfs.sha256 if s.lfs else None) for s in info.siblings or []]
     variants = variants_of(files, set(info.tags or []), repo_id) if formats else []
     variants = [v for v in variants if v.format in formats]
     mark_fit(variants, available_bytes)
-    return HubRepo(info.id, info.sha, variants)
+    return HubRepo(answered_id, commit, variants)
+
+
+def contained(base: Path, relative: str) -> Path:
+    """`base / relative` for a validated relative path, checked once more to lie inside `base` (symlinks of
+    the folder itself are followed: LM Studio users link their models folder elsewhere)."""
+    if path_problem(relative):
+        raise LmsError.invalid(f"Refusing the path {_shown(relative)}: it would leave {base}.", code="unsafe_path")
+    path = base / relative
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise LmsError.invalid(f"Refusing the path {_shown(relative)}: it would leave {base}.", code="unsafe_path")
+    return path
 
 
 def quantization_of(filename: str) -> str | None:

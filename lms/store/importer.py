@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lms import config
 from lms.store.gguf import GGUFError, read_header
+from lms.store.hub import path_problem
 
 DEFAULT_USER_REPO = "imported-models/uncategorized"
 _VERBS = {"move": ("Would move the file to", "File moved to"),
@@ -43,7 +44,7 @@ def plan_import(source: Path, user_repo: str | None, mode: str) -> ImportPlan:
         raise ImportError_(f"{source.name} is not a valid GGUF file: {exc}") from exc
     user_repo = user_repo or DEFAULT_USER_REPO
     parts = user_repo.strip("/").split("/")
-    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+    if len(parts) != 2 or path_problem(user_repo.strip("/")):  # two plain names: the target stays in models/
         raise ImportError_(f"--user-repo must look like user/repo, got '{user_repo}'.")
     target = config.models_dir() / parts[0] / parts[1] / source.name
     if target.exists() or target.is_symlink():

@@ -48,9 +48,22 @@ def engine(name: str) -> Engine:
     return found
 
 
+# A plain version as package indexes publish them (PEP 440, local part included): a digit first, then letters,
+# digits, '.', '-', '_', '+' or '!'. Never a separator or a pip option: a version becomes a folder name
+# (runtimes/<engine>-<version>) and a pip argument.
+PLAIN_VERSION = re.compile(r"[0-9][A-Za-z0-9.+!_\-]{0,63}")
+
+
+def checked_version(version: str) -> str:
+    if not isinstance(version, str) or not PLAIN_VERSION.fullmatch(version):
+        raise LmsError.invalid(f"{version!r} is not a version number (e.g. 0.3.16).", "runtime",
+                               code="invalid_runtime_version")
+    return version
+
+
 def parse(spec: str) -> tuple[Engine, str | None]:
     name, _, version = spec.partition("@")
-    return engine(name), version or None
+    return engine(name), checked_version(version) if version else None
 
 
 def runtimes_dir() -> Path:
@@ -65,14 +78,15 @@ def bundled_version(item: Engine) -> str | None:
 
 
 def install_dir(item: Engine, version: str) -> Path:
-    return runtimes_dir() / f"{item.name}-{version}"
+    return runtimes_dir() / f"{item.name}-{checked_version(version)}"
 
 
 def installed(item: Engine) -> list[str]:
     versions = [v for v in [bundled_version(item)] if v]
     for folder in sorted(runtimes_dir().glob(f"{item.name}-*")) if runtimes_dir().is_dir() else []:
-        if (folder / ".complete").exists():
-            versions.append(folder.name[len(item.name) + 1:])
+        version = folder.name[len(item.name) + 1:]
+        if (folder / ".complete").exists() and PLAIN_VERSION.fullmatch(version):
+            versions.append(version)
     return sorted(set(versions), key=_version_key)
 
 
@@ -86,6 +100,7 @@ def selected(item: Engine) -> str | None:
 
 
 def select(item: Engine, version: str) -> None:
+    checked_version(version)
     if version not in installed(item):
         raise LmsError.not_found(f"{item.name}@{version} is not installed; get it with: lms runtime get "
                                  f"{item.name}@{version}", "runtime", code="runtime_not_found")
@@ -142,6 +157,7 @@ def install(item: Engine, version: str) -> Path:
 
 
 def remove(item: Engine, version: str, in_use: set[str]) -> None:
+    checked_version(version)
     if version == bundled_version(item):
         raise LmsError.conflict(f"{item.name}@{version} is the bundled version; it cannot be removed.", "runtime",
                                 code="runtime_bundled")

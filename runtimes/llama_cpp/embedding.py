@@ -44,9 +44,9 @@ class LlamaCppEmbedder(SerialEngine):
         inputs = request.inputs
         counts = [len(self.llm.tokenize(text.encode("utf-8"), add_bos=True)) for text in inputs]
         for index, count in enumerate(counts):
-            if count > self.n_ctx:
+            if count > self.n_ctx and not request.truncate:
                 raise LmsError.invalid(
                     f"Input {index} has {count} tokens, more than this model's context length of {self.n_ctx}.",
                     "input", code="context_length_exceeded")
-        vectors = self.llm.embed(inputs, normalize=True, truncate=False)
-        return {"embeddings": vectors, "prompt_tokens": sum(counts)}
+        vectors = self.llm.embed(inputs, normalize=True, truncate=request.truncate)
+        return {"embeddings": vectors, "prompt_tokens": sum(min(count, self.n_ctx) for count in counts)}

@@ -93,6 +93,17 @@ class LlamaCppEngine:
                 tokens.add(ids[0])
         return tokens
 
+    def _fill_in_the_middle(self, prefix: str, suffix: str) -> str:
+        """Prefix, suffix, middle (the order code models are trained on), with the tokens llama.cpp found in
+        this model's vocabulary."""
+        tokens = (llama_cpp.llama_vocab_fim_pre(self.vocab), llama_cpp.llama_vocab_fim_suf(self.vocab),
+                  llama_cpp.llama_vocab_fim_mid(self.vocab))
+        if min(tokens) < 0:
+            raise LmsError.invalid("This model has no fill-in-the-middle tokens: 'suffix' needs a code model "
+                                   "trained for it (such as Qwen2.5-Coder).", "suffix", code="model_not_supported")
+        before, after, middle = (self._special_text(token) for token in tokens)
+        return f"{before}{prefix}{after}{suffix}{middle}"
+
     def info(self) -> dict:
         return {"context_length": self.n_ctx, "engine": self.name, "engine_version": self.version,
                 "embedding": False, "n_vocab": self.n_vocab, "parallel": self.n_slots,
@@ -118,6 +129,8 @@ class LlamaCppEngine:
     def _prompt_text(self, request: GenerationRequest) -> tuple[str, bool]:
         """The prompt as text, and whether the chat template itself opened a <think> block."""
         if request.messages is None:
+            if request.suffix is not None:
+                return self._fill_in_the_middle(request.prompt or "", request.suffix), False
             return request.prompt or "", False
         try:
             text = render(self.chat_template, request.messages, bos_token=self.bos_text, eos_token=self.eos_text,

@@ -30,7 +30,8 @@ from runtimes.common import (
     token_entry,
 )
 
-UNSUPPORTED = {"images": "Image input"}  # request field -> what it is, for the error
+# request field -> what it is, for the error
+UNSUPPORTED = {"images": "Image input", "suffix": "Fill-in-the-middle (suffix)"}
 
 
 class MlxEngine(SerialEngine):

@@ -25,11 +25,8 @@ async def embeddings(request: Request, native: bool = False):
     body = EmbeddingBody.model_validate(await read_json(request))
     pipeline = pipeline_of(request)
     model = await pipeline.model(body.model, body.ttl)
-    result = await until_disconnect(request, pipeline.embed(model, body.inputs()))
+    result = await until_disconnect(request, pipeline.embed(model, body.inputs(), body.dimensions))
     vectors = result["embeddings"]
-    if body.dimensions:
-        # Matryoshka-style truncation, renormalized so the vectors stay unit length.
-        vectors = [_renormalize(v[: body.dimensions]) for v in vectors]
     return JSONResponse({
         "object": "list",
         "data": [{"object": "embedding", "embedding": _encode(v, body.encoding_format), "index": i}
@@ -42,8 +39,3 @@ async def embeddings(request: Request, native: bool = False):
 
 async def v0_embeddings(request: Request):
     return await embeddings(request, native=True)
-
-
-def _renormalize(vector: list[float]) -> list[float]:
-    norm = sum(x * x for x in vector) ** 0.5 or 1.0
-    return [x / norm for x in vector]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lms.errors import LmsError
 from lms.generation.request import IMAGE_MARKER
+from lms.generation.tools import chat_function_tools
 from lms.pipeline.inputs import ChatInput, CompletionInput
 
 
@@ -154,17 +155,7 @@ class ChatCompletionBody(SamplingBody):
     preset: str | None = None  # a preset of LMS_HOME/config-presets: fills in what the request does not say
 
     def function_tools(self) -> list[dict]:
-        """Chat-format tools, flattened to the shape every surface shares: {name, description, parameters}."""
-        flat = []
-        for index, tool in enumerate(self.tools or []):
-            function = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(function, dict) \
-                    or not isinstance(function.get("name"), str) or not function["name"]:
-                raise LmsError.invalid("Each tool must be {'type': 'function', 'function': {'name': ...}}.",
-                                       f"tools[{index}]")
-            flat.append({"name": function["name"], "description": function.get("description"),
-                         "parameters": function.get("parameters"), "strict": function.get("strict")})
-        return flat
+        return chat_function_tools(self.tools)
 
     def normalized_tool_choice(self):
         """OpenAI's tool_choice in the pipeline's terms ({"type": "function", "name"} for a named function)."""
@@ -208,7 +199,7 @@ class CompletionBody(SamplingBody):
             if len(prompt) != 1:
                 raise LmsError.invalid("Only one prompt per request is supported.", "prompt")
             prompt = prompt[0]
-        return CompletionInput(model=self.model, prompt=prompt, sampling=self.given_sampling(),
+        return CompletionInput(model=self.model, prompt=prompt, suffix=self.suffix, sampling=self.given_sampling(),
                                max_tokens=self.max_new_tokens(), stop=self.stops(), grammar=self.grammar,
                                draft_model=self.draft_model, ttl=self.ttl)
 

@@ -16,7 +16,7 @@ from lms.api.errors import error_type, from_validation, status_of
 from lms.api.http import parse_json_object, read_json, until_disconnect
 from lms.conversation import compaction
 from lms.conversation.items import normalize_input, to_messages
-from lms.conversation.request import CreateResponse
+from lms.conversation.request import CompactResponse, CreateResponse
 from lms.conversation.session import previous_not_found
 from lms.conversation.turn import ResponseRun
 from lms.errors import LmsError
@@ -108,28 +108,22 @@ async def input_items(request: Request):
 
 async def compact(request: Request):
     """Pack a conversation (input, or a previous response's whole context) into one compaction item."""
-    body = await read_json(request)
-    model_name = body.get("model")
-    if not isinstance(model_name, str) or not model_name:
-        raise LmsError.missing("model")
+    body = CompactResponse.model_validate(await read_json(request))
     session = session_of(request)
     items: list[dict] = []
-    if body.get("previous_response_id"):
-        stored = session.find(body["previous_response_id"])
+    if body.previous_response_id:
+        stored = session.find(body.previous_response_id)
         if stored is None:
-            raise previous_not_found(body["previous_response_id"])
+            raise previous_not_found(body.previous_response_id)
         items = stored.context + stored.response.get("output", [])
-    items += normalize_input(body.get("input"))
+    items += normalize_input(body.input)
     pipeline = pipeline_of(request)
-    ttl = body.get("ttl")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
-        raise LmsError.invalid("'ttl' must be a positive number of seconds", "ttl")
-    model = await pipeline.model(model_name, ttl)
+    model = await pipeline.model(body.model, body.ttl)
     expanded = []
     for item in items:  # nested compactions flatten into the new one
         expanded.extend(compaction.unseal(item["encrypted_content"]) if item["type"] == "compaction" else [item])
     tokens = await pipeline.count_tokens(model, to_messages(
-        [i for i in expanded if i["type"] != "function_call_output"], body.get("instructions")))
+        [i for i in expanded if i["type"] != "function_call_output"], body.instructions))
     item = {"id": new_id("cmp_"), "type": "compaction", "encrypted_content": compaction.seal(expanded),
             "created_by": model.identifier}
     return JSONResponse({
@@ -144,7 +138,8 @@ async def websocket(socket: WebSocket):
     """WebSocket mode: `response.create` messages in, the same events out; one response at a time, and a
     connection-local cache so `store: false` turns can be continued on this connection (and only here)."""
     await socket.accept()
-    session = session_of(socket, local={})
+    local: dict = {}
+    session = None  # made at the first message: a client may authenticate with that message (lms/api/auth.py)
     opened = time.monotonic()
     try:
         while True:
@@ -160,6 +155,7 @@ async def websocket(socket: WebSocket):
                     raise LmsError.invalid("Messages must be JSON objects of type 'response.create'.", "type",
                                            code="invalid_message")
                 data = {k: v for k, v in data.items() if k not in ("type", "stream", "stream_options", "background")}
+                session = session or session_of(socket, local=local)
                 run = ResponseRun(CreateResponse.model_validate(data), session)
                 async for event in run.events():
                     if event["type"] == "error":
