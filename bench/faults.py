@@ -501,8 +501,11 @@ def small_file_system(where: Path, size_mb: int = 16) -> Iterator[str]:
     """A tmpfs of `size_mb` MiB mounted at `where` (needs root, or CAP_SYS_ADMIN): a file system that really
     fills up. Yields how it was made; raises PermissionError where mounting is not allowed."""
     where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(where)],
-                             capture_output=True, text=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(where)],
+                                 capture_output=True, text=True)
+    except FileNotFoundError as exc:  # no mount command here
+        raise PermissionError(f"cannot mount a tmpfs at {where}: {exc}") from exc
     if mounted.returncode != 0:
         raise PermissionError(f"cannot mount a tmpfs at {where}: {mounted.stderr.strip()}")
     try:
