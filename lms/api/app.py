@@ -16,6 +16,7 @@ from lms.api.anthropic import messages
 from lms.api.auth import RequireToken
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.guard import BrowserGuard
+from lms.api.lmstudio.routes import lmstudio_routes
 from lms.api.native.routes import native_routes
 from lms.api.ollama.routes import ollama_routes
 from lms.api.openai.routes import openai_routes
@@ -47,6 +48,7 @@ def api_routes() -> list[Route]:
         Route("/openapi.json", openapi_json),
         *native_routes(),
         *ollama_routes(),
+        *lmstudio_routes(),
     ]
 
 

@@ -32,6 +32,13 @@ ADMIN_PREFIXES = (("POST", "/api/blobs/"),)
 
 def needs_admin(method: str, path: str) -> bool:
     return (method, path) in ADMIN_ROUTES or any(method == m and path.startswith(p) for m, p in ADMIN_PREFIXES)
+
+
+# LM Studio's SDK namespaces (lms/api/lmstudio): their clients send credentials only in their own first frame,
+# which those routes check with this same Authenticator (handed over in the scope's state).
+SDK_WEBSOCKET_PATHS = frozenset({"/system", "/llm", "/embedding", "/files", "/repository", "/plugins",
+                                 "/diagnostics", "/runtime"})
+
 SUBPROTOCOL_PREFIX = "bearer."
 WEBSOCKET_POLICY_VIOLATION = 1008
 
@@ -79,6 +86,10 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self._guarded(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket" and scope["path"] in SDK_WEBSOCKET_PATHS:
+            scope.setdefault("state", {})["authenticator"] = self.auth
             await self.app(scope, receive, send)
             return
         try:

@@ -131,21 +131,3 @@ class NativeChatBody(_Described):
     store: bool = True
     previous_response_id: str | None = Field(None, pattern=r"^resp_")
     stream: bool = False
-
-
-# --- Ollama's POST /api/show ----------------------------------------------------------------------------------------
-
-
-class ShowBody(_Described):
-    model: str | None = Field(None, description="the model (Ollama's older clients send `name`)")
-    name: str | None = None
-
-
-class DeleteBody(_Described):
-    model: str | None = Field(None, description="the model to delete from disk (or `name`)")
-    name: str | None = None
-
-
-class CopyBody(_Described):
-    source: str = Field(description="a downloaded model")
-    destination: str = Field(min_length=1, description="the new model's name")

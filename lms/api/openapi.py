@@ -21,9 +21,11 @@ from starlette.responses import JSONResponse
 
 from lms import __version__
 from lms.api import bodies
+from lms.api.auth import SDK_WEBSOCKET_PATHS
+from lms.api.lmstudio.schema import LmStudioSdkFrame, namespace_description
 from lms.api.ollama.embed import EmbedBody, EmbeddingsBody
 from lms.api.ollama.manage import CreateBody, PullBody
-from lms.api.ollama.schemas import ChatBody, GenerateBody
+from lms.api.ollama.schemas import ChatBody, CopyBody, GenerateBody, NamedModelBody
 from lms.api.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from lms.conversation.request import CompactResponse, CreateResponse
 
@@ -152,7 +154,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/ps", "ollama", "List the loaded models (Ollama)", "`{models: [...]}`.", error=OllamaError),
     Endpoint("POST", "/api/show", "ollama", "A model's details (Ollama)",
              "`{modelfile, parameters, template, details, model_info, capabilities, modified_at}`.",
-             bodies.ShowBody, error=OllamaError),
+             NamedModelBody, error=OllamaError),
     Endpoint("POST", "/api/chat", "ollama", "Chat (Ollama)", NDJSON_STREAMED, ChatBody, NDJSON, error=OllamaError),
     Endpoint("POST", "/api/generate", "ollama", "Generate from a prompt (Ollama)", NDJSON_STREAMED, GenerateBody,
              NDJSON, error=OllamaError),
@@ -166,9 +168,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/push", "ollama", "Not supported", "Never: lms pushes to no registry.", error=OllamaError,
              also=(("501", "Always: lms does not push models to a registry."),)),
     Endpoint("DELETE", "/api/delete", "ollama", "Delete a downloaded model", "Deleted (an empty answer).",
-             bodies.DeleteBody, error=OllamaError),
+             NamedModelBody, error=OllamaError),
     Endpoint("POST", "/api/copy", "ollama", "Copy a model under a new name", "Copied (an empty answer).",
-             bodies.CopyBody, error=OllamaError),
+             CopyBody, error=OllamaError),
     Endpoint("POST", "/api/create", "ollama", "Create a model from an uploaded blob or a local model",
              NDJSON_STREAMED, CreateBody, NDJSON, error=OllamaError),
     Endpoint("HEAD", "/api/blobs/{digest}", "ollama", "Whether a blob was uploaded", "It was (404: it was not).",
@@ -184,6 +186,9 @@ WEBSOCKETS = {
                        "response at a time, for at most 60 minutes per connection.",
         "message": CreateResponse,
     },
+    # LM Studio's SDK namespaces (lms/api/lmstudio, docs/sdk.md)
+    **{path: {"description": namespace_description(path[1:]), "message": LmStudioSdkFrame}
+       for path in sorted(SDK_WEBSOCKET_PATHS)},
 }
 
 

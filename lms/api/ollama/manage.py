@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from lms import config, presets
 from lms.api.http import read_json
 from lms.api.ollama import library, names
-from lms.api.ollama.schemas import OllamaBody
+from lms.api.ollama.schemas import CopyBody, NamedModelBody, OllamaBody
 from lms.api.ollama.wire import error, ndjson, ollama_route
 from lms.errors import LmsError
 from lms.store import catalog, removal
@@ -96,10 +96,9 @@ async def push(_request: Request):
 
 @ollama_route
 async def delete(request: Request):
-    body = await read_json(request, any_type_outside_browsers=True)
+    body = NamedModelBody.model_validate(await read_json(request, any_type_outside_browsers=True))
     manager = request.app.state.manager
-    name = _required(body.get("model"), body.get("name"))
-    entry = names.resolve(manager, name)
+    entry = names.resolve(manager, body.model_name())
     doomed = removal.entries_to_remove(entry, whole_model=False)
     for model in [m for m in manager.loaded.values() if any(m.entry.path == e.path for e in doomed)]:
         with contextlib.suppress(LmsError):  # as in Ollama, a deleted model does not stay loaded
@@ -111,13 +110,10 @@ async def delete(request: Request):
 
 @ollama_route
 async def copy(request: Request):
-    body = await read_json(request, any_type_outside_browsers=True)
-    source, destination = body.get("source"), body.get("destination")
-    if not isinstance(destination, str) or not destination:
-        raise LmsError.missing("destination", "destination is required")
-    entry = names.resolve(request.app.state.manager, source)
-    await asyncio.to_thread(library.copy_model, entry, destination)
-    copied = _entry_named(destination)
+    body = CopyBody.model_validate(await read_json(request, any_type_outside_browsers=True))
+    entry = names.resolve(request.app.state.manager, body.source)
+    await asyncio.to_thread(library.copy_model, entry, body.destination)
+    copied = _entry_named(body.destination)
     preset, template = library.carried(entry.model_key)
     if preset:
         carried = presets.load(preset)

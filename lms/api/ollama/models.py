@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 
 from lms.api.http import read_json
 from lms.api.ollama import names
+from lms.api.ollama.schemas import NamedModelBody
 from lms.api.ollama.wire import ollama_route, rfc3339
 from lms.manager.models import LoadedModel
 from lms.store import catalog
@@ -108,9 +109,9 @@ def _template(entry: ModelEntry, fim: tuple[str, str, str] | None) -> str:
 
 @ollama_route
 async def show(request: Request):
-    body = await read_json(request, any_type_outside_browsers=True)
+    body = NamedModelBody.model_validate(await read_json(request, any_type_outside_browsers=True))
     manager = request.app.state.manager
-    name = body.get("model") or body.get("name")
+    name = body.model_name()
     entry = names.resolve(manager, name)
     loaded = manager.find_loaded(name)
     fim = await asyncio.to_thread(_fim, entry)

@@ -164,3 +164,20 @@ class GenerateBody(GenerationBody):
             raise LmsError.invalid("format is available with the chat template only (not with raw, suffix or "
                                    "template)", "format")
         return CompletionInput(model=model, prompt=prompt, suffix=self.suffix or None, ttl=ttl, **common)
+
+
+class NamedModelBody(OllamaBody):
+    """/api/show and /api/delete: the model (Ollama's older clients send `name`)."""
+
+    model: str | None = None
+    name: str | None = None
+
+    def model_name(self) -> str:
+        if not (self.model or self.name):
+            raise LmsError.missing("model", "model is required")
+        return self.model or self.name
+
+
+class CopyBody(OllamaBody):
+    source: str = Field(min_length=1, description="a downloaded model")
+    destination: str = Field(min_length=1, description="the new model's name")
