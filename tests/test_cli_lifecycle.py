@@ -12,6 +12,7 @@ import httpx
 from websockets.sync.client import connect
 
 from lms.config import socket_path
+from lms.daemon.http_server import SDK_DISCOVERY_PORTS
 from tests.conftest import CHAT_MODEL
 
 
@@ -49,7 +50,9 @@ def test_server_start_status_stop(lms):
     started = lms.run("server", "start", "-p", str(lms.port))
     assert f"Success! Server is now running on port {lms.port}" in started.stderr
     assert started.stdout == ""  # messages go to stderr
-    assert lms.json("server", "status") == {"running": True, "port": lms.port, "tokenRequired": False}
+    status = lms.json("server", "status")
+    assert status.pop("sdkPort", None) in (None, *SDK_DISCOVERY_PORTS)  # LM Studio's SDKs find it there
+    assert status == {"running": True, "port": lms.port, "tokenRequired": False}
     assert httpx.get(lms.base_url + "/lmstudio-greeting").json() == {"lmstudio": True}
     assert "access-control-allow-origin" not in httpx.options(
         lms.base_url + "/v1/models", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lms import __version__
 from lms.api.anthropic import messages
 from lms.api.auth import RequireToken
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
@@ -32,6 +33,11 @@ async def greeting(_request: Request):
     return JSONResponse({"lmstudio": True})
 
 
+async def lms_status(_request: Request):
+    """What LM Studio's `lms` CLI probes on the well-known ports to find a server."""
+    return JSONResponse({"package": "lms", "version": __version__})
+
+
 async def health(_request: Request):
     """For load balancers and scripts: answers without a token once the server listens."""
     return JSONResponse({"status": "ok"})
@@ -41,6 +47,7 @@ def api_routes() -> list[Route]:
     return [
         Route("/lmstudio-greeting", greeting),
         Route("/health", health),
+        Route("/lms-status", lms_status),
         *openai_routes(),
         *responses_routes(),
         Route("/v1/messages", messages, methods=["POST"]),

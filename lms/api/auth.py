@@ -21,7 +21,8 @@ from lms.errors import LmsError
 from lms.tokens import Authenticator, Caller
 
 # Health checks: LM Studio's greeting, ours, and Ollama's "Ollama is running".
-OPEN_ROUTES = {("GET", "/lmstudio-greeting"), ("GET", "/health"), ("HEAD", "/health"), ("GET", "/"), ("HEAD", "/")}
+OPEN_ROUTES = {("GET", "/lmstudio-greeting"), ("GET", "/lms-status"), ("GET", "/health"), ("HEAD", "/health"),
+               ("GET", "/"), ("HEAD", "/")}
 # What only an admin token may do over HTTP: change what is loaded, downloaded, created or deleted (and use
 # mcp.json tools, see lms/api/context.py).
 ADMIN_ROUTES = {("POST", "/api/v1/models/load"), ("POST", "/api/v1/models/unload"),

@@ -107,6 +107,8 @@ NDJSON_STREAMED = "The result as JSON lines (NDJSON, the default) or, with `\"st
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/lmstudio-greeting", "meta", "Liveness check", '`{"lmstudio": true}`; never needs a token.'),
     Endpoint("GET", "/health", "meta", "Health check", '`{"status": "ok"}`; never needs a token.'),
+    Endpoint("GET", "/lms-status", "meta", "Server identity", '`{"package": "lms", "version"}`, what LM Studio\'s '
+             '`lms` CLI probes; never needs a token.'),
     Endpoint("GET", "/openapi.json", "meta", "This document", "The OpenAPI 3.1 document."),
     Endpoint("GET", "/metrics", "meta", "Prometheus metrics", "Metrics in Prometheus' text format.", media=TEXT),
     Endpoint("GET", "/v1/models", "openai", "List the models a request may name",

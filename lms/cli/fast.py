@@ -38,6 +38,8 @@ def server_status_json() -> None:
         result["port"] = port
     if "token_required" in state:
         result["tokenRequired"] = state["token_required"]
+    if state.get("sdk_port") is not None:
+        result["sdkPort"] = state["sdk_port"]  # where LM Studio's SDKs find it with no host
     print_json(result)
 
 

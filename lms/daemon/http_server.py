@@ -15,6 +15,8 @@ from lms.api.app import build_public_app
 from lms.errors import LmsError
 
 log = logging.getLogger("lms.server")
+# LM Studio's well-known API ports, in the order its SDKs probe them when given no host (lms.Client()).
+SDK_DISCOVERY_PORTS = (41343, 52993, 16141, 39414, 22931)
 HTTP_PROTOCOL = "httptools" if importlib.util.find_spec("httptools") else "h11"  # C parser: less CPU per event
 
 
@@ -50,6 +52,18 @@ def _listen(bind: str, port: int) -> socket.socket:
     return sock
 
 
+def _discovery_socket() -> socket.socket | None:
+    """A loopback listener on the first free of LM Studio's well-known ports; None when all are taken (another
+    server holds them: the SDKs then need the host given)."""
+    for candidate in SDK_DISCOVERY_PORTS:
+        try:
+            return _listen("127.0.0.1", candidate)
+        except LmsError:
+            continue
+    log.warning("LM Studio's well-known API ports are all taken: SDK clients must be given this server's address")
+    return None
+
+
 @dataclass
 class RunningServer:
     server: uvicorn.Server
@@ -60,6 +74,7 @@ class RunningServer:
     allow_remote_mcp: bool = False
     cors_origins: tuple[str, ...] = ()
     ollama_port: int | None = None
+    sdk_port: int | None = None  # where LM Studio's SDKs find the server with no host given (loopback only)
 
 
 class HTTPServerController:
@@ -76,7 +91,8 @@ class HTTPServerController:
             token_required = True  # an unreadable token file refuses every request
         return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors,
                 "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp,
-                "token_required": token_required, "ollama_port": self.running.ollama_port}
+                "token_required": token_required, "ollama_port": self.running.ollama_port,
+                "sdk_port": self.running.sdk_port}
 
     async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False,
                     cors_origins: tuple[str, ...] = (), no_auth: bool = False, ollama_port: int | None = None) -> dict:
@@ -88,7 +104,7 @@ class HTTPServerController:
         allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
             wanted = RunningServer(self.running.server, self.running.task, port, bind, cors, allow_remote_mcp,
-                                   cors_origins, ollama_port)
+                                   cors_origins, ollama_port, self.running.sdk_port)
             if wanted == self.running:
                 return self.status()
             await self.stop()
@@ -102,6 +118,12 @@ class HTTPServerController:
                 raise
         port = sock.getsockname()[1]
         ollama_port = sockets[1].getsockname()[1] if ollama_port is not None else None
+        sdk_port = port if port in SDK_DISCOVERY_PORTS else None
+        if sdk_port is None and ollama_port not in SDK_DISCOVERY_PORTS:
+            sdk_socket = _discovery_socket()
+            if sdk_socket is not None:
+                sockets.append(sdk_socket)
+                sdk_port = sdk_socket.getsockname()[1]
         app = build_public_app(self.state, bind=bind, cors=cors, cors_origins=cors_origins,
                                allow_remote_mcp=allow_remote_mcp)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
@@ -115,11 +137,14 @@ class HTTPServerController:
             await asyncio.sleep(0.02)
         if task.done():
             raise LmsError.internal(f"The HTTP server failed to start: {task.exception()}")
-        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins, ollama_port)
+        self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins, ollama_port,
+                                     sdk_port)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
         if ollama_port is not None:
             log.info("Ollama's API (and every other route) is also served on %s:%d", bind, ollama_port)
+        if sdk_port is not None and sdk_port != port:
+            log.info("LM Studio's SDKs find this server on 127.0.0.1:%d (no host needed)", sdk_port)
         log.info("Supported endpoints:\n%s", "\n".join(_endpoint_lines(app)))
         if self.state.settings.jit_loading:
             log.info("Just-in-time model loading active.")
