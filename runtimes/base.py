@@ -1,5 +1,5 @@
 """The contract between a worker (runtimes/worker.py) and its engine: one loaded model that can generate
-(streaming, cancellable), count prompt tokens and embed.
+(streaming, cancellable), count prompt tokens, tokenize text, render its chat template and embed.
 
 The worker rebuilds the typed request from the daemon's JSON before it calls the engine, so an engine reads
 attributes of a `GenerationRequest` / `EmbeddingRequest` (lms/generation/request.py), never dicts. An engine
@@ -38,7 +38,11 @@ class Engine(Protocol):
         """Return {"embeddings": [[float], ...] (one per input), "prompt_tokens": int}."""
 
     def tokenize(self, text: str) -> list[int]:
-        ...
+        """The token ids of raw text (no chat template), as the model's tokenizer gives them for a prompt."""
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        """The request's messages under the model's chat template, as text, without generating (the start of
+        the assistant's turn included); an engine that has no chat template raises LmsError."""
 
     def count(self, request: GenerationRequest) -> int:
         """Prompt tokens of the request, chat template applied."""

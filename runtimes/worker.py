@@ -1,8 +1,9 @@
 """The worker process: holds one loaded model and serves the daemon over a socket of JSON lines.
 
-Messages from the daemon: `{"op": "load"|"generate"|"count"|"embed"|"cancel"|"shutdown", "id", ...}`; a
-generate or count carries `request` (GenerationRequest.to_dict), an embed `request` (EmbeddingRequest.to_dict),
-and the worker hands its engine the typed request (the contract is runtimes/base.py).
+Messages from the daemon: `{"op": "load"|"generate"|"count"|"render_prompt"|"tokenize"|"embed"|"cancel"|"shutdown",
+"id", ...}`; a generate, count or render_prompt carries `request` (GenerationRequest.to_dict), an embed `request`
+(EmbeddingRequest.to_dict), a tokenize `text`, and the worker hands its engine the typed request (the contract is
+runtimes/base.py).
 Messages to the daemon: events tagged with the request `id` (see lms.generation.request), plus
 `{"type": "loaded", "info"}` and `{"type": "result", ...}`; a failed request ends with an error event
 (`LmsError.to_event`), an exception that is not an LmsError as an internal one.
@@ -137,6 +138,13 @@ def serve(conn: Connection) -> None:
             elif op == "count":
                 prompt_tokens = state["engine"].count(GenerationRequest.from_dict(job["request"]))
                 emit({"type": "result", "prompt_tokens": prompt_tokens})
+            elif op == "render_prompt":
+                text = state["engine"].render_prompt(GenerationRequest.from_dict(job["request"]))
+                emit({"type": "result", "text": text})
+            elif op == "tokenize":
+                if not isinstance(job.get("text"), str):
+                    raise LmsError.invalid("'text' must be a string.", "text")
+                emit({"type": "result", "tokens": [int(t) for t in state["engine"].tokenize(job["text"])]})
             else:
                 raise LmsError.invalid(f"unknown operation {op!r}", "op")
         except Exception as exc:  # the request fails; the worker and its model stay up

@@ -47,6 +47,11 @@ class FakeWorker:
                 yield event
         elif op == "count":
             yield {"type": "result", "prompt_tokens": 7}
+        elif op == "tokenize":
+            yield {"type": "result", "tokens": [ord(c) for c in payload["text"]]}
+        elif op == "render_prompt":
+            messages = payload["request"]["messages"]
+            yield {"type": "result", "text": "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"}
         elif op == "embed":
             yield {"type": "result", "embeddings": [[0.0] for _ in payload["request"]["inputs"]], "prompt_tokens": 2}
 

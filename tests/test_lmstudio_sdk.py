@@ -1,7 +1,7 @@
 """LM Studio's own Python SDK (`lmstudio` 1.5.0 from PyPI), unchanged, against a real daemon and real models:
 listing, JIT getOrLoad, respond and respond_stream with LM Studio's stats and stop reasons, cancel, loading and
-unloading instances, model info, embeddings; plus raw frames where the SDK hides what is on the wire (load
-progress, API tokens, the browser guard)."""
+unloading instances, model info, embeddings, tokenize, count_tokens and apply_prompt_template; plus raw frames
+where the SDK hides what is on the wire (load progress, API tokens, the browser guard)."""
 
 from __future__ import annotations
 
@@ -190,6 +190,62 @@ def test_get_or_load_sends_load_progress_then_embeddings(served, sdk):
     assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1) < 1e-3
     batch = model.embed(["a cat", "a dog"])
     assert len(batch) == 2 and batch[0] == pytest.approx(vector, abs=1e-5)
+
+
+def test_tokenize_and_count_tokens_match_llama_cpps_tokenizer(sdk):
+    import llama_cpp
+
+    from lms.store.catalog import bundled_model_file
+
+    vocab = llama_cpp.Llama(model_path=str(bundled_model_file()), vocab_only=True, verbose=False)
+    model = sdk.llm.model(CHAT_MODEL)
+    text = "Hello, world! Tokenize this."
+    tokens = model.tokenize(text)
+    assert list(tokens) == vocab.tokenize(text.encode(), add_bos=True, special=True)
+    assert model.count_tokens(text) == len(tokens) > 0
+    batch = model.tokenize(["a cat", text])
+    assert len(batch) == 2 and list(batch[1]) == list(tokens)
+    assert list(batch[0]) == vocab.tokenize(b"a cat", add_bos=True, special=True)
+
+
+def test_apply_prompt_template_renders_the_models_chat_template(sdk, chat_model):
+    model = sdk.llm.model(chat_model)
+    chat = lmstudio.Chat("You are terse.")
+    chat.add_user_message("What is the capital of France?")
+    formatted = model.apply_prompt_template(chat)
+    # SmolLM2's ChatML template: the system turn, the user turn, then the assistant's turn opened
+    assert "<|im_start|>system\nYou are terse.<|im_end|>" in formatted
+    assert "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in formatted
+    assert formatted.rstrip().endswith("<|im_start|>assistant")
+    assert model.count_tokens(formatted) > model.count_tokens("What is the capital of France?")
+
+
+def test_tokenize_on_mlx_is_mlx_lms_tokenizer(sdk, mlx_model):
+    model = sdk.llm.model(mlx_model)
+    tokens = model.tokenize("Hello, world!")
+    gguf = sdk.llm.model(CHAT_MODEL).tokenize("Hello, world!")
+    assert list(tokens) == list(gguf)[-len(tokens):]  # the same vocabulary; llama.cpp may add a BOS first
+    assert model.count_tokens("Hello, world!") == len(tokens) > 0
+
+
+def test_embedding_models_tokenize_and_count(sdk):
+    model = sdk.embedding.model(EMBEDDING_MODEL)
+    tokens = model.tokenize("a cat sat")
+    assert len(tokens) >= 3 and all(isinstance(t, int) for t in tokens)
+    assert model.count_tokens("a cat sat") == len(tokens)
+    assert [list(t) for t in model.tokenize(["a cat sat", "a dog"])][0] == list(tokens)
+
+
+def test_apply_prompt_template_is_refused_raw_on_the_embedding_namespace(served):
+    with authenticated(served, "embedding") as ws:
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 1, "parameter": {}}))
+        assert frame(ws)["type"] == "communicationWarning"
+        assert frame(ws)["type"] == "rpcError"
+    with authenticated(served, "llm") as ws:
+        ws.send(json.dumps({"type": "rpcCall", "endpoint": "tokenize", "callId": 2,
+                            "parameter": {"specifier": {"type": "query", "query": {"identifier": CHAT_MODEL}}}}))
+        error = frame(ws)
+        assert error["type"] == "rpcError" and error["error"]["errorData"]["param"] == "inputString"
 
 
 def test_load_new_instance_with_config_then_unload(served, sdk):

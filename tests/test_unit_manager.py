@@ -293,6 +293,46 @@ def test_count_and_embed_send_typed_requests():
     assert embedder.status == "idle" and embedder.active == 0
 
 
+def test_tokenize_and_render_prompt_ask_the_worker_and_leave_the_model_idle():
+    async def scenario():
+        models, _ = manager()
+        chat = await models.load(CHAT)
+        embedder = await models.load(EMBEDDING)
+        tokens = await models.tokenize(chat, "Hi!")
+        embedded = await models.tokenize(embedder, "ab")
+        text = await models.render_prompt(chat, HELLO)
+        with pytest.raises(LmsError) as refused:
+            await models.render_prompt(embedder, HELLO)
+        return chat, embedder, tokens, embedded, text, refused.value
+
+    chat, embedder, tokens, embedded, text, refused = asyncio.run(scenario())
+
+    assert tokens == [ord(c) for c in "Hi!"] and embedded == [97, 98]
+    assert chat.worker.calls[1] == ("tokenize", {"text": "Hi!"})
+    op, payload = chat.worker.calls[-1]
+    rendered = GenerationRequest.from_dict(payload["request"])
+    assert op == "render_prompt" and rendered.messages == HELLO and rendered.prompt is None
+    assert text == "<user>Hi<assistant>"
+    assert (refused.kind, refused.code) == (Kind.INVALID, "model_not_supported")
+    assert [op for op, _ in embedder.worker.calls] == ["load", "tokenize"]  # refused before the worker
+    assert chat.status == embedder.status == "idle" and chat.active == embedder.active == 0
+    assert chat.last_used is not None
+
+
+def test_tokenize_is_turned_away_when_the_models_queue_is_full():
+    async def scenario():
+        models, _ = manager(max_queued_requests=0)
+        chat = await models.load(CHAT)
+        chat.active = chat.parallel  # every slot busy, and no queue
+        with pytest.raises(LmsError) as caught:
+            await models.tokenize(chat, "Hi")
+        return chat, caught.value
+
+    chat, error = asyncio.run(scenario())
+
+    assert error.code == "queue_full" and [op for op, _ in chat.worker.calls] == ["load"]
+
+
 @pytest.mark.parametrize("context_length", [0, 4097, 2**63 - 1])
 def test_a_context_length_the_model_cannot_take_is_invalid(context_length):
     async def scenario():

@@ -167,3 +167,17 @@ def test_a_preset_name_cannot_reach_outside_config_presets(home, name):
     with pytest.raises(LmsError) as caught:
         run(ChatInput(model=TOOLS_MODEL, messages=[user("Hi")], preset=name or "\n"))
     assert (caught.value.kind, caught.value.code, caught.value.param) == (Kind.INVALID, "invalid_preset", "preset")
+
+
+def test_tokenize_and_render_prompt_pass_through_to_the_models_worker():
+    async def scenario():
+        spawner = Spawner()
+        pipeline = Pipeline(ModelManager(Settings(), spawn_worker=spawner))
+        model = await pipeline.model("pub/tools")
+        return (await pipeline.tokenize(model, "ok"), await pipeline.render_prompt(model, [user("Hi")]),
+                [op for op, _ in spawner.workers[0].calls])
+
+    tokens, text, ops = asyncio.run(scenario())
+
+    assert tokens == [111, 107] and text == "<user>Hi<assistant>"
+    assert ops == ["load", "tokenize", "render_prompt"]

@@ -441,6 +441,21 @@ class ModelManager:
         request = GenerationRequest(messages=messages)
         return (await model.worker.request("count", request=request.to_dict()))["prompt_tokens"]
 
+    async def tokenize(self, model: LoadedModel, text: str) -> list[int]:
+        """The token ids of raw text under the model's tokenizer (no chat template; BOS as for a prompt)."""
+        async with self._busy(model, "processingPrompt"):
+            return (await model.worker.request("tokenize", text=text))["tokens"]
+
+    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The messages under the model's chat template, as the text a generation would start from (the start of
+        the assistant's turn included), without generating."""
+        if model.entry.type != "llm":
+            raise LmsError.invalid(f"'{model.identifier}' is an embedding model: it has no chat template.", "model",
+                                   code="model_not_supported")
+        request = GenerationRequest(messages=messages, tools=tools)
+        async with self._busy(model, "processingPrompt"):
+            return (await model.worker.request("render_prompt", request=request.to_dict()))["text"]
+
     async def embed(self, model: LoadedModel, inputs: list[str], truncate: bool = False) -> dict:
         if model.entry.type != "embedding":
             raise LmsError.invalid(f"'{model.identifier}' is not an embedding model.", "model",

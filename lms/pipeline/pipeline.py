@@ -118,6 +118,14 @@ class Pipeline:
         """Prompt tokens of these messages under the model's chat template."""
         return await self.manager.count_tokens(model, messages)
 
+    async def tokenize(self, model: LoadedModel, text: str) -> list[int]:
+        """The token ids of raw text under the model's tokenizer (no chat template)."""
+        return await self.manager.tokenize(model, text)
+
+    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The messages under the model's chat template, as text, without generating."""
+        return await self.manager.render_prompt(model, messages, tools)
+
     async def chat(self, chat: ChatInput, model: LoadedModel | None = None,
                    images: list[str] | None = None) -> Generation:
         """Start a chat generation. A surface that runs several generations over one conversation passes the

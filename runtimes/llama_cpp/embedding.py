@@ -37,6 +37,10 @@ class LlamaCppEmbedder(SerialEngine):
         raise LmsError.invalid("This is an embedding model: it cannot generate text.", "model",
                                code="model_not_supported")
 
+    def render_prompt(self, request: GenerationRequest) -> str:
+        raise LmsError.invalid("This is an embedding model: it has no chat template.", "model",
+                               code="model_not_supported")
+
     def count(self, request: GenerationRequest) -> int:
         return len(self.tokenize(request.prompt or ""))
 

@@ -132,15 +132,19 @@ class LlamaCppEngine:
             if request.suffix is not None:
                 return self._fill_in_the_middle(request.prompt or "", request.suffix), False
             return request.prompt or "", False
-        try:
-            text = render(self.chat_template, request.messages, bos_token=self.bos_text, eos_token=self.eos_text,
-                          tools=request.tools, **(request.template_options or {}))
-        except TemplateError as exc:
-            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
+        text = self.render_prompt(request)
         # The tokenizer adds BOS itself when the model wants it; don't double it.
         if self.bos_text and text.startswith(self.bos_text):
             text = text[len(self.bos_text):]
         return text, text.rstrip().endswith("<think>")
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        """The messages under the chat template, with the model's own BOS and EOS text (as the template puts them)."""
+        try:
+            return render(self.chat_template, request.messages or [], bos_token=self.bos_text,
+                          eos_token=self.eos_text, tools=request.tools, **(request.template_options or {}))
+        except TemplateError as exc:
+            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
 
     def count(self, request: GenerationRequest) -> int:
         return len(self.tokenize(self._prompt_text(request)[0]))

@@ -74,13 +74,17 @@ class MlxEngine(SerialEngine):
         if request.messages is None:
             self.prompt_text = request.prompt or ""
             return self.tokenize(self.prompt_text) or start_of_empty_prompt(self.tokenizer.bos_token_id), False
+        text = self.render_prompt(request)
+        self.prompt_text = text
+        return self.tokenize(text), text.rstrip().endswith("<think>")
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        """The messages under the chat template, with the tokenizer's BOS and EOS text."""
         try:
-            text = render(self.chat_template, request.messages, bos_token=self.bos_text,
+            return render(self.chat_template, request.messages or [], bos_token=self.bos_text,
                           eos_token=self.eos_text, tools=request.tools, **(request.template_options or {}))
         except TemplateError as exc:
             raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
-        self.prompt_text = text
-        return self.tokenize(text), text.rstrip().endswith("<think>")
 
     def count(self, request: GenerationRequest) -> int:
         return len(self._prompt_tokens(request)[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lms.api.lmstudio.models import management, manager_of, resolve_loaded
 from lms.api.lmstudio.session import Namespace, Session
+from lms.api.lmstudio.tokens import tokenizer_endpoints
 from lms.errors import LmsError
 
 
@@ -17,6 +18,6 @@ async def embed_string(session: Session, parameter) -> dict:
 
 
 def namespace() -> Namespace:
-    embedding = management("embedding")
+    embedding = tokenizer_endpoints(management("embedding"))
     embedding.rpcs["embedString"] = embed_string
     return embedding

@@ -16,6 +16,7 @@ from lms.api.lmstudio import frames
 from lms.api.lmstudio.models import instance_info, load_config, management, manager_of, resolve_loaded
 from lms.api.lmstudio.prediction import chat_input, completion_input
 from lms.api.lmstudio.session import Channel, Namespace, Session
+from lms.api.lmstudio.tokens import apply_prompt_template, tokenizer_endpoints
 from lms.errors import LmsError
 from lms.manager.models import prediction_stats
 
@@ -118,6 +119,7 @@ async def predict(session: Session, channel: Channel, parameter) -> None:
 
 
 def namespace() -> Namespace:
-    llm = management("llm")
+    llm = tokenizer_endpoints(management("llm"))
     llm.channels["predict"] = predict
+    llm.rpcs["applyPromptTemplate"] = apply_prompt_template
     return llm
