@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
+from lms.errors import LmsError
+
 # Used when a model ships no template: ChatML is what most small instruct models were tuned on.
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -80,3 +82,13 @@ def render(template: str | None, messages: list[dict], *, bos_token: str = "", e
         raise
     except Exception as exc:  # a template bug must become a clear request error, not a crash
         raise TemplateError(f"the model's chat template failed: {exc}") from exc
+
+
+def render_request(template: str | None, request, *, bos_token: str, eos_token: str) -> str:
+    """A generation request's messages and tools under a model's chat template (what every engine feeds its
+    tokenizer); a template that fails is the request's 400 `invalid_prompt`."""
+    try:
+        return render(template, request.messages or [], bos_token=bos_token, eos_token=eos_token,
+                      tools=request.tools, **(request.template_options or {}))
+    except TemplateError as exc:
+        raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import llama_cpp
 
 from lms.errors import LmsError
-from lms.generation.chat_template import TemplateError, render
+from lms.generation.chat_template import render_request
 from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
@@ -140,11 +140,7 @@ class LlamaCppEngine:
 
     def render_prompt(self, request: GenerationRequest) -> str:
         """The messages under the chat template, with the model's own BOS and EOS text (as the template puts them)."""
-        try:
-            return render(self.chat_template, request.messages or [], bos_token=self.bos_text,
-                          eos_token=self.eos_text, tools=request.tools, **(request.template_options or {}))
-        except TemplateError as exc:
-            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
+        return render_request(self.chat_template, request, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def count(self, request: GenerationRequest) -> int:
         return len(self.tokenize(self._prompt_text(request)[0]))

@@ -14,7 +14,7 @@ import importlib.metadata
 import time
 
 from lms.errors import LmsError
-from lms.generation.chat_template import TemplateError, render
+from lms.generation.chat_template import render_request
 from lms.generation.request import EmbeddingRequest, GenerationRequest, Sampling
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
@@ -80,11 +80,7 @@ class MlxEngine(SerialEngine):
 
     def render_prompt(self, request: GenerationRequest) -> str:
         """The messages under the chat template, with the tokenizer's BOS and EOS text."""
-        try:
-            return render(self.chat_template, request.messages or [], bos_token=self.bos_text,
-                          eos_token=self.eos_text, tools=request.tools, **(request.template_options or {}))
-        except TemplateError as exc:
-            raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc
+        return render_request(self.chat_template, request, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def count(self, request: GenerationRequest) -> int:
         return len(self._prompt_tokens(request)[0])
