@@ -180,6 +180,16 @@ def store_response(lms: Lms, text: str, timeout: float = 120, **body) -> httpx.R
         "model": CHAT_MODEL, "input": text, "max_output_tokens": 8, "store": True, **body})
 
 
+def store_several(lms: Lms, count: int, what: str) -> dict[str, dict]:
+    """Store `count` responses; the ones acknowledged, by id."""
+    acknowledged = {}
+    for number in range(count):
+        answer = store_response(lms, f"Remember the {what} {number}.")
+        if answer.status_code == 200:
+            acknowledged[answer.json()["id"]] = answer.json()
+    return acknowledged
+
+
 def sse_data(lines: Iterator[str]) -> Iterator[str]:
     for line in lines:
         if line.startswith("data: "):
@@ -285,11 +295,7 @@ def daemon_kill(lms: Lms, stored: int = 5) -> Outcome:
     """kill -9 of the daemon while a chat streams: the client gets an error within seconds (no hang), the workers
     end with it, `lms server start` brings the daemon back, and every response stored before is served unchanged."""
     outcome = Outcome("kill -9 daemon mid-stream")
-    acknowledged = {}
-    for number in range(stored):
-        answer = store_response(lms, f"Remember the number {number}.")
-        if answer.status_code == 200:
-            acknowledged[answer.json()["id"]] = answer.json()
+    acknowledged = store_several(lms, stored, "number")
     pid = daemon_pid(lms)
     workers = [m["pid"] for m in loaded(lms).values()]
     events, seen, killed_at, ended_after = 0, "no error", None, None
@@ -548,11 +554,7 @@ def disk_full(base: Path, stored: int = 3) -> Outcome:
         outcome.figures["file_system"] = how
         lms = served(mount / "home")
         try:
-            acknowledged = {}
-            for number in range(stored):
-                answer = store_response(lms, f"Remember the colour number {number}.")
-                if answer.status_code == 200:
-                    acknowledged[answer.json()["id"]] = answer.json()
+            acknowledged = store_several(lms, stored, "colour number")
             filler = fill(mount)
             plain = store_response(lms, "Remember this while the disk is full.")
             body = _json_or_none(plain)

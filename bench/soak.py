@@ -92,18 +92,14 @@ def run(args: argparse.Namespace, root: Path) -> list[faults.Outcome]:
             scenario("worker_kill", faults.worker_kill, shared)
         finally:
             shared.stop()
-    if "daemon_kill" in args.only:
-        installation = faults.served(root / "daemon-kill")
-        try:
-            scenario("daemon_kill", faults.daemon_kill, installation)
-        finally:
-            installation.stop()
-    if "store_kill" in args.only:
-        installation = faults.served(root / "store-kill")
-        try:
-            scenario("store_kill", faults.store_kill, installation, args.write_kills)
-        finally:
-            installation.stop()
+    for name, run, extra in (("daemon_kill", faults.daemon_kill, ()),
+                             ("store_kill", faults.store_kill, (args.write_kills,))):
+        if name in args.only:  # each kills its daemon: an installation of its own
+            installation = faults.served(root / name.replace("_", "-"))
+            try:
+                scenario(name, run, installation, *extra)
+            finally:
+                installation.stop()
     scenario("download_kill", faults.download_kill, root / "download" / "home")
     scenario("disk_full", faults.disk_full, root / "disk-full")
     scenario("corrupt_db", faults.corrupt_db, root / "corrupt-db")

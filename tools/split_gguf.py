@@ -14,6 +14,30 @@ from pathlib import Path
 INTERNAL_KEYS = ("GGUF.", "general.architecture", "split.")
 
 
+def copy_into(reader, writer, skip: tuple[str, ...] = INTERNAL_KEYS, extra=None) -> None:
+    """Every key of `reader` but those starting with `skip`, then `extra(writer)`'s keys, then every tensor as it
+    is, written by `writer` (a gguf.GGUFWriter), which is closed."""
+    import gguf
+
+    for field in reader.fields.values():
+        if field.name.startswith(skip):
+            continue
+        kind = field.types[0]
+        sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
+    if extra is not None:
+        extra(writer)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+
+
 def split_gguf(source: Path, out_dir: Path, parts: int = 2) -> list[Path]:
     """The part files, written into out_dir (kept if already there)."""
     import gguf
@@ -27,21 +51,7 @@ def split_gguf(source: Path, out_dir: Path, parts: int = 2) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(out_dir / source.name, architecture,
                              split_max_tensors=math.ceil(len(reader.tensors) / parts))
-    for field in reader.fields.values():
-        if field.name.startswith(INTERNAL_KEYS):
-            continue
-        kind = field.types[0]
-        sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-    writer.close()
+    copy_into(reader, writer)
     written = sorted(out_dir.glob(f"{stem}-*-of-*.gguf"))
     if [p.name for p in written] != [p.name for p in expected]:
         raise RuntimeError(f"expected {parts} parts, the writer made {[p.name for p in written]}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tools.requantize import CACHE
+from tools.split_gguf import copy_into
 
 THINKING_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -22,29 +23,15 @@ def with_chat_template(source: Path, target: Path, template: str) -> Path:
     """`source` with its `tokenizer.chat_template` replaced; every other key and every tensor as they were."""
     if target.exists():
         return target
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    from gguf import GGUFReader, GGUFWriter
 
     reader = GGUFReader(source)
     architecture = reader.fields["general.architecture"].contents()
     partial = target.with_suffix(".partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     writer = GGUFWriter(partial, arch=architecture, endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind,
-                             sub_type=field.types[-1] if kind == GGUFValueType.ARRAY else None)
-    writer.add_chat_template(template)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data)
-    writer.close()
+    copy_into(reader, writer, skip=("GGUF.", "general.architecture", "tokenizer.chat_template"),
+              extra=lambda out: out.add_chat_template(template))
     partial.rename(target)
     return target
 

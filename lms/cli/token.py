@@ -69,7 +69,7 @@ def list_tokens(json_: Annotated[bool, typer.Option("--json", help="Print the to
 
 @token_app.command("revoke")
 def revoke(
-    name: Annotated[str, typer.Argument(help="The token's name (or its sk-lm-XXXXXXXX identifier).")],
+    name: Annotated[str, typer.Argument(help="The token's name, or its identifier (the part before the colon).")],
     json_: Annotated[bool, typer.Option("--json", help="Print the revoked token as JSON.")] = False,
 ):
     """Revoke a token: the server refuses it from the next request on."""
