@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from lms.errors import LmsError
 from lms.generation.request import GenerationRequest
+
+PROMPT_PROGRESS_SECONDS = 0.5
 
 
 def error_event(exc: BaseException) -> dict:
@@ -30,6 +33,20 @@ class SerialEngine:
 
     def on_step_end(self, flush: Callable[[], None]) -> threading.Thread | None:
         return None
+
+
+class PromptProgress:
+    """prompt_progress events while a long prompt is evaluated, at most one per PROMPT_PROGRESS_SECONDS: enough
+    for a client to see the work move (LM Studio's SDKs show it), never a flood on a fast machine."""
+
+    def __init__(self, emit: Callable[[dict], None]):
+        self.emit, self.last = emit, 0.0
+
+    def report(self, processed: int, total: int, cached: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= PROMPT_PROGRESS_SECONDS and processed < total:
+            self.last = now
+            self.emit({"type": "prompt_progress", "processed": processed, "total": total, "cached": cached})
 
 
 def format_param(request: GenerationRequest) -> str:

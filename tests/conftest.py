@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHAT_MODEL = "huggingfacetb/smollm2-135m-instruct"
 EMBEDDING_MODEL = "sentence-transformers/all-minilm-l6-v2"
 TOOL_MODEL = "qwen/qwen2.5-coder-0.5b-instruct"
+THINKING_MODEL = "lms-test/smollm2-135m-thinking"
 VISION_MODEL = "lms-test/smollm2-135m-vision"  # the bundled model with a random-weight projector beside it
 
 
@@ -162,6 +163,15 @@ def served(tmp_path_factory, embedding_gguf, tool_model_gguf):
     instance.run("load", CHAT_MODEL, "-y")
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def thinking(served) -> str:
+    """A model whose chat template opens <think> unless thinking is turned off (tools/thinking_gguf.py)."""
+    from tools.thinking_gguf import ensure_thinking_gguf
+
+    served.link_model(ensure_thinking_gguf(), "lms-test", "SmolLM2-135M-Thinking-GGUF")
+    return THINKING_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ where the SDK hides what is on the wire (load progress, API tokens, the browser 
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 
 import lmstudio
@@ -13,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, TOOL_MODEL, Lms, free_port
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, TOOL_MODEL, VISION_MODEL, Lms, free_port
 
 GUEST = {"authVersion": 1, "clientIdentifier": "raw-test-client", "clientPasskey": "raw-test-passkey"}
 
@@ -129,6 +130,108 @@ def test_structured_output_from_a_json_schema(sdk):
                                                config={"maxTokens": 40, "temperature": 0})
     assert isinstance(result.parsed, dict) and isinstance(result.parsed["city"], str)
     assert json.loads(result.content) == result.parsed
+
+
+def test_structured_output_from_a_pydantic_model(sdk):
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):  # bounded strings: a 135M model may otherwise ramble inside one until maxTokens
+        name: str = Field(max_length=16)
+        country: str = Field(max_length=16)
+
+    result = sdk.llm.model(CHAT_MODEL).respond("Name a city in France and its country.", response_format=City,
+                                               config={"maxTokens": 60, "temperature": 0})
+    assert City.model_validate(result.parsed) and set(result.parsed) == {"name", "country"}
+
+
+def test_the_effective_prediction_and_load_config_come_back(sdk):
+    result = sdk.llm.model(CHAT_MODEL).respond("Hi", config={"maxTokens": 4, "temperature": 0.3,
+                                                             "stopStrings": ["\n\n"]})
+    config = result.prediction_config
+    assert (config.temperature, config.max_tokens, config.stop_strings) == (0.3, 4, ["\n\n"])
+    assert config.top_k_sampling == 40 and config.top_p_sampling == 0.95  # the defaults that ran
+    assert result.load_config.context_length == sdk.llm.model(CHAT_MODEL).get_context_length()
+
+
+def test_a_preset_by_name_is_applied_under_the_clients_config(served, sdk):
+    folder = served.home / "config-presets"
+    folder.mkdir(exist_ok=True)
+    (folder / "One Word.preset.json").write_text(json.dumps({"name": "One Word", "operation": {"fields": [
+        {"key": "llm.prediction.temperature", "value": 0.05},
+        {"key": "llm.prediction.topKSampling", "value": 5},
+        {"key": "llm.prediction.systemPrompt", "value": "Reply with exactly one word."}]}}))
+    plain = sdk.llm.model(CHAT_MODEL).respond("Colour of the sky?", config={"maxTokens": 4})
+    result = sdk.llm.model(CHAT_MODEL).respond("Colour of the sky?", preset="one-word",
+                                               config={"maxTokens": 4, "temperature": 0.2})
+    assert (result.prediction_config.temperature, result.prediction_config.top_k_sampling) == (0.2, 5)
+    assert result.stats.prompt_tokens_count != plain.stats.prompt_tokens_count  # the preset's system prompt
+    with pytest.raises(lmstudio.LMStudioPresetNotFoundError):
+        sdk.llm.model(CHAT_MODEL).respond("Hi", preset="no such preset", config={"maxTokens": 2})
+
+
+def test_reasoning_comes_as_reasoning_fragments(sdk, thinking):
+    stream = sdk.llm.model(thinking).respond_stream("What is the capital of France?",
+                                                    config={"maxTokens": 24, "temperature": 0})
+    fragments = list(stream)
+    result = stream.result()
+    reasoning = [f for f in fragments if f.reasoning_type == "reasoning"]
+    assert reasoning and "".join(f.content for f in fragments) == result.content
+    assert "<think>" not in result.content
+
+
+def test_an_image_through_prepare_image(tmp_path, sdk):
+    from tests.test_unit_images import png
+
+    path = tmp_path / "dot.png"
+    path.write_bytes(png(32, 32))
+    image = sdk.prepare_image(path)
+    assert image.file_type == "image" and image.size_bytes == path.stat().st_size
+    model = sdk.llm.model(VISION_MODEL)
+    text_only = model.respond("What is in the picture?", config={"maxTokens": 4})
+    chat = lmstudio.Chat()
+    chat.add_user_message("What is in the picture?", images=[image])
+    with_image = model.respond(chat, config={"maxTokens": 4})
+    assert with_image.stats.prompt_tokens_count == text_only.stats.prompt_tokens_count + 16  # the projector's
+    with pytest.raises(lmstudio.LMStudioServerError, match="vision"):
+        sdk.llm.model(CHAT_MODEL).respond(chat, config={"maxTokens": 4})
+
+
+def test_a_long_prompt_reports_its_progress(sdk):
+    seen = []
+    prompt = " ".join(f"Item {n} is a small grey stone on the beach." for n in range(150))  # ~1,800 tokens
+    sdk.llm.model(CHAT_MODEL).respond(prompt + " How many items?", config={"maxTokens": 2},
+                                      on_prompt_processing_progress=seen.append)
+    assert any(0 < p < 1 for p in seen) and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_pings_are_answered_and_a_client_that_goes_away_stops_its_prediction(served):
+    with authenticated(served, "llm") as ws:
+        ws.send(json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": {
+            "modelSpecifier": {"type": "query", "query": {"identifier": CHAT_MODEL}},
+            "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "Tell a long story."}]}]},
+            "predictionConfigStack": {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+                {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": True, "value": 3000}}]}}]}}}))
+        while frame(ws)["message"]["type"] != "fragment":
+            pass
+        assert ws.ping().wait(timeout=2)  # pings are answered while the model generates
+    for _ in range(50):
+        status = {m["identifier"]: m["status"] for m in served.json("ps")}[CHAT_MODEL]
+        if status == "idle":
+            break
+        time.sleep(0.2)
+    assert status == "idle"
+
+
+def test_apply_prompt_template_options(sdk):
+    model = sdk.llm.model(TOOL_MODEL)
+    chat = lmstudio.Chat()
+    chat.add_user_message("Weather in Paris?")
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                             "parameters": {"type": "object", "properties": {
+                                                 "city": {"type": "string"}}}}}
+    plain = model.apply_prompt_template(chat)
+    with_tools = model.apply_prompt_template(chat, opts={"toolDefinitions": [tool]})
+    assert "get_weather" not in plain and "get_weather" in with_tools
 
 
 def test_act_runs_a_python_tool_between_rounds(sdk):
@@ -258,6 +361,28 @@ def test_load_new_instance_with_config_then_unload(served, sdk):
     finally:
         sdk.llm.unload("sdk-second")
     assert "sdk-second" not in [m.identifier for m in sdk.llm.list_loaded()]
+
+
+def test_load_config_parallel_sessions_over_raw_frames(served):
+    with authenticated(served, "llm") as ws:
+        ws.send(json.dumps({"type": "channelCreate", "endpoint": "loadModel", "channelId": 1, "creationParameter": {
+            "modelKey": CHAT_MODEL, "identifier": "two-slots", "loadConfigStack": {"layers": [
+                {"layerName": "apiOverride", "config": {"fields": [
+                    {"key": "llm.load.contextLength", "value": 1024},
+                    {"key": "llm.load.numParallelSessions", "value": 2}]}}]}}}))
+        while (received := frame(ws))["type"] == "channelSend":
+            pass
+        assert received == {"type": "channelClose", "channelId": 1}
+        try:
+            assert {m["identifier"]: m["parallel"] for m in served.json("ps")}["two-slots"] == 2
+            ws.send(json.dumps({"type": "rpcCall", "endpoint": "getLoadConfig", "callId": 2, "parameter": {
+                "specifier": {"type": "query", "query": {"identifier": "two-slots"}}}}))
+            fields = {f["key"]: f["value"] for f in frame(ws)["result"]["fields"]}
+            assert fields == {"llm.load.contextLength": 1024, "llm.load.numParallelSessions": 2}
+        finally:
+            ws.send(json.dumps({"type": "rpcCall", "endpoint": "unloadModel", "callId": 3,
+                                "parameter": {"identifier": "two-slots"}}))
+            assert frame(ws) == {"type": "rpcResult", "callId": 3}
 
 
 def test_unknown_endpoints_get_a_warning_and_an_error(served):

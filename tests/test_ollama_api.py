@@ -116,18 +116,6 @@ def test_format_json_and_schema_are_enforced(olla):
     assert generated.response.lstrip().startswith("{")  # a JSON object, cut off by num_predict or not
 
 
-THINKING_MODEL = "lms-test/smollm2-135m-thinking"
-
-
-@pytest.fixture(scope="module")
-def thinking(served):
-    """A model whose chat template opens <think> unless thinking is turned off (tools/thinking_gguf.py)."""
-    from tools.thinking_gguf import ensure_thinking_gguf
-
-    served.link_model(ensure_thinking_gguf(), "lms-test", "SmolLM2-135M-Thinking-GGUF")
-    return THINKING_MODEL
-
-
 def test_think_puts_reasoning_in_thinking_and_false_turns_it_off(olla, thinking):
     assert "thinking" in olla.show(thinking).capabilities
     question = [{"role": "user", "content": "What is the capital of France?"}]

@@ -4,6 +4,7 @@ dispatch (auth frame, rpc and channel frames, unknown endpoints, keep-alive) on 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from types import SimpleNamespace
 
@@ -15,11 +16,14 @@ from starlette.testclient import TestClient
 from lms.api.auth import RequireToken
 from lms.api.lmstudio import frames
 from lms.api.lmstudio import models as lmstudio_models
+from lms.api.lmstudio.file_store import ClientFiles
 from lms.api.lmstudio.identity import TOKEN_INVALID, TOKEN_REQUIRED, Identities, authenticate, passkey_mismatch
-from lms.api.lmstudio.models import find, instance_reference, resolve_loaded
-from lms.api.lmstudio.prediction import chat_input, completion_input, messages_of
+from lms.api.lmstudio.models import find, instance_reference, load_settings, resolve_loaded
+from lms.api.lmstudio.prediction import chat_input, completion_input, effective_config, messages_of
 from lms.api.lmstudio.routes import lmstudio_routes
 from lms.errors import Kind, LmsError
+from lms.generation.request import IMAGE_MARKER
+from lms.pipeline.pipeline import chat_request
 from lms.tokens import Authenticator, TokenStore
 
 AUTH = {"authVersion": 1, "clientIdentifier": "7f2b13fa-85d3-42dc-875b-b91b7e68a83f", "clientPasskey": "secret"}
@@ -108,7 +112,8 @@ def test_chat_history_and_config_become_a_chat_input():
         {"role": "assistant", "content": [{"type": "text", "text": ""}, {"type": "toolCallRequest", "toolCallRequest": {
             "type": "function", "name": "add", "id": "call_1", "arguments": {"a": 2, "b": 3}}}]},
         {"role": "tool", "content": [{"type": "toolCallResult", "content": "5", "toolCallId": "call_1"}]}]}
-    messages = messages_of(history)
+    messages, images = messages_of(history)
+    assert images == []
     assert messages[2]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
     assert messages[3] == {"role": "tool", "tool_call_id": "call_1", "content": "5"}
     stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
@@ -124,8 +129,73 @@ def test_chat_history_and_config_become_a_chat_input():
     chat = chat_input({"history": history, "predictionConfigStack": stack}, "m")
     assert (chat.max_tokens, chat.stop, chat.json_schema) == (8, ["\n\n"], {"type": "object"})
     assert chat.sampling == {"temperature": 0.2, "top_p": 0.9, "top_k": 20, "repeat_penalty": 1.2}
-    with pytest.raises(LmsError):
+    with pytest.raises(LmsError) as missing:
         messages_of({"messages": [{"role": "user", "content": [{"type": "file", "identifier": "f"}]}]})
+    assert missing.value.code == "file_not_found"
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+
+def test_uploaded_files_are_kept_per_client_until_its_last_socket_closes():
+    files = ClientFiles()
+    files.attach("client-a")
+    files.attach("client-a")
+    image = files.add("client-a", "cat.png", PNG)
+    note = files.add("client-a", "notes.md", b"# hi")
+    assert (image.file_type, image.media_type, note.file_type) == ("image", "image/png", "text/plain")
+    assert files.of("client-b") == {}
+    history = {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this? "}, {"type": "file", "identifier": image.identifier}]}]}
+    messages, images = messages_of(history, files.of("client-a"))
+    assert messages[0]["content"] == "What is this? " + IMAGE_MARKER
+    assert images == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    with pytest.raises(LmsError) as not_an_image:
+        messages_of({"messages": [{"role": "user", "content": [{"type": "file", "identifier": note.identifier}]}]},
+                    files.of("client-a"))
+    assert not_an_image.value.code == "unsupported_content"
+    files.detach("client-a")
+    assert image.identifier in files.of("client-a")
+    files.detach("client-a")
+    assert files.of("client-a") == {}
+
+
+def test_a_preset_is_a_layer_under_the_client_and_the_effective_config_is_echoed(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMS_HOME", str(tmp_path))
+    (tmp_path / "config-presets").mkdir()
+    (tmp_path / "config-presets" / "Terse Helper.preset.json").write_text(json.dumps({"name": "Terse Helper",
+        "operation": {"fields": [{"key": "llm.prediction.systemPrompt", "value": "Answer in one word."},
+                                 {"key": "llm.prediction.temperature", "value": 0.1},
+                                 {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": True, "value": 5}},
+                                 {"key": "llm.prediction.topKSampling", "value": 7}]}}))
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Sky colour?"}]}]}
+    client = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+        {"key": "llm.prediction.temperature", "value": 0.5}]}}]}
+    chat = chat_input({"history": history, "predictionConfigStack": client,
+                       "fuzzyPresetIdentifier": "terse-helper"}, "m")
+    assert chat.messages[0] == {"role": "system", "content": "Answer in one word."}
+    assert (chat.sampling, chat.max_tokens, chat.preset) == ({"temperature": 0.5, "top_k": 7}, 5, None)
+    with pytest.raises(frames.ProtocolError) as missing:
+        chat_input({"history": history, "fuzzyPresetIdentifier": "nope"}, "m")
+    assert frames.serialize_error(missing.value)["displayData"] == {
+        "code": "generic.presetNotFound", "specifiedFuzzyPresetIdentifier": "nope",
+        "availablePresetsSample": [{"identifier": "Terse Helper", "name": "Terse Helper"}], "totalAvailablePresets": 1}
+    request, _plan = chat_request(chat)
+    echoed = {f["key"]: f["value"] for f in effective_config(request)["fields"]}
+    assert echoed["llm.prediction.temperature"] == 0.5 and echoed["llm.prediction.topKSampling"] == 7
+    assert echoed["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 5}
+    assert echoed["llm.prediction.topPSampling"] == {"checked": True, "value": 0.95}  # the default, as it ran
+
+
+def test_load_settings_from_a_load_config_stack():
+    stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+        {"key": "llm.load.contextLength", "value": 1024}, {"key": "llm.load.numParallelSessions", "value": 2},
+        {"key": "llm.load.llama.acceleration.offloadRatio", "value": "max"}]}}]}
+    assert load_settings("llm", stack) == {"context_length": 1024, "parallel": 2}
+    assert load_settings("embedding", stack) == {}
+    with pytest.raises(LmsError):
+        load_settings("llm", {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+            {"key": "llm.load.contextLength", "value": "big"}]}}]})
 
 
 @pytest.fixture
@@ -164,13 +234,30 @@ def test_a_socket_authenticates_then_answers_every_frame(app):
         assert ws.receive_json()["type"] == "communicationWarning"
 
 
-def test_namespaces_not_served_yet_still_answer(app):
+def test_namespaces_not_served_still_answer(app):
+    with TestClient(app) as client, client.websocket_connect("/plugins") as ws:
+        ws.send_text(json.dumps(AUTH))
+        assert ws.receive_json() == {"success": True}
+        ws.send_text(json.dumps({"type": "rpcCall", "endpoint": "registerDevelopmentPlugin", "callId": 1,
+                                 "parameter": {}}))
+        assert ws.receive_json()["type"] == "communicationWarning"
+        assert ws.receive_json()["type"] == "rpcError"
+
+
+def test_an_upload_is_an_image_handle_and_a_bad_one_an_rpc_error(app):
     with TestClient(app) as client, client.websocket_connect("/files") as ws:
         ws.send_text(json.dumps(AUTH))
         assert ws.receive_json() == {"success": True}
-        ws.send_text(json.dumps({"type": "rpcCall", "endpoint": "uploadFileBase64", "callId": 1, "parameter": {}}))
-        assert ws.receive_json()["type"] == "communicationWarning"
-        assert ws.receive_json()["type"] == "rpcError"
+        ws.send_text(json.dumps({"type": "rpcCall", "endpoint": "uploadFileBase64", "callId": 1, "parameter": {
+            "name": "dot.png", "contentBase64": base64.b64encode(PNG).decode()}}))
+        result = ws.receive_json()
+        assert result["result"]["fileType"] == "image" and result["result"]["sizeBytes"] == len(PNG)
+        assert result["result"]["identifier"] in app.state.lmstudio_files.of(AUTH["clientIdentifier"])
+        ws.send_text(json.dumps({"type": "rpcCall", "endpoint": "uploadFileBase64", "callId": 2, "parameter": {
+            "name": "x.png", "contentBase64": "not base64!"}}))
+        error = ws.receive_json()
+        assert error["type"] == "rpcError" and "base64" in error["error"]["title"]
+    assert app.state.lmstudio_files.of(AUTH["clientIdentifier"]) == {}
 
 
 def test_a_wrong_passkey_or_a_missing_token_is_refused_in_the_auth_frame(app):

@@ -86,9 +86,12 @@ def render(template: str | None, messages: list[dict], *, bos_token: str = "", e
 
 def render_request(template: str | None, request, *, bos_token: str, eos_token: str) -> str:
     """A generation request's messages and tools under a model's chat template (what every engine feeds its
-    tokenizer); a template that fails is the request's 400 `invalid_prompt`."""
+    tokenizer); a template that fails is the request's 400 `invalid_prompt`. The request's template options may
+    replace the BOS and EOS text (LM Studio's applyPromptTemplate can omit them)."""
+    options = dict(request.template_options or {})
+    bos_token, eos_token = options.pop("bos_token", bos_token), options.pop("eos_token", eos_token)
     try:
         return render(template, request.messages or [], bos_token=bos_token, eos_token=eos_token,
-                      tools=request.tools, **(request.template_options or {}))
+                      tools=request.tools, **options)
     except TemplateError as exc:
         raise LmsError.invalid(str(exc), "messages", code="invalid_prompt") from exc

@@ -7,6 +7,8 @@ templated prompt back (`echo_prompt`).
 Events are dicts with a `type`:
 - `{"type": "prompt", "prompt_tokens", "cached_tokens", "reasoning_open"}` once the prompt is evaluated, with
   `prompt_text` (the templated prompt) when the request asked for `echo_prompt`,
+- `{"type": "prompt_progress", "processed", "total", "cached"}` while a long prompt is evaluated (at most a few
+  a second), only when the request asked for `prompt_progress`,
 - `{"type": "text", "text"}` for each piece of generated text,
 - `{"type": "done", "finish_reason", "usage", "stats"}` at the end (finish_reason stop, length or cancelled),
 - `{"type": "error", "kind", "code", "message", "param"}` if the request failed (lms.errors.LmsError.to_event).
@@ -69,6 +71,7 @@ class GenerationRequest:
     # set by the manager, not by a surface:
     draft: DraftSpec | None = None  # the draft_model resolved to a file
     echo_prompt: bool = False  # the engine adds the templated prompt (`prompt_text`) to its prompt event
+    prompt_progress: bool = False  # the engine reports prompt_progress events while it evaluates the prompt
 
     def to_dict(self) -> dict:
         return asdict(self)

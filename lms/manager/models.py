@@ -294,10 +294,10 @@ class ModelManager:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         return model
 
-    async def get_or_load(self, name: str | None, ttl: int | None = None,
-                          context_length: int | None = None) -> LoadedModel:
+    async def get_or_load(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
+                          parallel: int | None = None) -> LoadedModel:
         """The model a request names: loaded already (whatever its context length), or loaded now (JIT) with an
-        idle TTL and the context length asked for, else the default."""
+        idle TTL, and the context length and slots asked for, else the defaults."""
         if not name:
             if len(self.loaded) == 1:
                 return next(iter(self.loaded.values()))
@@ -317,7 +317,7 @@ class ModelManager:
                 await self._evict_jit_models()
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
             return await asyncio.shield(self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds,
-                                                  jit=True, context_length=context_length))
+                                                  jit=True, context_length=context_length, parallel=parallel))
 
     async def _evict_jit_models(self) -> None:
         """Auto-evict (LM Studio's "only keep last JIT loaded model"): other JIT-loaded models go before a new JIT
@@ -446,13 +446,14 @@ class ModelManager:
         async with self._busy(model, "processingPrompt"):
             return (await model.worker.request("tokenize", text=text))["tokens"]
 
-    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None) -> str:
+    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None,
+                            template_options: dict | None = None) -> str:
         """The messages under the model's chat template, as the text a generation would start from (the start of
         the assistant's turn included), without generating."""
         if model.entry.type != "llm":
             raise LmsError.invalid(f"'{model.identifier}' is an embedding model: it has no chat template.", "model",
                                    code="model_not_supported")
-        request = GenerationRequest(messages=messages, tools=tools)
+        request = GenerationRequest(messages=messages, tools=tools, template_options=template_options or {})
         async with self._busy(model, "processingPrompt"):
             return (await model.worker.request("render_prompt", request=request.to_dict()))["text"]
 

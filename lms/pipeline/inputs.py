@@ -33,6 +33,7 @@ class ChatInput:
     ttl: int | None = None  # idle seconds before a JIT-loaded model unloads
     preset: str | None = None
     truncate: bool = False  # drop the oldest turns while the conversation does not fit the context
+    prompt_progress: bool = False  # prompt_progress events while the prompt is evaluated
 
 
 @dataclass
@@ -46,3 +47,4 @@ class CompletionInput:
     grammar: str | None = None
     draft_model: str | None = None
     ttl: int | None = None
+    prompt_progress: bool = False

@@ -89,9 +89,9 @@ class Pipeline:
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    async def model(self, name: str | None, ttl: int | None = None,
-                    context_length: int | None = None) -> LoadedModel:
-        return await self.manager.get_or_load(name, ttl, context_length)
+    async def model(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
+                    parallel: int | None = None) -> LoadedModel:
+        return await self.manager.get_or_load(name, ttl, context_length, parallel)
 
     async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
         """The images as base64, once the model is known to see them."""
@@ -122,9 +122,10 @@ class Pipeline:
         """The token ids of raw text under the model's tokenizer (no chat template)."""
         return await self.manager.tokenize(model, text)
 
-    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None) -> str:
+    async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None,
+                            template_options: dict | None = None) -> str:
         """The messages under the model's chat template, as text, without generating."""
-        return await self.manager.render_prompt(model, messages, tools)
+        return await self.manager.render_prompt(model, messages, tools, template_options)
 
     async def chat(self, chat: ChatInput, model: LoadedModel | None = None,
                    images: list[str] | None = None) -> Generation:
@@ -176,11 +177,12 @@ def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[Gene
         format_param="tools" if plan.forced else chat.format_param, logprobs=chat.logprobs,
         reasoning_start=None if effort == "none" else "detect",
         template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
-        images=list(images or []), draft_model=chat.draft_model)
+        images=list(images or []), draft_model=chat.draft_model, prompt_progress=chat.prompt_progress)
     return request, plan
 
 
 def completion_request(completion: CompletionInput) -> GenerationRequest:
     return GenerationRequest(prompt=completion.prompt, sampling=Sampling.overriding(**completion.sampling),
                              max_tokens=completion.max_tokens, stop=completion.stop, grammar=completion.grammar,
-                             draft_model=completion.draft_model, suffix=completion.suffix)
+                             draft_model=completion.draft_model, suffix=completion.suffix,
+                             prompt_progress=completion.prompt_progress)

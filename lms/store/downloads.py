@@ -28,6 +28,7 @@ from lms.store.transfer import TransferError, fetch
 
 log = logging.getLogger("lms.downloads")
 ACTIVE = ("downloading",)
+FINISHED = ("completed", "already_downloaded")  # the files are in place
 MAX_FINISHED_JOBS = 100  # finished jobs kept for `lms get` and the status API; running ones are always kept
 
 
@@ -70,6 +71,12 @@ class Job:
     @property
     def staging_dir(self) -> Path:
         return downloads_dir() / "staging" / self.repo_id / self.commit
+
+    def raise_if_failed(self) -> None:
+        """A job that ended without its files in place, as the error of a route that followed it."""
+        if self.status not in FINISHED:
+            raise LmsError.upstream(f"The download of {self.repo_id}@{self.variant} {self.status}: "
+                                    f"{self.error or ''}".strip(), code="download_failed")
 
     def status_dict(self) -> dict:
         """LM Studio's download status shape (`GET /api/v1/models/download/status/:job_id`) plus our details."""

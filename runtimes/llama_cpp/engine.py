@@ -22,6 +22,7 @@ from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import (
     Progress,
+    PromptProgress,
     ReasoningCounter,
     done_event,
     error_event,
@@ -165,7 +166,8 @@ class LlamaCppEngine:
         sampler = SamplerChain(self.vocab, self.n_vocab, request, seed)
         stream = _Stream(self, request, emit, started, opened_think, text, draft)
         job = Job(tokens, limit, cancelled, stream.fail, stream.on_token, stream.on_cancel, sampler,
-                  prepare=self._media_preparer(text, images) if images else None, draft=draft, draft_max=draft_tokens)
+                  prepare=self._media_preparer(text, images) if images else None, draft=draft, draft_max=draft_tokens,
+                  on_progress=stream.on_progress if request.prompt_progress else None)
         stream.job = job
         self.scheduler.submit(job)
 
@@ -234,6 +236,7 @@ class _Stream:
         self.produced = 0
         self.prompt_tokens = 0  # known at the first token (with images, once the projector has split the prompt)
         self.job: Job | None = None
+        self.progress = PromptProgress(emit)
 
     def on_token(self, job: Job, token: int, row: int) -> bool:
         """Handle one sampled token; False ends the generation (the event stream is then complete)."""
@@ -284,6 +287,9 @@ class _Stream:
         done["prefix_cache_bytes"] = self.engine.host_cache.used
         job.sampler.close()
         self.emit(done)
+
+    def on_progress(self, job: Job) -> None:
+        self.progress.report(job.evaluated, len(job.tokens), job.cached)
 
     def on_cancel(self, job: Job) -> None:
         self._finish("cancelled", flush=False)

@@ -15,6 +15,15 @@ from lms.generation.request import GenerationRequest
 from runtimes.common import format_param, token_entry
 
 PENALTY_WINDOW = 64  # generated tokens the repeat/frequency/presence penalties look back over
+# llama-cpp-python's schema converter lets a string hold raw control characters (a newline, a tab), which no JSON
+# parser accepts; its own JSON grammar, and llama.cpp's converter, exclude them.
+LOOSE_STRING_CHAR = r'char ::= [^"\\] |'
+STRICT_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def schema_grammar(schema: dict) -> str:
+    """The GBNF of a JSON schema, with strings that stay valid JSON."""
+    return json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_STRING_CHAR, STRICT_STRING_CHAR)
 
 
 def grammar_text(request: GenerationRequest) -> str | None:
@@ -23,7 +32,7 @@ def grammar_text(request: GenerationRequest) -> str | None:
         if request.grammar:
             return request.grammar
         if request.json_schema is not None:
-            return json_schema_to_gbnf(json.dumps(request.json_schema))
+            return schema_grammar(request.json_schema)
     except Exception as exc:
         raise LmsError.invalid(f"cannot build a grammar for the requested format: {exc}", format_param(request),
                                code="invalid_format") from exc

@@ -44,12 +44,14 @@ class Job:
 
     def __init__(self, tokens: list[int], limit: int, cancelled: Callable[[], bool], fail: Callable[[Exception], None],
                  on_token: Callable[[Job, int, int], bool], on_cancel: Callable[[Job], None], sampler,
-                 prepare: Callable[[Job, int], None] | None = None, draft=None, draft_max: int = 0):
+                 prepare: Callable[[Job, int], None] | None = None, draft=None, draft_max: int = 0,
+                 on_progress: Callable[[Job], None] | None = None):
         self.tokens = tokens
         self.limit = limit  # tokens it may still generate
         self.cancelled, self.fail, self.on_token, self.on_cancel = cancelled, fail, on_token, on_cancel
         self.sampler = sampler
         self.prepare = prepare  # evaluates media into the slot's sequence on admission (images)
+        self.on_progress = on_progress  # told after each prompt chunk but the last
         self.draft, self.draft_max = draft, draft_max
         self.prompt_length = len(tokens)
         self.evaluated = 0
@@ -247,6 +249,8 @@ class Scheduler:
             job = slot.job
             if not sampled:  # a prompt chunk that is not the last one
                 job.evaluated += count
+                if job.on_progress is not None:
+                    job.on_progress(job)
                 continue
             try:
                 if drafts:

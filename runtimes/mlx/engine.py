@@ -20,6 +20,7 @@ from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import (
     Progress,
+    PromptProgress,
     ReasoningCounter,
     SerialEngine,
     done_event,
@@ -195,8 +196,11 @@ class MlxEngine(SerialEngine):
         pending_logprobs: list[dict] = []
         finish, count, first_token_at, hit_stop, produced = "length", 0, None, False, []
         self.cached = list(prompt)  # the prompt goes into the cache as generate_step computes it
+        progress = PromptProgress(emit)
         steps = generate_step(mx.array(prompt[cached:]), self.model, max_tokens=limit if limit > 0 else 0,
-                              sampler=sampler, logits_processors=processors, prompt_cache=self.cache)
+                              sampler=sampler, logits_processors=processors, prompt_cache=self.cache,
+                              prompt_progress_callback=(lambda done, total: progress.report(
+                                  cached + done, cached + total, cached)) if request.prompt_progress else None)
         try:
             for token, logprobs in steps if limit > 0 else ():
                 token = int(token)

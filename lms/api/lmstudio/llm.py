@@ -13,8 +13,9 @@ import time
 import uuid
 
 from lms.api.lmstudio import frames
+from lms.api.lmstudio.file_store import client_files
 from lms.api.lmstudio.models import instance_info, load_config, management, manager_of, resolve_loaded
-from lms.api.lmstudio.prediction import chat_input, completion_input
+from lms.api.lmstudio.prediction import chat_input, completion_input, effective_config
 from lms.api.lmstudio.session import Channel, Namespace, Session
 from lms.api.lmstudio.tokens import apply_prompt_template, tokenizer_endpoints
 from lms.errors import LmsError
@@ -45,12 +46,11 @@ def tool_call_messages(event: dict) -> list[dict]:
                                                                   "name": event["name"], "arguments": arguments}}]
 
 
-def prompt_progress(event: dict) -> dict:
-    total = event.get("prompt_tokens") or 0
-    cached = event.get("cached_tokens") or 0
-    return {"type": "promptProcessingProgress", "progress": 1.0,
+def prompt_progress(processed: int, total: int, cached: int) -> dict:
+    """LM Studio's promptProcessingProgress: the share of the prompt evaluated, the cached part counting as done."""
+    return {"type": "promptProcessingProgress", "progress": round(processed / total, 4) if total else 0.0,
             "details": {"cachedTokenCount": cached, "totalPromptTokenCount": total,
-                        "processedPromptTokenCount": total, "unprocessedPromptTokenCount": 0}}
+                        "processedPromptTokenCount": processed, "unprocessedPromptTokenCount": total - processed}}
 
 
 def stats_of(done: dict | None, clock: dict) -> dict:
@@ -80,8 +80,10 @@ async def predict(session: Session, channel: Channel, parameter) -> None:
     if completion is not None:  # complete(): the engine's raw text events, no chat template, no parsing
         generation = await pipeline.completion(completion)
     else:
-        generation = await pipeline.chat(chat_input(parameter, model.identifier), model=model)
+        files = client_files(session.app_state).of(session.client_id)
+        generation = await pipeline.chat(chat_input(parameter, model.identifier, files), model=model)
     done: list[dict] = []
+    await channel.send(prompt_progress(0, 0, 0))
 
     async def relay() -> None:
         async for event in generation.events:
@@ -95,9 +97,11 @@ async def predict(session: Session, channel: Channel, parameter) -> None:
             elif kind == "tool_call":
                 for message in tool_call_messages(event):
                     await channel.send(message)
+            elif kind == "prompt_progress":
+                await channel.send(prompt_progress(event["processed"], event["total"], event["cached"]))
             elif kind == "prompt":
-                clock["prompt"] = event.get("prompt_tokens")
-                await channel.send(prompt_progress(event))
+                clock["prompt"] = total = event.get("prompt_tokens") or 0
+                await channel.send(prompt_progress(total, total, event.get("cached_tokens") or 0))
             elif kind == "done":
                 done.append(event)
 
@@ -114,8 +118,10 @@ async def predict(session: Session, channel: Channel, parameter) -> None:
     if not relaying.cancelled():
         relaying.result()  # a failure mid-stream is the channel's error
     stats = stats_of(done[0] if done and not relaying.cancelled() else None, clock)
+    structured = frames.collapse(parameter.get("predictionConfigStack")).get("llm.prediction.structured")
     await channel.send({"type": "success", "stats": stats, "modelInfo": instance_info(model),
-                        "loadModelConfig": load_config(model), "predictionConfig": frames.kv_config({})})
+                        "loadModelConfig": load_config(model),
+                        "predictionConfig": effective_config(generation.request, structured)})
 
 
 def namespace() -> Namespace:

@@ -43,7 +43,27 @@ def instance_reference(model: LoadedModel) -> str:
 
 
 def load_config(model: LoadedModel) -> dict:
-    return frames.kv_config({f"{model.entry.type}.load.contextLength": model.context_length})
+    """The load config the instance runs with (what lms applies of LM Studio's load settings)."""
+    fields: dict = {f"{model.entry.type}.load.contextLength": model.context_length}
+    if model.entry.type == "llm":
+        fields["llm.load.numParallelSessions"] = model.parallel
+    return frames.kv_config(fields)
+
+
+def load_settings(domain: str, stack) -> dict:
+    """The load settings lms applies from a load config stack, as the manager's keyword arguments: the context
+    length and, for LLMs, the parallel sessions (slots). Others (GPU offload, mmap, RoPE, ...) are ignored: lms
+    picks them itself."""
+    fields = frames.collapse(stack)
+    settings = {}
+    for key, name in ((f"{domain}.load.contextLength", "context_length"), ("llm.load.numParallelSessions", "parallel")):
+        value = fields.get(key)
+        if value is None or (name == "parallel" and domain != "llm"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise LmsError.invalid(f"'{key}' must be a positive integer.", key)
+        settings[name] = value
+    return settings
 
 
 def loaded_in(manager: ModelManager, domain: str) -> list[LoadedModel]:
@@ -182,13 +202,11 @@ def management(domain: str) -> Namespace:
             await channel.send({"type": "alreadyLoaded", "info": instance_info(model)})
             return
         entry = resolve_entry(manager, domain, name)
-        fields = frames.collapse(parameter.get("loadConfigStack"))
-        context_length = fields.get(f"{domain}.load.contextLength")
+        settings = load_settings(domain, parameter.get("loadConfigStack"))
         await channel.send({"type": "startLoading", "identifier": entry.model_key, "info": model_info(entry)})
         await channel.send({"type": "loadProgress", "progress": 0.0})
         model = await _with_heartbeat(
-            session.app_state.pipeline.model(name, _ttl_seconds(parameter.get("loadTtlMs")),
-                                             context_length if isinstance(context_length, int) else None),
+            session.app_state.pipeline.model(name, _ttl_seconds(parameter.get("loadTtlMs")), **settings),
             channel, [0.0], "loadProgress")
         await channel.send({"type": "loadProgress", "progress": 1.0})
         await channel.send({"type": "loadSuccess", "info": instance_info(model)})
@@ -198,14 +216,13 @@ def management(domain: str) -> Namespace:
         require_admin(session.websocket.scope, "loading a model")
         manager = manager_of(session)
         entry = resolve_entry(manager, domain, name)
-        fields = frames.collapse(parameter.get("loadConfigStack"))
-        context_length = fields.get(f"{domain}.load.contextLength")
+        settings = load_settings(domain, parameter.get("loadConfigStack"))
         await channel.send({"type": "resolved", "info": model_info(entry)})
         progress = [0.0]
         model = await _with_heartbeat(
             manager.load(entry.variant_key, identifier=_text(parameter, "identifier", required=False),
-                         context_length=context_length if isinstance(context_length, int) else None,
-                         ttl=_ttl_seconds(parameter.get("ttlMs")), progress=lambda p: progress.__setitem__(0, p)),
+                         ttl=_ttl_seconds(parameter.get("ttlMs")), progress=lambda p: progress.__setitem__(0, p),
+                         **settings),
             channel, progress, "progress")
         await channel.send({"type": "success", "info": instance_info(model)})
 

@@ -8,12 +8,13 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from lms.api.auth import SDK_WEBSOCKET_PATHS
-from lms.api.lmstudio import embedding, llm, system
+from lms.api.lmstudio import embedding, files, llm, repository, system
 from lms.api.lmstudio.session import Namespace, Session
 
 
 def _namespaces() -> dict[str, Namespace]:
-    served = {"system": system.namespace(), "llm": llm.namespace(), "embedding": embedding.namespace()}
+    served = {"system": system.namespace(), "llm": llm.namespace(), "embedding": embedding.namespace(),
+              "files": files.namespace(), "repository": repository.namespace()}
     return {path[1:]: served.get(path[1:]) or Namespace(path[1:]) for path in sorted(SDK_WEBSOCKET_PATHS)}
 
 

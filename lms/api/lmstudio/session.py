@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lms.api.lmstudio import frames
+from lms.api.lmstudio.file_store import client_files
 from lms.api.lmstudio.identity import Identities, authenticate
 from lms.errors import LmsError
 from lms.tokens import Caller
@@ -52,6 +53,7 @@ class Session:
         self.websocket, self.namespace = websocket, namespace
         self.app_state = websocket.app.state
         self.caller: Caller | None = None
+        self.client_id: str | None = None  # the auth frame's client identifier: what its files are kept under
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._channels: dict[int, Channel] = {}
@@ -85,15 +87,19 @@ class Session:
             await self._close(POLICY_VIOLATION)
             return
         self.websocket.scope.setdefault("state", {})["caller"] = self.caller
+        self.client_id = creds.identifier
+        files = client_files(self.app_state)
+        files.attach(self.client_id)
         await self.send(frames.auth_success())
         try:
             await self._serve()
         finally:
             self._closed = True
-            for task in list(self._tasks):
+            for task in list(self._tasks):  # a client that went away stops its predictions, loads and downloads
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            files.detach(self.client_id)
             if self.caller is None:
                 identities.release(creds.identifier)
 

@@ -4,8 +4,9 @@ history under the model's own chat template, rendered without generating)."""
 
 from __future__ import annotations
 
+from lms.api.lmstudio.file_store import client_files
 from lms.api.lmstudio.models import manager_of, resolve_loaded
-from lms.api.lmstudio.prediction import messages_of
+from lms.api.lmstudio.prediction import function_tools, messages_of
 from lms.api.lmstudio.session import Namespace, Session
 from lms.errors import LmsError
 
@@ -37,8 +38,15 @@ def tokenizer_endpoints(namespace: Namespace) -> Namespace:
 
 
 async def apply_prompt_template(session: Session, parameter) -> dict:
+    """The chat rendered as the model would see it; `opts` may drop the BOS and EOS text and add tool
+    definitions (LM Studio's LLMTool is OpenAI's chat tool shape, which the templates read)."""
     if not isinstance(parameter, dict):
         raise LmsError.invalid("applyPromptTemplate needs a parameter.", "parameter")
     model = resolve_loaded(manager_of(session), "llm", parameter.get("specifier"))
-    messages = messages_of(parameter.get("history"))
-    return {"formatted": await session.app_state.pipeline.render_prompt(model, messages)}
+    messages, _images = messages_of(parameter.get("history"), client_files(session.app_state).of(session.client_id))
+    opts = parameter.get("opts") if isinstance(parameter.get("opts"), dict) else {}
+    tools = [{"type": "function", "function": tool} for tool in function_tools(opts.get("toolDefinitions"))]
+    omitted = {"bos_token": ""} if opts.get("omitBosToken") else {}
+    omitted |= {"eos_token": ""} if opts.get("omitEosToken") else {}
+    formatted = await session.app_state.pipeline.render_prompt(model, messages, tools or None, omitted)
+    return {"formatted": formatted}

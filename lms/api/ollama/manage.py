@@ -69,9 +69,7 @@ async def _progress(job: Job):
         yield {"status": f"pulling {job.variant}", "digest": digest, "total": job.total_bytes,
                "completed": job.downloaded_bytes}
         await asyncio.sleep(PROGRESS_SECONDS)
-    if job.status not in ("completed", "already_downloaded"):
-        raise LmsError.upstream(f"The download of {job.repo_id}@{job.variant} {job.status}: {job.error or ''}".strip(),
-                                code="download_failed")
+    job.raise_if_failed()
     yield {"status": f"pulling {job.variant}", "digest": digest, "total": job.total_bytes,
            "completed": job.total_bytes}
     for status in ("verifying sha256 digest", "writing manifest", "success"):
