@@ -250,6 +250,34 @@ def test_act_runs_a_python_tool_between_rounds(sdk):
     assert rounds[0].stats.stop_reason == "toolCalls" and "<tool_call>" not in rounds[0].content
 
 
+def test_act_with_two_python_tools_over_several_rounds(sdk):
+    calls = []
+
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        calls.append(("weather", city))
+        return "18C and sunny"
+
+    def get_time(city: str) -> str:
+        """Get the current local time in a city."""
+        calls.append(("time", city))
+        return "14:05"
+
+    result = sdk.llm.model(TOOL_MODEL).act("What is the weather in Paris? Then tell me the local time in Paris.",
+                                           [get_weather, get_time], max_prediction_rounds=3,
+                                           config={"temperature": 0, "maxTokens": 80})
+    assert result.rounds >= 2 and {name for name, _city in calls} == {"weather", "time"}
+    assert all(city == "Paris" for _name, city in calls)
+
+
+def test_a_draft_model_reports_lm_studios_draft_stats(sdk):
+    stats = sdk.llm.model(CHAT_MODEL).respond("Write a short story about a cat.", config={
+        "draftModel": CHAT_MODEL, "temperature": 0, "maxTokens": 24}).stats
+    assert stats.used_draft_model_key == CHAT_MODEL and stats.accepted_draft_tokens_count > 0
+    assert stats.total_draft_tokens_count == stats.accepted_draft_tokens_count + stats.rejected_draft_tokens_count \
+        + stats.ignored_draft_tokens_count
+
+
 def test_an_unknown_model_raises_the_sdks_error(sdk):
     with pytest.raises(lmstudio.LMStudioServerError, match="no/such-model"):
         sdk.llm.model("no/such-model")

@@ -119,7 +119,19 @@ def prediction_stats(done: dict) -> dict:
     return {"stopReason": lmstudio_stop_reason(done.get("finish_reason")),
             "tokensPerSecond": stats.get("tokens_per_second"), "timeToFirstTokenSec": stats.get("time_to_first_token"),
             "totalTimeSec": stats.get("generation_time"), "promptTokensCount": usage.get("prompt_tokens"),
-            "predictedTokensCount": usage.get("completion_tokens"), "totalTokensCount": usage.get("total_tokens")}
+            "predictedTokensCount": usage.get("completion_tokens"), "totalTokensCount": usage.get("total_tokens"),
+            **_draft_stats(stats)}
+
+
+def _draft_stats(stats: dict) -> dict:
+    """The speculative-decoding counters, under LM Studio's names, when a draft model ran."""
+    if not stats.get("draft_model"):
+        return {}
+    return {"usedDraftModelKey": stats["draft_model"],
+            **{name: stats.get(key) for key, name in (("total_draft_tokens_count", "totalDraftTokensCount"),
+                                                      ("accepted_draft_tokens_count", "acceptedDraftTokensCount"),
+                                                      ("rejected_draft_tokens_count", "rejectedDraftTokensCount"),
+                                                      ("ignored_draft_tokens_count", "ignoredDraftTokensCount"))}}
 
 
 class ModelManager:
