@@ -33,7 +33,7 @@ $(LLAMA_STAMP): $(VENV)/bin/python $(LLAMA_WHEELS)/.done
 	touch $@
 
 $(VENV)/.deps: $(LLAMA_STAMP) pyproject.toml
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,cluster]"
 	touch $@
 
 run: install

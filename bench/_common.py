@@ -104,6 +104,26 @@ def post_stream(port: int, path: str, body: str, timeout: float) -> tuple[float,
     return started, connection, connection.getresponse()
 
 
+def streamed_chat(port: int, model: str, messages: list[dict], tokens: int) -> tuple[float, float]:
+    """(ttft seconds, decode tok/s) of one greedy answer streamed through /v1/chat/completions, counted by the
+    server's own usage."""
+    import httpx
+
+    body = {"model": model, "messages": messages, "max_tokens": tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    started, first, count = time.perf_counter(), None, 0
+    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+            if chunk.get("usage"):
+                count = chunk["usage"]["completion_tokens"]
+    return first - started, (count - 1) / (time.perf_counter() - first)
+
+
 def raw_llama(model: Path, context: int):
     """Bare llama-cpp-python on `model` with the benchmark's threads, and the model's chat template."""
     from llama_cpp import Llama

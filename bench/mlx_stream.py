@@ -10,10 +10,7 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,19 +44,7 @@ print(json.dumps(speeds[1:]))
 
 
 def _api_tokens_per_second(port: int) -> float:
-    body = {"model": KEY, "messages": common.MESSAGES, "max_tokens": TOKENS, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    first, count = None, 0
-    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                first = first or time.perf_counter()
-            if chunk.get("usage"):
-                count = chunk["usage"]["completion_tokens"]
-    return (count - 1) / (time.perf_counter() - first)
+    return common.streamed_chat(port, KEY, common.MESSAGES, TOKENS)[1]
 
 
 def measure() -> dict:

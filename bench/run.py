@@ -10,10 +10,12 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 - MLX streaming decode through the API / raw mlx_lm.stream_generate >= 0.9 (bench/mlx_stream.py)
 - against llama-server built from the same llama.cpp (bench/engine.py): single-stream decode >= 0.95x, aggregate
   with 4 concurrent streams >= 1.0x, shared 1,000-token prefix TTFT <= 20% of cold, speculative decoding >= 1.3x
+- a Ray Serve replica against a local worker on this machine (bench/cluster.py): decode ratio >= 0.9
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import sys
@@ -158,6 +160,12 @@ def main() -> int:
     rows += mlx_bench.rows(mlx)
     engine = engine_bench.measure()
     rows += engine_bench.rows(engine)
+    if importlib.util.find_spec("ray") is not None:  # the cluster extra
+        from bench import cluster as cluster_bench
+
+        cluster = cluster_bench.measure()
+        results["cluster"] = cluster
+        rows += cluster_bench.rows(cluster)
     results.update({
         "raw_tokens_per_second": raw_tps, "lms_tokens_per_second": lms_tps, "decode_ratio": lms_tps / raw_tps,
         "raw_ttft_ms": raw_ttft * 1000, "lms_ttft_ms": lms_ttft * 1000,

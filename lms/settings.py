@@ -71,8 +71,14 @@ class Settings(BaseSettings):
     allow_remote_mcp: bool = False  # /v1/responses may call MCP servers a request names (tools of type "mcp")
     allow_mcp_json: bool = False  # HTTP requests with an admin token may use the servers of mcp.json
     download_reserve_bytes: count = 64 * 1024 * 1024  # free disk space a download must leave
+    # The Ray cluster `lms load --replicas` places models on (`lms cluster connect`; env LMS_CLUSTER): a Ray address
+    # such as host:6379, ray://host:10001, or auto for a `ray start` head on this machine. Empty: no cluster.
+    cluster_address: str = ""
     mcp_connect_timeout_seconds: seconds = 10.0
     mcp_call_timeout_seconds: seconds = 60.0
+    # postgresql://user:password@host:port/db: responses, API tokens and the download journal live in that database,
+    # shared by every daemon pointed at it (lms/db.py); empty: SQLite and JSON files in LMS_HOME
+    database_url: str = ""
 
     def fetch_hosts(self) -> set[str]:
         return {host.strip().lower() for host in self.allowed_fetch_hosts.split(",") if host.strip()}
@@ -89,6 +95,8 @@ class Settings(BaseSettings):
         in_file = f"settings.json ({file})"
         from_file = _read_settings_file(file, in_file, set(cls.model_fields))
         from_env = EnvSettingsSource(cls)()  # LMS_<FIELD>, matched case-insensitively (model_config)
+        if os.environ.get("LMS_CLUSTER") and "cluster_address" not in from_env:  # the documented short name
+            from_env["cluster_address"] = os.environ["LMS_CLUSTER"]
         variables = {name.lower(): name for name in os.environ}
 
         def origin(field: str) -> str:

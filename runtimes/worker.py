@@ -1,6 +1,7 @@
 """The worker process: holds one loaded model and serves the daemon over a socket of JSON lines.
 
-Messages from the daemon: `{"op": "load"|"generate"|"count"|"render_prompt"|"tokenize"|"embed"|"cancel"|"shutdown",
+Messages from the daemon: `{"op": "load"|"generate"|"count"|"render_prompt"|"tokenize"|"embed"|"status"|"cancel"|
+"shutdown",
 "id", ...}`; a generate, count or render_prompt carries `request` (GenerationRequest.to_dict), an embed `request`
 (EmbeddingRequest.to_dict), a tokenize `text`, and the worker hands its engine the typed request (the contract is
 runtimes/base.py).
@@ -16,6 +17,7 @@ When the daemon goes away (end of file on the socket) the worker exits: it never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -96,6 +98,10 @@ def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] |
         from runtimes.mlx.engine import MlxEngine
 
         return MlxEngine(**options, progress=progress)
+    if runtime == "cluster":
+        from runtimes.cluster.engine import ClusterEngine
+
+        return ClusterEngine(**options, progress=progress)
     raise LmsError.internal(f"unknown runtime {runtime!r}")
 
 
@@ -141,6 +147,9 @@ def serve(conn: Connection) -> None:
             elif op == "render_prompt":
                 text = state["engine"].render_prompt(GenerationRequest.from_dict(job["request"]))
                 emit({"type": "result", "text": text})
+            elif op == "status":  # a cluster model's replicas; {} for a local engine
+                status = getattr(state["engine"], "status", None)
+                emit({"type": "result", **(status() if status else {})})
             elif op == "tokenize":
                 if not isinstance(job.get("text"), str):
                     raise LmsError.invalid("'text' must be a string.", "text")
@@ -174,7 +183,12 @@ def serve(conn: Connection) -> None:
             break
         else:
             jobs.put(message)
-    # The daemon closed the socket or asked us to stop: leave now, without waiting for a decode to end.
+    # The daemon closed the socket or asked us to stop: leave now, without waiting for a decode to end; an engine
+    # that holds something outside this process (a cluster application) lets it go first.
+    close = getattr(state["engine"], "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
     os._exit(0)
 
 

@@ -40,6 +40,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate, timeout: float = 60, every: float = 0.1):
+    """The first truthy value of predicate(), polled until the timeout (then the test fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
 @dataclass
 class Lms:
     """One lms installation: an LMS_HOME, the CLI run against it, and the server port it uses."""

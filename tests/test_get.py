@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO, Lms, free_port
+from tests.conftest import REPO, Lms, free_port, wait_for
 from tests.hf_server import FakeHub
 
 REPO_ID = "lmstudio-community/SmolLM2-135M-Instruct-GGUF"
@@ -160,16 +160,6 @@ def test_a_private_repository_needs_hf_token(tmp_path, hub):
         member.stop()
 
 
-def _wait_for(predicate, timeout: float = 120, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
-
-
 def _job(lms: Lms, job_id: str) -> dict:
     return lms.control().get(f"/lms/downloads/{job_id}")
 
@@ -181,13 +171,13 @@ def test_resume_after_the_daemon_is_killed_mid_download(lms_hub, hub):
         lms_hub.run("daemon", "up")
         job = lms_hub.control().post("/lms/downloads", {"model": f"{REPO_ID}@q4_1", "endpoint": hub.url})
         size = job["total_size_bytes"]
-        _wait_for(lambda: _job(lms_hub, job["job_id"])["downloaded_bytes"] > size * 0.4)
+        wait_for(lambda: _job(lms_hub, job["job_id"])["downloaded_bytes"] > size * 0.4, timeout=120)
         pid = int((lms_hub.home / ".internal" / "daemon.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        _wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
         assert downloaded(lms_hub) == []  # nothing half-downloaded is listed
         lms_hub.run("daemon", "up")  # the new daemon picks the job up from its journal and resumes it
-        done = _wait_for(lambda: (s := _job(lms_hub, job["job_id"]))["status"] == "completed" and s)
+        done = wait_for(lambda: (s := _job(lms_hub, job["job_id"]))["status"] == "completed" and s, timeout=120)
     finally:
         hub.throttle_bytes_per_second = None
     assert hub.wait_idle()
@@ -226,7 +216,7 @@ def test_ctrl_c_keeps_the_download_going_or_cancels_it_and_lms_get_follows_it_ag
         # From a script (no terminal), Ctrl+C leaves the job running in the daemon.
         script = subprocess.Popen(command, env=lms_hub.env, cwd=REPO, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        job = _wait_for(lambda: _active_job(lms_hub))
+        job = wait_for(lambda: _active_job(lms_hub), timeout=120)
         script.send_signal(signal.SIGINT)
         _, errors = script.communicate(timeout=30)
         assert script.returncode == 0 and "goes on in the background" in errors
@@ -276,7 +266,7 @@ def test_a_full_disk_fails_the_job_and_keeps_the_part(tmp_path, hub):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     try:
-        _wait_for(lambda: lms.run("daemon", "status", "--json", check=False).returncode == 0, timeout=30)
+        wait_for(lambda: lms.run("daemon", "status", "--json", check=False).returncode == 0, timeout=30)
         job = job_of(lms, f"{REPO_ID}@q4_1")
         assert job["status"] == "failed" and "disk is full" in job["error"]
         assert downloaded(lms) == []
@@ -301,8 +291,8 @@ def test_native_download_endpoints(lms_hub, hub):
                          timeout=60).json()
     assert started["job_id"].startswith("job_") and started["status"] in ("downloading", "completed")
     assert started["total_size_bytes"] == hub.repos[REPO_ID].files[Q4].size
-    status = _wait_for(lambda: (s := httpx.get(f"{base}/api/v1/models/download/status/{started['job_id']}").json())
-                       ["status"] == "completed" and s)
+    status = wait_for(lambda: (s := httpx.get(f"{base}/api/v1/models/download/status/{started['job_id']}").json())
+                       ["status"] == "completed" and s, timeout=120)
     assert status["downloaded_bytes"] == status["total_size_bytes"] and status["completed_at"]
     missing = httpx.get(f"{base}/api/v1/models/download/status/job_nothing")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"

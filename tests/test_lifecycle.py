@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import CHAT_MODEL
+from tests.conftest import CHAT_MODEL, wait_for
 
 COPY, OTHER = "lms-test/smollm2-copy", "lms-test/smollm2-other"
 
@@ -36,15 +36,6 @@ def ask(lms, model: str, max_tokens: int = 4, **extra) -> httpx.Response:
 
 def loaded(lms) -> dict[str, dict]:
     return {m["identifier"]: m for m in lms.json("ps")}
-
-
-def wait_for(predicate, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_auto_evict_keeps_one_jit_model_and_spares_explicit_loads(lms3):

@@ -152,3 +152,25 @@ def test_the_middleware_authenticates_websockets_three_ways(store):
     with pytest.raises(WebSocketDisconnect):
         with client.websocket_connect("/ws", headers={"Authorization": "Bearer wrong"}):
             pass
+
+
+def test_the_database_backend_shares_tokens_between_stores(tmp_path):
+    """The table of a shared database (here through SQLite; tests/test_postgres.py runs it on PostgreSQL): two
+    stores on two connections, as two daemons, see each other's tokens and revocations at the next check."""
+    from lms.db import SQLiteDatabase
+
+    here = TokenStore(database=SQLiteDatabase(tmp_path / "shared.db"))
+    there = TokenStore(database=SQLiteDatabase(tmp_path / "shared.db"))
+    assert not here.any()
+    token, secret = here.create("app")
+    _, admin = there.create("ops", "admin")
+    assert there.any() and there.verify(secret).name == "app" and here.verify(admin).scope == "admin"
+    assert [t.name for t in here.tokens()] == ["app", "ops"] and here.tokens()[0].last_used is not None
+    with pytest.raises(LmsError) as duplicate:
+        here.create("ops")
+    assert duplicate.value.code == "token_exists"
+    assert there.revoke(f"sk-lm-{token.identifier}").name == "app"
+    assert here.verify(secret) is None and [t.name for t in here.tokens()] == ["ops"]
+    with pytest.raises(LmsError) as missing:
+        here.revoke("app")
+    assert missing.value.kind is Kind.NOT_FOUND and here.path is None  # no token file

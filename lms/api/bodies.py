@@ -87,6 +87,8 @@ class MessagesBody(_Sampling):
 class LoadBody(_Described):
     model: str = Field(min_length=1)
     context_length: int | None = Field(None, ge=1)
+    replicas: int | None = Field(None, ge=1, description="Load on the connected Ray cluster, as this many replicas.")
+    max_replicas: int | None = Field(None, ge=1, description="Autoscale the cluster replicas up to this many.")
     echo_load_config: bool = False
 
 

@@ -14,8 +14,8 @@ app = typer.Typer(
 
 
 def build() -> typer.Typer:
-    from lms.cli import chat, daemon, get, log, models, runtime, server, status
+    from lms.cli import chat, cluster, daemon, get, log, models, runtime, server, status
 
-    for module in (get, models, chat, server, log, runtime, daemon, status):
+    for module in (get, models, chat, server, log, runtime, daemon, status, cluster):
         module.register(app)
     return app

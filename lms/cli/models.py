@@ -176,13 +176,19 @@ def load(
                                           "drafts tokens for this one to check.")] = None,
     draft_max_tokens: Annotated[int | None, typer.Option(
         "--speculative-draft-max-tokens", min=1, help="Tokens the draft model proposes per step (default 8).")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        "--replicas", min=1, help="Load it on the connected Ray cluster (lms cluster connect) as this many "
+                                  "replicas, on the nodes Ray picks.")] = None,
+    max_replicas: Annotated[int | None, typer.Option(
+        "--max-replicas", min=1, help="With --replicas: scale up to this many replicas when requests queue, and "
+                                      "back down when idle.")] = None,
     estimate_only: Annotated[bool, typer.Option("--estimate-only", help="Print the memory the model would need "
                                                                         "and whether it may load; load nothing.")]
     = False,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Answer yes to every question.")] = False,
     json_: JsonFlag = False,
 ):
-    """Load a model into memory."""
+    """Load a model into memory (this machine's, or the Ray cluster's with --replicas)."""
     from rich.console import Console
 
     from lms.client import DaemonError, ensure_daemon
@@ -198,7 +204,8 @@ def load(
             fail(str(exc))
         return print_json(plan) if json_ else _print_estimate(plan)
     body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl,
-            "parallel": parallel, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens, "stream": True}
+            "parallel": parallel, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
+            "replicas": replicas, "max_replicas": max_replicas, "stream": True}
     console = Console(stderr=True)
     started = time.perf_counter()
     loaded = None

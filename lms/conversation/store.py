@@ -6,6 +6,10 @@ link to the previous response (`previous_id`); the conversation a turn saw is re
 itself: a conversation continued from a response that is not stored (a WebSocket `store: false` turn), a row
 whose previous response was deleted or pruned (its conversation is folded into it first, so nothing a later
 turn needs is lost), or a row written by version 1 of the schema (which stored the whole context each time).
+
+The rows live in SQLite (`LMS_HOME/lms.db`) or, with the `database_url` setting, in PostgreSQL, where several
+front daemons share them and continue each other's chains: the same SQL and the same migrations on both, through
+lms/db.py (the few dialect differences are named there).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lms.db import Database, SQLiteDatabase, dialect_of
 from lms.errors import LmsError
 
 log = logging.getLogger("lms.responses")
@@ -54,14 +59,15 @@ class StoredResponse:
     turn_start: int = field(default=0, compare=False)
 
 
-def _v1(db: sqlite3.Connection) -> None:
-    db.execute("""CREATE TABLE responses (
-        id TEXT PRIMARY KEY, created_at REAL NOT NULL, response TEXT NOT NULL, input_items TEXT NOT NULL,
-        context TEXT NOT NULL)""")
+def _v1(db: Database) -> None:
+    dialect = dialect_of(db)
+    db.execute(f"""CREATE TABLE responses (
+        id TEXT PRIMARY KEY, created_at {dialect.float_type} NOT NULL, response TEXT NOT NULL,
+        input_items TEXT NOT NULL, context TEXT NOT NULL{dialect.rowid_column})""")
     db.execute("CREATE INDEX responses_created_at ON responses (created_at)")
 
 
-def _v2(db: sqlite3.Connection) -> None:
+def _v2(db: Database) -> None:
     """Turns stored once: `context` becomes what came before the turn when it has no link ('[]' when linked),
     `own_context` the turn's own expanded input (NULL: the same as input_items), `bytes` the row's size. A
     version 1 row keeps its whole context in `context`, so it reads as before."""
@@ -73,18 +79,20 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX responses_previous_id ON responses (previous_id)")
 
 
-# Forward-only migrations: index i brings the schema from version i to i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+# Forward-only migrations, the same on SQLite and PostgreSQL: index i brings the schema from version i to i + 1.
+# Never edit a released one.
+MIGRATIONS: list[Callable[[Database], None]] = [_v1, _v2]
 
 _CHAIN = f"""WITH RECURSIVE chain(id, depth) AS (
-        SELECT ?, 0
+        SELECT CAST(? AS TEXT), 0
         UNION ALL
         SELECT r.previous_id, chain.depth + 1 FROM responses r JOIN chain ON r.id = chain.id
         WHERE r.previous_id IS NOT NULL AND chain.depth < {MAX_CHAIN})
     SELECT r.response, r.input_items, r.context, r.previous_id, r.own_context
     FROM chain JOIN responses r ON r.id = chain.id ORDER BY chain.depth DESC"""
 
-# Newest first (ties by insertion): the order the caps keep rows in.
+# Newest first (ties by insertion: SQLite's implicit rowid, PostgreSQL's rowid column): the order the caps keep
+# rows in.
 _NEWEST_FIRST = "ORDER BY created_at DESC, rowid DESC"
 
 
@@ -96,11 +104,18 @@ class ResponseStore:
     PRUNE_EVERY = 100  # puts between retention passes (the byte cap is checked on every put)
 
     def __init__(self, path: Path, *, max_age_seconds: int = 30 * 24 * 3600, max_count: int = 10_000,
-                 max_bytes: int = 256 * 1024 * 1024):
+                 max_bytes: int = 256 * 1024 * 1024, database: Database | None = None):
+        """The store in the SQLite file `path`, or in `database` (shared, e.g. PostgreSQL) when one is given."""
         self.max_age_seconds, self.max_count, self.max_bytes = max_age_seconds, max_count, max_bytes
         self.lock = threading.Lock()
         self.puts = 0
         self.total_bytes = 0  # of the rows, as last counted plus what was put since
+        self.owns_db = database is None
+        if database is not None:
+            self.db = database
+            self.db.migrate("responses", MIGRATIONS)
+            self.prune()
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._open(path)
@@ -125,20 +140,12 @@ class ResponseStore:
         try:
             if not path.exists():
                 path.touch(mode=0o600)  # stored conversations are the owner's alone
-            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self.db = SQLiteDatabase(path)
         except (OSError, sqlite3.Error) as exc:  # not corrupt: it cannot be opened at all (a folder, no access)
             raise ResponseStoreError(f"cannot open the response store {path}: {exc}") from exc
         self.db.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
-
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for number in range(version, len(MIGRATIONS)):
-            with self.lock:
-                self.db.execute("BEGIN")
-                MIGRATIONS[number](self.db)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
-                self.db.execute("COMMIT")
+        with self.lock:
+            self.db.migrate("responses", MIGRATIONS)
 
     # --- writing ------------------------------------------------------------------------------------------
 
@@ -150,13 +157,18 @@ class ResponseStore:
         own = stored.context[stored.turn_start:]
         own_text = None if own == stored.input_items else _dumps(own)
         texts = (_dumps(response), _dumps(stored.input_items))
-        with self.lock, _storage_errors():
+        with self.lock, _storage_errors(), self.db.transaction():
+            # the previous response is held (PostgreSQL: FOR SHARE) until this row links to it, so another
+            # daemon pruning it meanwhile folds this row too, or finds it after and this row keeps its context
             linked = previous_id not in (None, response["id"]) and self.db.execute(
-                "SELECT 1 FROM responses WHERE id = ?", (previous_id,)).fetchone() is not None
+                f"SELECT 1 FROM responses WHERE id = ?{self.db.dialect.for_share}", (previous_id,)).fetchone() \
+                is not None
             before = "[]" if linked else _dumps(stored.context[:stored.turn_start])
             size = sum(map(len, texts)) + len(before) + len(own_text or "")
+            # a replaced response goes and comes back as the newest row (what SQLite's INSERT OR REPLACE did)
+            self.db.execute("DELETE FROM responses WHERE id = ?", (response["id"],))
             self.db.execute(
-                "INSERT OR REPLACE INTO responses (id, created_at, response, input_items, context, previous_id, "
+                "INSERT INTO responses (id, created_at, response, input_items, context, previous_id, "
                 "own_context, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (response["id"], response.get("created_at") or time.time(), *texts, before,
                  previous_id if linked else None, own_text, size))
@@ -178,13 +190,14 @@ class ResponseStore:
         removed = 0
         with self.lock:
             removed += self._remove_where("SELECT id FROM responses WHERE created_at < ?", (cutoff,))
-            removed += self._remove_where(f"SELECT id FROM responses {_NEWEST_FIRST} LIMIT -1 OFFSET ?",
-                                          (self.max_count,))
+            removed += self._remove_where(
+                f"SELECT id FROM (SELECT id, ROW_NUMBER() OVER ({_NEWEST_FIRST}) AS place FROM responses) AS ranked "
+                "WHERE place > ?", (self.max_count,))
             for _ in range(MAX_PRUNE_PASSES):
                 gone = self._remove_where(
                     f"SELECT id FROM (SELECT id, SUM(bytes) OVER ({_NEWEST_FIRST}) AS running, "
-                    f"ROW_NUMBER() OVER ({_NEWEST_FIRST}) AS place FROM responses) WHERE running > ? AND place > 1",
-                    (self.max_bytes,))
+                    f"ROW_NUMBER() OVER ({_NEWEST_FIRST}) AS place FROM responses) AS ranked "
+                    "WHERE running > ? AND place > 1", (self.max_bytes,))
                 removed += gone
                 if not gone:
                     break
@@ -195,11 +208,14 @@ class ResponseStore:
         """Delete the rows `select_ids` names, in one transaction; first each surviving row that continues one
         of them gets the conversation before it written into its own row (it stays readable and continuable).
         The caller holds the lock."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        dialect = self.db.dialect
+        with self.db.transaction():
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY)")
             self.db.execute("DELETE FROM doomed")
-            self.db.execute(f"INSERT OR IGNORE INTO doomed {select_ids}", params)
+            self.db.execute(f"INSERT INTO doomed {select_ids}", params)  # ids of the primary key: no duplicate
+            if dialect.for_update:  # another daemon's put waits, or has linked its row already (folded below)
+                self.db.execute(f"SELECT id FROM responses WHERE id IN (SELECT id FROM doomed) ORDER BY id"
+                                f"{dialect.for_update}").fetchall()
             orphans = self.db.execute(
                 "SELECT id, previous_id FROM responses WHERE previous_id IN (SELECT id FROM doomed) "
                 "AND id NOT IN (SELECT id FROM doomed)").fetchall()
@@ -209,10 +225,6 @@ class ResponseStore:
                 self.db.execute("UPDATE responses SET previous_id = NULL, context = ?, "
                                 "bytes = bytes - length(context) + ? WHERE id = ?", (before, len(before), child_id))
             removed = self.db.execute("DELETE FROM responses WHERE id IN (SELECT id FROM doomed)").rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return removed
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -258,5 +270,7 @@ class ResponseStore:
         return self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        with self.lock:
-            self.db.close()
+        """Close the SQLite file; a shared database stays open for the other stores that use it."""
+        if self.owns_db:
+            with self.lock:
+                self.db.close()

@@ -22,9 +22,10 @@ from lms import __version__, config
 from lms.api.app import api_routes, share_state
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.http import read_json
-from lms.daemon import control_models
+from lms.daemon import control_cluster, control_models
 from lms.errors import LmsError
 from lms.logs import SOURCES
+from lms.manager.cluster import replica_status
 from lms.store import catalog
 
 
@@ -37,6 +38,8 @@ class LoadBody(BaseModel):
     parallel: int | None = Field(None, ge=1)
     draft_model: str | None = None
     draft_max_tokens: int | None = Field(None, ge=1)
+    replicas: int | None = Field(None, ge=1)  # on the Ray cluster
+    max_replicas: int | None = Field(None, ge=1)
     stream: bool = False
 
 
@@ -88,7 +91,13 @@ async def resolve(request: Request):
 
 async def list_loaded(request: Request):
     manager = _state(request).manager
-    return JSONResponse([m.ps_info() for m in sorted(manager.loaded.values(), key=lambda m: m.identifier)])
+    models = sorted(manager.loaded.values(), key=lambda m: m.identifier)
+    infos = [m.ps_info() for m in models]
+    on_cluster = [(info, m) for info, m in zip(infos, models, strict=True) if m.placement]
+    statuses = await asyncio.gather(*(replica_status(m.worker) for _info, m in on_cluster))
+    for (info, _model), status in zip(on_cluster, statuses, strict=True):
+        info.update(replicas=status["replicas"], clusterStatus=status["status"])
+    return JSONResponse(infos)
 
 
 async def estimate(request: Request):
@@ -111,7 +120,8 @@ async def load(request: Request):
     manager = _state(request).manager
     started = time.perf_counter()
     options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl,
-                   parallel=body.parallel, draft_model=body.draft_model, draft_max_tokens=body.draft_max_tokens)
+                   parallel=body.parallel, draft_model=body.draft_model, draft_max_tokens=body.draft_max_tokens,
+                   replicas=body.replicas, max_replicas=body.max_replicas)
     if not body.stream:
         model = await manager.load(body.model, **options)
         return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
@@ -203,7 +213,7 @@ def build_control_app(daemon) -> Starlette:
     routes = [*(Route(path, endpoint) for path, endpoint in reads.items()),
               *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
               Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
-              *control_models.routes(), *api_routes()]
+              *control_models.routes(), *control_cluster.routes(), *api_routes()]
     app = Starlette(routes=routes, middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
     # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`

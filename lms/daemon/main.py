@@ -12,7 +12,7 @@ from contextlib import suppress
 
 import uvicorn
 
-from lms import config
+from lms import config, db
 from lms.conversation.store import ResponseStore
 from lms.daemon.control import build_control_app
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
@@ -32,6 +32,8 @@ class Daemon:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings if settings is not None else Settings.load()
         config.restrict_to_owner(config.settings_path())  # it may hold api_token
+        # first: an unreachable database stops the daemon before anything starts
+        self.database = db.connect(self.settings.database_url) if self.settings.database_url else None
         self.bus = LogBus()
         self.metrics = Metrics()
         self.manager = ModelManager(self.settings, self.bus, self.metrics)
@@ -39,11 +41,11 @@ class Daemon:
         self.responses = ResponseStore(config.home() / "lms.db",
                                        max_age_seconds=self.settings.responses_max_age_days * 86400,
                                        max_count=self.settings.responses_max_count,
-                                       max_bytes=self.settings.responses_max_bytes)
+                                       max_bytes=self.settings.responses_max_bytes, database=self.database)
         self.mcp = McpPool(connect_timeout=self.settings.mcp_connect_timeout_seconds,
                            call_timeout=self.settings.mcp_call_timeout_seconds)
-        self.downloads = DownloadManager(reserve_bytes=self.settings.download_reserve_bytes)
-        self.authenticator = Authenticator(TokenStore(), self.settings.api_token)
+        self.downloads = DownloadManager(reserve_bytes=self.settings.download_reserve_bytes, database=self.database)
+        self.authenticator = Authenticator(TokenStore(database=self.database), self.settings.api_token)
         self.http = HTTPServerController(self)
         self.control: uvicorn.Server | None = None
 
@@ -122,7 +124,13 @@ def main() -> int:
     sock = _bind_control_socket()
     config.pid_path().write_text(str(os.getpid()))
     try:
-        _event_loop_runner()(Daemon(settings).run(sock))
+        try:
+            daemon = Daemon(settings)
+        except db.DatabaseError as exc:  # unreachable or refused: say so and stop, as for a bad setting
+            log.error("not starting: %s", exc)
+            print(exc, file=sys.stderr)
+            return 2
+        _event_loop_runner()(daemon.run(sock))
     finally:
         for path in (config.socket_path(), config.pid_path()):
             with suppress(FileNotFoundError):

@@ -21,6 +21,7 @@ from lms.errors import LmsError
 from lms.generation.finish import lmstudio_stop_reason
 from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.logs import LogBus
+from lms.manager import cluster
 from lms.manager.worker import WorkerHandle
 from lms.settings import Settings
 from lms.store import catalog, runtimes
@@ -59,6 +60,7 @@ class LoadedModel:
     draft_max_tokens: int | None = None
     prefix_cache_bytes: int = 0  # host memory held by finished sequences kept for prefix reuse (last reported)
     engine: dict = field(default_factory=dict)  # the engine and version this model runs on
+    placement: cluster.Placement | None = None  # on the Ray cluster (the worker drives its replicas)
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -79,7 +81,10 @@ class LoadedModel:
             "draftModel": self.draft_model,
             "pid": self.worker.pid,
             "engine": self.engine,
+            "location": "cluster" if self.placement else "local",
         })
+        if self.placement:
+            info.update(self.placement.public())
         return info
 
     def expired(self, now: int) -> bool:
@@ -234,15 +239,20 @@ class ModelManager:
     async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
                    ttl: int | None = None, jit: bool = False, parallel: int | None = None,
                    draft_model: str | None = None, draft_max_tokens: int | None = None,
-                   progress: Callable[[float], None] | None = None) -> LoadedModel:
-        """Load a model in a new worker. Cancelling this (a client that gives up) stops the load."""
+                   progress: Callable[[float], None] | None = None, replicas: int | None = None,
+                   max_replicas: int | None = None) -> LoadedModel:
+        """Load a model in a new worker (with `replicas`: on the Ray cluster, driven by that worker). Cancelling
+        this (a client that gives up) stops the load."""
         entry = self.resolve(name)
+        where = cluster.placement(self.settings.cluster_address, replicas, max_replicas)
         context_length = self._context_length(entry, context_length)
         runtime_for(entry)  # an engine that is not installed fails here, before anything starts
         parallel = self._parallel(entry, parallel)
         draft = self._draft(draft_model, entry, draft_max_tokens) if draft_model else None
         planned = self.estimate(entry, context_length, parallel=parallel)
-        if not planned["passesGuardrails"]:
+        if where is not None:  # the cluster's memory, not this machine's, holds it
+            planned["memory"]["totalBytes"] = 0
+        elif not planned["passesGuardrails"]:
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
             raise LmsError.storage(
                 f"Loading {entry.model_key} with a {context_length}-token context needs about {_mib(need)} of memory "
@@ -256,7 +266,7 @@ class ModelManager:
         self._loading.add(identifier)
         try:
             model = await self._start(entry, identifier, context_length, ttl, jit, parallel, draft, draft_max_tokens,
-                                      planned, progress)
+                                      planned, progress, where)
             self.loaded[identifier] = model
         finally:
             del self._reserved[reservation]
@@ -265,7 +275,7 @@ class ModelManager:
 
     async def _start(self, entry: ModelEntry, identifier: str, context_length: int, ttl: int | None, jit: bool,
                      parallel: int, draft: DraftSpec | None, draft_max_tokens: int | None, planned: dict,
-                     progress: Callable[[float], None] | None) -> LoadedModel:
+                     progress: Callable[[float], None] | None, where: cluster.Placement | None = None) -> LoadedModel:
         """Start a worker and load the model in it; the worker is stopped again if that fails."""
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
@@ -279,9 +289,11 @@ class ModelManager:
         if runtime == "llama.cpp" and entry.type == "llm":
             options.update(parallel=parallel, draft=asdict(draft) if draft else None,
                            host_cache_bytes=planned["parts"]["prefixCache"])
+        if where is not None:
+            options = cluster.worker_options(where, identifier, runtime, options, parallel)
         loaded = None
         try:
-            async for event in worker.call("load", runtime=runtime, options=options):
+            async for event in worker.call("load", runtime="cluster" if where else runtime, options=options):
                 if event["type"] == "progress" and progress:
                     progress(event["progress"])
                 elif event["type"] == "loaded":
@@ -301,7 +313,8 @@ class ModelManager:
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
                             estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel,
                             draft_model=draft.name if draft else None, draft_max_tokens=draft_max_tokens,
-                            engine={"name": runtime, "version": loaded["info"].get("engine_version")})
+                            engine={"name": runtime, "version": loaded["info"].get("engine_version")},
+                            placement=where)
         if self.metrics is not None:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         return model

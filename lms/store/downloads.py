@@ -5,22 +5,30 @@ after an interruption or a daemon restart, hashed on the way and checked against
 when every file of the variant is complete and verified are they moved into
 `models/<publisher>/<repo>/`: `lms ls` never shows a partial model. A journal file per job lets a restarted daemon
 pick its jobs up again. Two requests for the same variant share one job.
+
+The journal is a JSON file per job under `.internal/downloads/jobs`, or, with the `database_url` setting, a row
+per job in that database (table `download_jobs`): each daemon resumes its own jobs (its host and LMS_HOME), and
+one daemon answers the status of a job another daemon sharing the database runs (as that one last saved it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lms import config
+from lms.db import Database, dialect_of
 from lms.errors import LmsError
 from lms.sizes import file_size
 from lms.store.hub import HubFile
@@ -29,6 +37,7 @@ from lms.store.transfer import TransferError, fetch
 log = logging.getLogger("lms.downloads")
 ACTIVE = ("downloading",)
 FINISHED = ("completed", "already_downloaded")  # the files are in place
+JOB_ID = re.compile(r"job_[0-9a-f]{1,32}")
 MAX_FINISHED_JOBS = 100  # finished jobs kept for `lms get` and the status API; running ones are always kept
 
 
@@ -110,6 +119,11 @@ class Job:
         data["files"] = [asdict(f) for f in self.files]
         return data
 
+    @classmethod
+    def from_journal(cls, data: dict) -> Job:
+        """A job as its journal entry has it; ValueError, TypeError or KeyError when the entry is damaged."""
+        return cls(**{**data, "files": [HubFile(**f) for f in data["files"]]})
+
 
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
@@ -119,24 +133,91 @@ def downloads_dir() -> Path:
     return config.internal_dir() / "downloads"
 
 
+class FileJournal:
+    """A JSON file per job under `.internal/downloads/jobs`, replaced whole on each save."""
+
+    def entries(self) -> list[dict]:
+        folder = downloads_dir() / "jobs"
+        return [data for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])
+                if (data := self._load(path)) is not None]
+
+    def entry(self, job_id: str) -> dict | None:
+        return self._load(downloads_dir() / "jobs" / f"{job_id}.json")
+
+    @staticmethod
+    def _load(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save(self, data: dict) -> None:
+        journal = downloads_dir() / "jobs"
+        journal.mkdir(parents=True, exist_ok=True)
+        temporary = journal / f".{data['job_id']}.tmp"
+        temporary.write_text(json.dumps(data))
+        os.replace(temporary, journal / f"{data['job_id']}.json")
+
+    def delete(self, job_id: str) -> None:
+        (downloads_dir() / "jobs" / f"{job_id}.json").unlink(missing_ok=True)
+
+
+def _journal_v1(db: Database) -> None:
+    db.execute(f"""CREATE TABLE download_jobs (
+        job_id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
+        updated_at {dialect_of(db).float_type} NOT NULL, job TEXT NOT NULL)""")
+    db.execute("CREATE INDEX download_jobs_owner ON download_jobs (owner)")
+
+
+# Forward-only, as the response store's (lms/conversation/store.py): never edit a released one.
+JOURNAL_MIGRATIONS = [_journal_v1]
+
+
+class DatabaseJournal:
+    """The `download_jobs` table of a shared database: a row per job, tagged with the daemon that runs it (its
+    host and LMS_HOME: the files are that daemon's), so a restarted daemon resumes its own jobs only."""
+
+    def __init__(self, database: Database, owner: str | None = None):
+        self.db = database
+        self.owner = owner or f"{socket.gethostname()}:{config.home().resolve()}"
+        self.db.migrate("download_jobs", JOURNAL_MIGRATIONS)
+
+    def entries(self) -> list[dict]:
+        rows = self.db.execute("SELECT job FROM download_jobs WHERE owner = ? ORDER BY job_id",
+                               (self.owner,)).fetchall()
+        return [json.loads(job) for (job,) in rows]
+
+    def entry(self, job_id: str) -> dict | None:
+        row = self.db.execute("SELECT job FROM download_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save(self, data: dict) -> None:
+        self.db.execute("INSERT INTO download_jobs (job_id, owner, status, updated_at, job) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner, status = excluded.status, "
+                        "updated_at = excluded.updated_at, job = excluded.job",
+                        (data["job_id"], self.owner, data["status"], time.time(), json.dumps(data)))
+
+    def delete(self, job_id: str) -> None:
+        self.db.execute("DELETE FROM download_jobs WHERE job_id = ? AND owner = ?", (job_id, self.owner))
+
+
 class DownloadManager:
-    def __init__(self, reserve_bytes: int = 64 * 1024 * 1024, max_finished_jobs: int = MAX_FINISHED_JOBS):
+    def __init__(self, reserve_bytes: int = 64 * 1024 * 1024, max_finished_jobs: int = MAX_FINISHED_JOBS, *,
+                 database: Database | None = None):
         self.reserve_bytes = reserve_bytes  # never fill the disk to the last byte
         self.max_finished_jobs = max_finished_jobs
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, asyncio.Task] = {}
+        self.journal = DatabaseJournal(database) if database is not None else FileJournal()
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Pick up the jobs a previous daemon left unfinished."""
-        journal = downloads_dir() / "jobs"
-        for path in sorted(journal.glob("*.json")) if journal.is_dir() else []:
+        for data in self.journal.entries():
             try:
-                data = json.loads(path.read_text())
-                data["files"] = [HubFile(**f) for f in data["files"]]
-                job = Job(**data)
-            except (OSError, ValueError, TypeError):
+                job = Job.from_journal(data)
+            except (ValueError, TypeError, KeyError):
                 continue
             self.jobs[job.job_id] = job
             if job.status in ACTIVE:
@@ -174,7 +255,12 @@ class DownloadManager:
         return job
 
     def get(self, job_id: str) -> Job:
+        """A job of this daemon, or one another daemon sharing the journal runs (as it last saved it)."""
         job = self.jobs.get(job_id)
+        if job is None and JOB_ID.fullmatch(job_id):  # never a path: the file journal names files by it
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                entry = self.journal.entry(job_id)
+                job = Job.from_journal(entry) if entry is not None else None
         if job is None:
             raise LmsError.not_found(f"No download job '{job_id}'.", code="job_not_found")
         return job
@@ -247,7 +333,7 @@ class DownloadManager:
         finished.sort(key=lambda job: job.completed_at or job.started_at)
         for job in finished[:excess]:
             del self.jobs[job.job_id]
-            (downloads_dir() / "jobs" / f"{job.job_id}.json").unlink(missing_ok=True)
+            self.journal.delete(job.job_id)
 
     def _fetch(self, job: Job, file: HubFile) -> None:
         """One file, into `<staging>/<path>.part` then `<staging>/<path>`. huggingface_hub's own HTTP download
@@ -282,11 +368,7 @@ class DownloadManager:
         shutil.rmtree(job.staging_dir, ignore_errors=True)
 
     def _save(self, job: Job) -> None:
-        journal = downloads_dir() / "jobs"
-        journal.mkdir(parents=True, exist_ok=True)
-        temporary = journal / f".{job.job_id}.tmp"
-        temporary.write_text(json.dumps(job.journal()))
-        os.replace(temporary, journal / f"{job.job_id}.json")
+        self.journal.save(job.journal())
 
 
 class ChecksumMismatch(Exception):

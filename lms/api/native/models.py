@@ -71,11 +71,13 @@ async def v1_load(request: Request):
     body = await read_json(request)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise LmsError.invalid("'model' is required", "model", code="missing_required_parameter")
-    context_length = body.get("context_length")
-    if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
-        raise LmsError.invalid("'context_length' must be a positive integer", "context_length")
+    for field in ("context_length", "replicas", "max_replicas"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise LmsError.invalid(f"'{field}' must be a positive integer", field)
     started = time.perf_counter()
-    model = await request.app.state.manager.load(body["model"], context_length=context_length)
+    model = await request.app.state.manager.load(body["model"], context_length=body.get("context_length"),
+                                                 replicas=body.get("replicas"), max_replicas=body.get("max_replicas"))
     result = {"type": model.entry.type, "instance_id": model.identifier,
               "load_time_seconds": round(time.perf_counter() - started, 3), "status": "loaded"}
     if body.get("echo_load_config"):
