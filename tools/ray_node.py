@@ -37,7 +37,13 @@ class RayNode:
         self.process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(20)
-        for process in tree:  # Ray's workers rename themselves: what is left of the tree goes by PID
+        # Ray's workers rename themselves and its servers may leave the tree: what is left goes by PID, and by the
+        # node's own temporary folder, which every process of this node names on its command line.
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error, TypeError):
+                if self.temp in " ".join(process.info["cmdline"] or ()):
+                    tree.append(process)
+        for process in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         self.process.wait()
