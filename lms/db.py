@@ -21,6 +21,7 @@ database that is down or hangs is an error, never a daemon that hangs.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import logging
@@ -73,7 +74,7 @@ def dialect_of(db) -> Dialect:
     return getattr(db, "dialect", SQLITE)
 
 
-class Database:
+class Database(abc.ABC):
     """One connection, shared by the stores of a process and safe across threads: a statement, or a
     transaction with all its statements, holds it whole. `execute` takes SQL with `?` placeholders and returns a
     cursor (`fetchone`, `fetchall`, `rowcount`)."""
@@ -86,8 +87,9 @@ class Database:
         self.lock = threading.RLock()
         self._depth = 0  # transactions this thread has open (an inner one joins the outer)
 
+    @abc.abstractmethod
     def execute(self, sql: str, params: Sequence = ()):
-        raise NotImplementedError
+        """Each dialect's own."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -107,8 +109,9 @@ class Database:
             finally:
                 self._depth = 0
 
+    @abc.abstractmethod
     def _transaction(self):
-        raise NotImplementedError
+        """Each dialect's own."""
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
         """Bring `component`'s tables to the newest version, in one transaction; returns the version found."""
@@ -127,17 +130,20 @@ class Database:
                                 f"{_first_line(_scrub(str(exc), getattr(self, 'url', '')))}") from None
         return version
 
-    def _lock_schema(self) -> None:
-        pass
+    def _lock_schema(self) -> None:  # noqa: B027 - SQLite needs none: one writer at a time already
+        """Keep a second daemon from migrating at the same time (PostgreSQL's advisory lock)."""
 
+    @abc.abstractmethod
     def _schema_version(self, component: str) -> int:
-        raise NotImplementedError
+        """Each dialect's own."""
 
+    @abc.abstractmethod
     def _set_schema_version(self, component: str, version: int) -> None:
-        raise NotImplementedError
+        """Each dialect's own."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Each dialect's own."""
 
 
 class SQLiteDatabase(Database):

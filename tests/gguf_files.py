@@ -43,3 +43,9 @@ def write_gguf(path: Path, arch: str = "llama", *, file_type: int | None = Q4_K_
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_chat_models(root: Path) -> None:
+    """Two small chat models with a tool-aware template, `pub/chat` and `pub/other`, under a models folder."""
+    write_gguf(root / "Pub" / "Chat-GGUF" / "chat-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
+    write_gguf(root / "Pub" / "Other-GGUF" / "other-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)

@@ -23,7 +23,7 @@ from lms.store.catalog import UnreadableModelError
 from lms.store.downloads import DownloadManager, Job
 from lms.store.hub import HubFile
 from tests.fake_worker import Spawner
-from tests.gguf_files import CHATML_WITH_TOOLS, write_gguf
+from tests.gguf_files import write_chat_models, write_gguf
 
 CHAT, OTHER = "pub/chat", "pub/other"
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -33,8 +33,7 @@ HELLO = [{"role": "user", "content": "Hi"}]
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LMS_HOME", str(tmp_path))
     root = tmp_path / "models"
-    write_gguf(root / "Pub" / "Chat-GGUF" / "chat-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
-    write_gguf(root / "Pub" / "Other-GGUF" / "other-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
+    write_chat_models(root)
     return tmp_path
 
 

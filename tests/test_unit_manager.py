@@ -15,7 +15,7 @@ from lms.logs import Subscriber
 from lms.manager.models import ModelManager
 from lms.settings import Settings
 from tests.fake_worker import Spawner
-from tests.gguf_files import CHATML_WITH_TOOLS, F16, write_gguf
+from tests.gguf_files import F16, write_chat_models, write_gguf
 
 CHAT, OTHER, DRAFT, EMBEDDING = "pub/chat", "pub/other", "pub/draft", "emb/bert"
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -25,8 +25,7 @@ HELLO = [{"role": "user", "content": "Hi"}]
 def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LMS_HOME", str(tmp_path))
     root = tmp_path / "models"
-    write_gguf(root / "Pub" / "Chat-GGUF" / "chat-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
-    write_gguf(root / "Pub" / "Other-GGUF" / "other-Q4_K_M.gguf", chat_template=CHATML_WITH_TOOLS)
+    write_chat_models(root)
     write_gguf(root / "Pub" / "Draft-GGUF" / "draft-Q4_K_M.gguf")
     write_gguf(root / "Emb" / "Bert-GGUF" / "bert-f16.gguf", arch="bert", file_type=F16, context_length=512)
     return tmp_path

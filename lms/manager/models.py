@@ -94,6 +94,11 @@ class LoadedModel:
         return now - reference >= self.ttl_seconds * 1000
 
 
+def local_bytes(planned: dict, where: cluster.Placement | None) -> int:
+    """The memory of this machine a load takes: none when the model is placed on the cluster."""
+    return 0 if where is not None else planned["memory"]["totalBytes"]
+
+
 def runtime_for(entry: ModelEntry) -> str:
     """The engine a model's format needs; an MLX model without the MLX engine installed says how to get it."""
     if entry.format != "mlx":
@@ -250,9 +255,7 @@ class ModelManager:
         parallel = self._parallel(entry, parallel)
         draft = self._draft(draft_model, entry, draft_max_tokens) if draft_model else None
         planned = self.estimate(entry, context_length, parallel=parallel)
-        if where is not None:  # the cluster's memory, not this machine's, holds it
-            planned["memory"]["totalBytes"] = 0
-        elif not planned["passesGuardrails"]:
+        if where is None and not planned["passesGuardrails"]:  # a cluster model is held by the cluster's memory
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
             raise LmsError.storage(
                 f"Loading {entry.model_key} with a {context_length}-token context needs about {_mib(need)} of memory "
@@ -262,7 +265,7 @@ class ModelManager:
         # No await between the check above and these reservations: the next load's check already counts them.
         identifier = self._new_identifier(entry, identifier)
         reservation = next(self._reservations)
-        self._reserved[reservation] = planned["memory"]["totalBytes"]
+        self._reserved[reservation] = local_bytes(planned, where)
         self._loading.add(identifier)
         try:
             model = await self._start(entry, identifier, context_length, ttl, jit, parallel, draft, draft_max_tokens,
@@ -311,7 +314,7 @@ class ModelManager:
         model = LoadedModel(identifier=identifier, entry=entry, worker=worker,
                             context_length=loaded["info"]["context_length"], ttl_seconds=ttl, jit=jit,
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
-                            estimated_bytes=planned["memory"]["totalBytes"], parallel=parallel,
+                            estimated_bytes=local_bytes(planned, where), parallel=parallel,
                             draft_model=draft.name if draft else None, draft_max_tokens=draft_max_tokens,
                             engine={"name": runtime, "version": loaded["info"].get("engine_version")},
                             placement=where)

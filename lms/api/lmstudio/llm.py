@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 
-from lms.api.lmstudio import frames
 from lms.api.lmstudio.file_store import client_files
 from lms.api.lmstudio.models import instance_info, load_config, management, manager_of, resolve_loaded
 from lms.api.lmstudio.prediction import chat_input, completion_input, effective_config
@@ -118,10 +117,9 @@ async def predict(session: Session, channel: Channel, parameter) -> None:
     if not relaying.cancelled():
         relaying.result()  # a failure mid-stream is the channel's error
     stats = stats_of(done[0] if done and not relaying.cancelled() else None, clock)
-    structured = frames.collapse(parameter.get("predictionConfigStack")).get("llm.prediction.structured")
     await channel.send({"type": "success", "stats": stats, "modelInfo": instance_info(model),
                         "loadModelConfig": load_config(model),
-                        "predictionConfig": effective_config(generation.request, structured)})
+                        "predictionConfig": effective_config(generation.request)})
 
 
 def namespace() -> Namespace:

@@ -18,6 +18,7 @@ from lms.pipeline.inputs import ChatInput, CompletionInput
 
 ROLES = ("system", "user", "assistant", "tool")
 PREFIX = "llm.prediction."
+FORMAT_PARAM = PREFIX + "structured"  # what output-format errors name
 # KV keys whose value is a checkbox ({"checked", "value"}) -> the pipeline's sampling field
 CHECKBOX_SAMPLING = {"topPSampling": "top_p", "minPSampling": "min_p", "repeatPenalty": "repeat_penalty"}
 PLAIN_SAMPLING = {"temperature": "temperature", "topKSampling": "top_k"}
@@ -153,7 +154,7 @@ def chat_input(parameter: dict, model: str, files: Mapping[str, StoredFile] | No
     draft = config.get("speculativeDecoding.draftModel")
     return ChatInput(model=model, messages=messages, image_urls=image_urls, image_param="history", sampling=sampling,
                      max_tokens=max_tokens, stop=stop, json_schema=json_schema,
-                     grammar=grammar if isinstance(grammar, str) else None, format_param="llm.prediction.structured",
+                     grammar=grammar if isinstance(grammar, str) else None, format_param=FORMAT_PARAM,
                      tools=function_tools(tools.get("tools") if tools.get("type") == "toolArray" else None),
                      draft_model=draft if isinstance(draft, str) and draft else None,
                      truncate=config.get("contextOverflowPolicy") in ("rollingWindow", "truncateMiddle"),
@@ -206,14 +207,16 @@ def config_fields(sampling: dict) -> dict:
     return fields
 
 
-def effective_config(request: GenerationRequest, structured: object = None) -> dict:
+def effective_config(request: GenerationRequest) -> dict:
     """The prediction config that ran (defaults, preset and the client's layers applied), as a KVConfig."""
     sampling = {name: getattr(request.sampling, name) for name in (*PLAIN_SAMPLING.values(),
                                                                   *CHECKBOX_SAMPLING.values())}
     fields = {PREFIX + key: value for key, value in
               config_fields(sampling | {"max_tokens": request.max_tokens, "stop": request.stop}).items()}
-    if isinstance(structured, dict) and structured.get("type") in ("json", "gbnf"):
-        fields[PREFIX + "structured"] = structured
+    if request.format_param == FORMAT_PARAM and request.json_schema is not None:  # not a forced tool call's
+        fields[PREFIX + "structured"] = {"type": "json", "jsonSchema": request.json_schema}
+    elif request.grammar:
+        fields[PREFIX + "structured"] = {"type": "gbnf", "gbnfGrammar": request.grammar}
     if request.draft_model:
         fields[PREFIX + "speculativeDecoding.draftModel"] = request.draft_model
     return frames.kv_config(fields)
