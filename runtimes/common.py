@@ -129,17 +129,3 @@ def generation_limits(request: GenerationRequest, prompt_tokens: int, n_ctx: int
     limit = budget if max_tokens is None or max_tokens < 0 else min(max_tokens, budget)
     seed = request.sampling.seed
     return limit, seed if seed is not None else random.randint(0, 2**31 - 1)
-
-
-def done_event(finish: str, prompt_tokens: int, count: int, cached: int, reasoning_tokens: int, started: float,
-               first_token_at: float | None, ended: float) -> dict:
-    """The last event of a generation: why it ended, token usage, and timing."""
-    first_token_at = first_token_at or ended
-    decode_time = ended - first_token_at
-    return {"type": "done", "finish_reason": finish,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
-                      "total_tokens": prompt_tokens + count, "cached_tokens": cached,
-                      "reasoning_tokens": reasoning_tokens},
-            "stats": {"time_to_first_token": first_token_at - started, "generation_time": ended - started,
-                      "tokens_per_second": (count - 1) / decode_time if count > 1 and decode_time > 0 else None,
-                      "prompt_tokens": prompt_tokens, "predicted_tokens": count}}

@@ -14,8 +14,8 @@ app = typer.Typer(
 
 
 def build() -> typer.Typer:
-    from lms.cli import chat, cluster, daemon, get, log, models, runtime, server, status
+    from lms.cli import chat, cluster, daemon, get, log, models, runtime, server, status, upstream
 
-    for module in (get, models, chat, server, log, runtime, daemon, status, cluster):
+    for module in (get, models, chat, server, log, runtime, daemon, status, cluster, upstream):
         module.register(app)
     return app

@@ -66,7 +66,7 @@ def ls(
             count = len(entry.get("variants") or [])
             name = entry["modelKey"] + (f" ({count} variants)" if count > 1 else "")
             rows.append([name, entry.get("paramsString") or "", entry.get("architecture") or "",
-                         file_size(entry["sizeBytes"]), "Local", _loaded_mark(entry["loadedInstances"])])
+                         file_size(entry["sizeBytes"]), _device(entry), _loaded_mark(entry["loadedInstances"])])
             if variants and count > 1:
                 for variant in (v for v in shown if v["modelKey"] == entry["modelKey"]):
                     mark = " * " if variant["variantKey"] == entry["selectedVariant"] else "   "
@@ -95,6 +95,13 @@ def _unreadable(client) -> list[dict]:
 
 def _strip(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k not in ("loadedInstances", "variantKey")}
+
+
+def _device(info: dict) -> str:
+    """Where a model runs: this machine, the Ray cluster, or an upstream server (named by its publisher)."""
+    if info.get("format") == "upstream":
+        return f"Upstream ({info['publisher']})"
+    return "Cluster" if info.get("location") == "cluster" else "Local"
 
 
 def _loaded_mark(count: int) -> str:
@@ -127,7 +134,7 @@ def ps(json_: JsonFlag = False):
             remaining = m["ttlMs"] - (now - m["lastUsedTime"]) if m["lastUsedTime"] else m["ttlMs"]
             ttl = f"{short_ttl(remaining / 1000)} / {short_ttl(m['ttlMs'] / 1000)}"
         rows.append([m["identifier"], m["modelKey"], m["status"].upper(), file_size(m["sizeBytes"]),
-                     str(m["contextLength"]), str(m["parallel"] or "-"), "Local", ttl])
+                     str(m["contextLength"]), str(m["parallel"] or "-"), _device(m), ttl])
     print(table(["IDENTIFIER", "MODEL", "STATUS", "SIZE", "CONTEXT", "PARALLEL", "DEVICE", "TTL"], rows))
 
 

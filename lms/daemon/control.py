@@ -22,11 +22,10 @@ from lms import __version__, config
 from lms.api.app import api_routes, share_state
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.http import read_json
-from lms.daemon import control_cluster, control_models
+from lms.daemon import control_cluster, control_models, control_upstream
 from lms.errors import LmsError
 from lms.logs import SOURCES
 from lms.manager.cluster import replica_status
-from lms.store import catalog
 
 
 class LoadBody(BaseModel):
@@ -75,7 +74,7 @@ async def list_downloaded(request: Request):
     for model in manager.loaded.values():
         counts[model.entry.model_key] = counts.get(model.entry.model_key, 0) + 1
     result = []
-    for entry in catalog.scan():
+    for entry in manager.entries():
         info = entry.info()
         info["loadedInstances"] = counts.get(entry.model_key, 0) if entry.variant_key == entry.selected_variant else 0
         info["variantKey"] = entry.variant_key
@@ -213,7 +212,7 @@ def build_control_app(daemon) -> Starlette:
     routes = [*(Route(path, endpoint) for path, endpoint in reads.items()),
               *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
               Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
-              *control_models.routes(), *control_cluster.routes(), *api_routes()]
+              *control_models.routes(), *control_cluster.routes(), *control_upstream.routes(), *api_routes()]
     app = Starlette(routes=routes, middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
     # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`

@@ -63,6 +63,7 @@ class GenerationRequest:
     json_object: bool = False  # constrain output to any JSON object
     format_param: str = "response_format"  # the request field the schema came from, named by format errors
     tools: list[dict] | None = None  # handed to the chat template
+    tool_choice: str | dict | None = None  # chat format, for an upstream server; local engines force calls by grammar
     logprobs: int | None = None  # None: none; N >= 0: each token's logprob and its N most likely alternatives
     reasoning_start: str | None = None  # "detect": output may open with <think>; "inside": the prompt opened it
     template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)

@@ -28,6 +28,7 @@ from lms.store import catalog, runtimes
 from lms.store.catalog import ModelEntry
 from lms.store.estimate import check
 from lms.store.estimate import estimate as memory_estimate
+from lms.upstream.directory import UpstreamDirectory
 
 log = logging.getLogger("lms.manager")
 
@@ -61,6 +62,7 @@ class LoadedModel:
     prefix_cache_bytes: int = 0  # host memory held by finished sequences kept for prefix reuse (last reported)
     engine: dict = field(default_factory=dict)  # the engine and version this model runs on
     placement: cluster.Placement | None = None  # on the Ray cluster (the worker drives its replicas)
+    upstream: str | None = None  # served by this upstream server (lms upstream add), not by a local engine
     tasks: set = field(default_factory=set, repr=False)
 
     def ps_info(self) -> dict:
@@ -81,7 +83,7 @@ class LoadedModel:
             "draftModel": self.draft_model,
             "pid": self.worker.pid,
             "engine": self.engine,
-            "location": "cluster" if self.placement else "local",
+            "location": "cluster" if self.placement else "upstream" if self.upstream else "local",
         })
         if self.placement:
             info.update(self.placement.public())
@@ -117,6 +119,7 @@ def unreadable_error(model_key: str, rel_path: str, reason: str) -> LmsError:
 
 
 QUEUE_RETRY_AFTER_SECONDS = 2  # what a client turned away by a full queue is told to wait
+UPSTREAM_SLOTS = 64  # requests lms sends an upstream at once; the upstream queues (or refuses) beyond its own
 
 
 def _mib(count: int) -> str:
@@ -159,9 +162,12 @@ class ModelManager:
         self._loading: set[str] = set()  # identifiers of loads under way, taken like loaded ones
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task | None = None
+        self.upstreams = UpstreamDirectory()
+        self._upstream_refresher: asyncio.Task | None = None
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_expired())
+        self._upstream_refresher = asyncio.create_task(self.upstreams.keep_fresh())
 
     # --- lookup -------------------------------------------------------------------------------------
 
@@ -174,7 +180,13 @@ class ModelManager:
                 return model
         return None
 
+    def entries(self) -> list[ModelEntry]:
+        """Every model a request may name: those on disk, then those of the upstream servers."""
+        return catalog.scan() + self.upstreams.entries()
+
     def resolve(self, name: str) -> ModelEntry:
+        if self.upstreams.owner(name) and (entry := self.upstreams.cached(name)):
+            return entry
         try:
             return catalog.resolve(name)
         except catalog.ModelNotFound as exc:
@@ -220,7 +232,7 @@ class ModelManager:
 
     def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> DraftSpec:
         """The worker's description of a draft model named by a load or a request."""
-        if model_entry.format == "mlx":
+        if model_entry.format != "gguf":
             raise LmsError.invalid("Speculative decoding (draft_model) is available for llama.cpp (GGUF) models.",
                                    "draft_model", code="model_not_supported")
         try:
@@ -247,7 +259,9 @@ class ModelManager:
                    progress: Callable[[float], None] | None = None, replicas: int | None = None,
                    max_replicas: int | None = None) -> LoadedModel:
         """Load a model in a new worker (with `replicas`: on the Ray cluster, driven by that worker). Cancelling
-        this (a client that gives up) stops the load."""
+        this (a client that gives up) stops the load. An upstream's model is attached, not loaded."""
+        if upstream_entry := await self.upstreams.find(name):
+            return self._attach_upstream(upstream_entry, identifier)
         entry = self.resolve(name)
         where = cluster.placement(self.settings.cluster_address, replicas, max_replicas)
         context_length = self._context_length(entry, context_length)
@@ -322,6 +336,20 @@ class ModelManager:
             self.metrics.load_seconds.labels(entry.model_key).observe(model.load_seconds)
         return model
 
+    def _attach_upstream(self, entry: ModelEntry, identifier: str | None = None) -> LoadedModel:
+        """An upstream model, ready to serve: nothing loads here, and it takes none of this machine's memory."""
+        if identifier is None and (model := self.loaded.get(entry.model_key)) and model.upstream:
+            return model
+        identifier = self._new_identifier(entry, identifier)
+        model = LoadedModel(identifier=identifier, entry=entry, worker=self.upstreams.worker(entry),
+                            context_length=entry.max_context_length, ttl_seconds=None, jit=False,
+                            last_used=now_ms(), parallel=UPSTREAM_SLOTS,
+                            engine={"name": "upstream", "url": self.upstreams.upstreams()[entry.publisher].url},
+                            upstream=entry.publisher)
+        self.loaded[identifier] = model
+        log.info("attached %s from upstream %s", identifier, entry.publisher)
+        return model
+
     async def get_or_load(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
                           parallel: int | None = None) -> LoadedModel:
         """The model a request names: loaded already (whatever its context length), or loaded now (JIT) with an
@@ -332,6 +360,8 @@ class ModelManager:
             raise LmsError.invalid("you must provide a model parameter", "model", code="missing_required_parameter")
         if model := self.find_loaded(name):
             return model
+        if upstream_entry := await self.upstreams.find(name):  # served by its server: no JIT load, no eviction
+            return self._attach_upstream(upstream_entry)
         if not self.settings.jit_loading:
             raise LmsError.not_found(
                 f"Model '{name}' is not loaded. Loaded models: {', '.join(self.loaded) or 'none'}.", "model",
@@ -399,9 +429,11 @@ class ModelManager:
         return [m.identifier for m in expired]
 
     async def close(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
+        for task in (self._reaper, self._upstream_refresher):
+            if task:
+                task.cancel()
         await self.unload_all()
+        await self.upstreams.close()
 
     # --- work -----------------------------------------------------------------------------------------
 
@@ -486,7 +518,7 @@ class ModelManager:
             return (await model.worker.request("render_prompt", request=request.to_dict()))["text"]
 
     async def embed(self, model: LoadedModel, inputs: list[str], truncate: bool = False) -> dict:
-        if model.entry.type != "embedding":
+        if model.entry.type != "embedding" and not model.upstream:  # an upstream's list may not tell the type
             raise LmsError.invalid(f"'{model.identifier}' is not an embedding model.", "model",
                                    code="model_not_supported")
         async with self._busy(model, "computingEmbedding"):

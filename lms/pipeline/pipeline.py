@@ -95,7 +95,7 @@ class Pipeline:
 
     async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
         """The images as base64, once the model is known to see them."""
-        if urls and not model.entry.vision:
+        if urls and not model.entry.vision and not model.upstream:  # an upstream server judges for itself
             raise LmsError.invalid(f"Model '{model.identifier}' does not accept images: it has no vision projector "
                                    "(an mmproj file beside the model).", param, code="model_not_supported")
         if len(urls) > MAX_IMAGES:
@@ -135,6 +135,8 @@ class Pipeline:
         model = model or await self.model(chat.model, chat.ttl)
         if images is None:
             images = await self.images(model, chat.image_urls, chat.image_param)
+        if model.upstream:
+            return await self._upstream_chat(chat, model, images)
         request, plan = chat_request(chat, images)
         template = model.entry.chat_template
         messages = chat.messages if template_knows_tool_calls(template) else render_tool_calls_as_text(chat.messages)
@@ -150,6 +152,15 @@ class Pipeline:
                 messages = fewer
         options = ParseOptions(reasoning=chat.reasoning_effort != "none", tools=plan, template=template)
         return Generation(model, parse_events(events, options), request)
+
+    async def _upstream_chat(self, chat: ChatInput, model: LoadedModel, images: list[str]) -> Generation:
+        """A chat for an upstream server, which applies its template and parses its own output: the tools and the
+        tool choice go as they are (no grammar), and its parsed events come back unchanged."""
+        request, _plan = chat_request(chat, images)
+        tools, choice = upstream_tools(chat.tools, chat.tool_choice)
+        request = replace(request, tools=tools, tool_choice=choice, json_schema=chat.json_schema,
+                          json_object=chat.json_object, format_param=chat.format_param)
+        return Generation(model, await primed(self.manager.generate(model, request)), request)
 
     async def completion(self, completion: CompletionInput) -> Generation:
         """Start a raw completion: the prompt as it is, no template, the engine's text events as they come."""
@@ -186,3 +197,19 @@ def completion_request(completion: CompletionInput) -> GenerationRequest:
                              max_tokens=completion.max_tokens, stop=completion.stop, grammar=completion.grammar,
                              draft_model=completion.draft_model, suffix=completion.suffix,
                              prompt_progress=completion.prompt_progress)
+
+
+def upstream_tools(tools: list[dict], choice) -> tuple[list[dict] | None, str | dict | None]:
+    """The request's tools and tool choice in OpenAI's chat shape, for an upstream server; `allowed_tools` narrows
+    the tools sent to the allowed ones."""
+    if not tools or choice == "none":
+        return None, None
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        names = {tool["name"] for tool in choice["tools"]}
+        tools, choice = [t for t in tools if t["name"] in names], choice.get("mode") or "auto"
+    wired = [{"type": "function", "function": {key: tool[key] for key in ("name", "description", "parameters",
+                                                                             "strict") if tool.get(key) is not None}}
+             for tool in tools]
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return wired, {"type": "function", "function": {"name": choice["name"]}}
+    return wired, choice if choice in ("auto", "required") else "auto"

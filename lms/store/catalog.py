@@ -54,14 +54,14 @@ class ModelEntry:
     projector: Path | None = None  # a vision projector (mmproj) beside the model
     variants: list[str] = field(default_factory=list)
     selected_variant: str | None = None
-    format: str = "gguf"  # or "mlx": a folder of safetensors, run by the MLX engine
+    format: str = "gguf"  # or "mlx": a folder of safetensors, run by the MLX engine; "upstream": another server's
 
     def info(self) -> dict:
         """LM Studio's ModelInfo shape (camelCase), as `lms ls --json` prints it."""
         info = {
             "type": self.type,
             "modelKey": self.model_key,
-            "format": "safetensors" if self.format == "mlx" else "gguf",
+            "format": {"mlx": "safetensors"}.get(self.format, self.format),  # gguf, safetensors or upstream
             "displayName": self.display_name,
             "publisher": self.publisher,
             "path": self.rel_path,

@@ -17,6 +17,7 @@ import llama_cpp
 
 from lms.errors import LmsError
 from lms.generation.chat_template import render_request
+from lms.generation.finish import done_event
 from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
@@ -24,7 +25,6 @@ from runtimes.common import (
     Progress,
     PromptProgress,
     ReasoningCounter,
-    done_event,
     error_event,
     generation_limits,
     physical_cores,

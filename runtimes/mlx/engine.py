@@ -15,6 +15,7 @@ import time
 
 from lms.errors import LmsError
 from lms.generation.chat_template import render_request
+from lms.generation.finish import done_event
 from lms.generation.request import EmbeddingRequest, GenerationRequest, Sampling
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
@@ -23,7 +24,6 @@ from runtimes.common import (
     PromptProgress,
     ReasoningCounter,
     SerialEngine,
-    done_event,
     format_param,
     generation_limits,
     start_of_empty_prompt,

@@ -9,13 +9,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from lms.errors import Kind, LmsError
+from lms.pipeline.images import image_type
 
 MAX_CLIENT_BYTES = 256 * 1024 * 1024  # all files of one client together
-
-# Leading bytes of the image formats the vision engines decode.
-IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF87a": "image/gif",
-                    b"GIF89a": "image/gif", b"BM": "image/bmp"}
-
 
 @dataclass(frozen=True)
 class StoredFile:
@@ -72,15 +68,6 @@ class ClientFiles:
         stored = StoredFile(f"file-{secrets.token_hex(8)}", name, data, file_type(name, data, media_type), media_type)
         entry.files[stored.identifier] = stored
         return stored
-
-
-def image_type(data: bytes) -> str | None:
-    for signature, media_type in IMAGE_SIGNATURES.items():
-        if data.startswith(signature):
-            return media_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def file_type(name: str, data: bytes, media_type: str | None) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from lms import __version__
 from lms.api.lmstudio.frames import VOID
-from lms.api.lmstudio.models import model_info
+from lms.api.lmstudio.models import manager_of, model_info
 from lms.api.lmstudio.session import Namespace, Session
-from lms.store import catalog
 
 DOMAINS = ("llm", "embedding")  # the SDKs refuse any other model type
 
@@ -16,8 +15,8 @@ async def version(_session: Session, _parameter) -> dict:
     return {"version": __version__, "build": 0}
 
 
-async def list_downloaded_models(_session: Session, _parameter) -> list[dict]:
-    return [model_info(entry) for entry in catalog.scan()
+async def list_downloaded_models(session: Session, _parameter) -> list[dict]:
+    return [model_info(entry) for entry in manager_of(session).entries()
             if entry.type in DOMAINS and entry.selected_variant in (None, entry.variant_key)]
 
 

@@ -9,7 +9,6 @@ from starlette.responses import JSONResponse
 
 from lms.api.http import read_json
 from lms.errors import LmsError
-from lms.store import catalog
 from lms.store.catalog import ModelEntry, quant_bits
 
 
@@ -21,7 +20,8 @@ def _v0_model(request: Request, entry: ModelEntry) -> dict:
     loaded = _instances(request, entry)
     kind = "embeddings" if entry.type == "embedding" else "vlm" if entry.vision else "llm"
     model = {"id": entry.model_key, "object": "model", "type": kind, "publisher": entry.publisher,
-             "arch": entry.architecture, "compatibility_type": "gguf", "quantization": entry.quantization,
+             "arch": entry.architecture,
+             "compatibility_type": entry.format, "quantization": entry.quantization,
              "state": "loaded" if loaded else "not-loaded", "max_context_length": entry.max_context_length,
              "capabilities": ["tool_use"] if entry.trained_for_tool_use else []}
     if loaded:
@@ -34,7 +34,8 @@ def _selected(entries: list[ModelEntry]) -> list[ModelEntry]:
 
 
 async def v0_models(request: Request):
-    return JSONResponse({"object": "list", "data": [_v0_model(request, e) for e in _selected(catalog.scan())]})
+    entries = request.app.state.manager.entries()
+    return JSONResponse({"object": "list", "data": [_v0_model(request, e) for e in _selected(entries)]})
 
 
 async def v0_model(request: Request):
@@ -51,7 +52,7 @@ def _v1_model(request: Request, entry: ModelEntry, variants: list[ModelEntry]) -
              "loaded_instances": [{"id": m.identifier,
                                    "config": {"context_length": m.context_length, "parallel": m.parallel}}
                                   for m in _instances(request, entry)],
-             "max_context_length": entry.max_context_length, "format": "gguf"}
+             "max_context_length": entry.max_context_length, "format": entry.format}
     if entry.type == "llm":
         model["architecture"] = entry.architecture
         model["capabilities"] = {"vision": entry.vision, "trained_for_tool_use": entry.trained_for_tool_use}
@@ -62,7 +63,7 @@ def _v1_model(request: Request, entry: ModelEntry, variants: list[ModelEntry]) -
 
 
 async def v1_models(request: Request):
-    entries = catalog.scan()
+    entries = request.app.state.manager.entries()
     return JSONResponse({"models": [_v1_model(request, e, [v for v in entries if v.model_key == e.model_key])
                                     for e in _selected(entries)]})
 

@@ -14,7 +14,6 @@ from lms.api.ollama import names
 from lms.api.ollama.schemas import NamedModelBody
 from lms.api.ollama.wire import ollama_route, rfc3339
 from lms.manager.models import LoadedModel
-from lms.store import catalog
 from lms.store.catalog import ModelEntry
 from lms.store.gguf import GGUFError, read_header
 from lms.store.vocab import fill_in_the_middle_tokens
@@ -34,12 +33,14 @@ async def version(_request: Request):
 
 def _digest(entry: ModelEntry) -> str:
     """Stands in for Ollama's manifest digest: the same for the same file, without hashing gigabytes."""
+    if entry.format == "upstream":
+        return hashlib.sha256(entry.model_key.encode()).hexdigest()
     stat = entry.path.stat()
     return hashlib.sha256(f"{entry.path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
 
 
 def _modified(entry: ModelEntry) -> str:
-    return rfc3339(entry.path.stat().st_mtime)
+    return rfc3339(time.time() if entry.format == "upstream" else entry.path.stat().st_mtime)
 
 
 def details(entry: ModelEntry) -> dict:
@@ -55,8 +56,8 @@ def _listed(entry: ModelEntry) -> dict:
 
 
 @ollama_route
-async def tags(_request: Request):
-    entries = await asyncio.to_thread(catalog.scan)
+async def tags(request: Request):
+    entries = await asyncio.to_thread(request.app.state.manager.entries)
     return JSONResponse({"models": [_listed(entry) for entry in entries]})
 
 

@@ -1,4 +1,5 @@
-"""GET /v1/models: with JIT loading on, every downloaded model (any of them can be asked for); else the loaded."""
+"""GET /v1/models: with JIT loading on, every downloaded model (any of them can be asked for), else the loaded;
+and the models of the upstream servers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def _ids(request: Request) -> list[str]:
     ids = list(manager.loaded)
     if request.app.state.settings.jit_loading:
         ids += [entry.model_key for entry in catalog.models() if entry.model_key not in ids]
+    # an upstream's models are served by their server: always available, whether JIT loading is on or not
+    ids += [entry.model_key for entry in manager.upstreams.entries() if entry.model_key not in ids]
     return ids
 
 
