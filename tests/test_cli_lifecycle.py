@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from lms.config import socket_path
 from lms.daemon.http_server import SDK_DISCOVERY_PORTS
-from tests.conftest import CHAT_MODEL
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL
 
 
 def test_daemon_up_status_down(lms):
@@ -102,19 +102,31 @@ def test_api_token_is_required_when_set(lms):
         assert json.loads(ok.recv(timeout=30))["error"]["code"] == "model_not_found"
 
 
-def test_ls_shows_bundled_model(lms):
-    models = lms.json("ls")
-    assert [m["modelKey"] for m in models] == [CHAT_MODEL]
-    model = models[0]
+def test_ls_shows_the_bundled_chat_and_embedding_models(lms):
+    models = {m["modelKey"]: m for m in lms.json("ls")}
+    assert set(models) == {CHAT_MODEL, EMBEDDING_MODEL}
+    model = models[CHAT_MODEL]
     assert model["type"] == "llm" and model["format"] == "gguf" and model["architecture"] == "llama"
     assert model["paramsString"] == "135M" and model["quantization"]["name"] == "Q4_1"
     assert model["maxContextLength"] == 8192 and model["sizeBytes"] > 90_000_000
     linked = lms.home / "models" / model["path"]
     assert linked.is_symlink()  # no 98 MB copy
     text = lms.run("ls").stdout
-    assert "You have 1 models" in text and CHAT_MODEL in text
-    assert lms.json("ls", "--embedding") == []
-    assert "none of them match" in lms.run("ls", "--embedding").stdout
+    assert "You have 2 models" in text and CHAT_MODEL in text and EMBEDDING_MODEL in text
+    embedding = lms.json("ls", "--embedding")
+    assert [m["modelKey"] for m in embedding] == [EMBEDDING_MODEL] and embedding[0]["type"] == "embedding"
+    assert (lms.home / "models" / embedding[0]["path"]).is_symlink()
+
+
+def test_a_fresh_install_embeds_with_the_bundled_model(lms):
+    import httpx
+
+    lms.run("server", "start", "-p", str(lms.port))
+    answer = httpx.post(f"{lms.base_url}/v1/embeddings", timeout=120,
+                        json={"model": EMBEDDING_MODEL, "input": ["the cat sat", "a cat was sitting"]}).json()
+    first, second = (item["embedding"] for item in answer["data"])
+    assert len(first) == 384 and answer["usage"]["prompt_tokens"] > 0
+    assert sum(a * b for a, b in zip(first, second, strict=True)) > 0.5  # close sentences, unit vectors
 
 
 def test_import_modes_and_dry_run(lms, embedding_gguf, tmp_path):

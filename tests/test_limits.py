@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from lms.client import DaemonError
-from tests.conftest import CHAT_MODEL
+from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL
 from tests.test_resilience import LONG, _wait
 
 QUICK = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -33,14 +33,14 @@ def test_a_bad_model_file_is_listed_as_unreadable_and_the_other_models_work(lms)
     _bad_models(lms.home / "models")
 
     listed = {m["modelKey"]: m for m in lms.json("ls")}
-    assert set(listed) == {CHAT_MODEL, "bad/garbage", "bad/broken-mlx"}
+    assert set(listed) == {CHAT_MODEL, EMBEDDING_MODEL, "bad/garbage", "bad/broken-mlx"}
     assert "unreadable" not in listed[CHAT_MODEL]
     garbage, mlx = listed["bad/garbage"], listed["bad/broken-mlx"]
     assert garbage["unreadable"] is True and "truncated" in garbage["error"]
     assert garbage["path"] == "bad/Garbage-GGUF/garbage-Q4_K_M.gguf" and garbage["format"] == "gguf"
     assert mlx["unreadable"] is True and mlx["error"].startswith("not a readable MLX model")
     text = lms.run("ls").stdout
-    assert "You have 1 models" in text and CHAT_MODEL in text
+    assert "You have 2 models" in text and CHAT_MODEL in text
     assert "UNREADABLE" in text and "✗ bad/garbage" in text and "truncated" in text
     assert [m["modelKey"] for m in lms.json("ls", "--llm")] == [CHAT_MODEL]
 
@@ -50,9 +50,10 @@ def test_a_bad_model_file_is_listed_as_unreadable_and_the_other_models_work(lms)
 
     lms.run("server", "start", "-p", str(lms.port))
     base = lms.base_url
-    assert [m["id"] for m in httpx.get(base + "/v1/models").json()["data"]] == [CHAT_MODEL]
-    assert [m["id"] for m in httpx.get(base + "/api/v0/models").json()["data"]] == [CHAT_MODEL]
-    assert [m["key"] for m in httpx.get(base + "/api/v1/models").json()["models"]] == [CHAT_MODEL]
+    readable = [CHAT_MODEL, EMBEDDING_MODEL]
+    assert sorted(m["id"] for m in httpx.get(base + "/v1/models").json()["data"]) == readable
+    assert sorted(m["id"] for m in httpx.get(base + "/api/v0/models").json()["data"]) == readable
+    assert sorted(m["key"] for m in httpx.get(base + "/api/v1/models").json()["models"]) == readable
     answer = httpx.post(base + "/v1/chat/completions", json={**QUICK, "model": "bad/garbage"}, timeout=60)
     assert answer.status_code == 400
     error = answer.json()["error"]

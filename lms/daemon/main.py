@@ -120,7 +120,7 @@ def main() -> int:
         log.error("not starting: %s", exc)
         print(exc, file=sys.stderr)
         return 2
-    catalog.ensure_bundled_model()
+    catalog.ensure_bundled_models()
     sock = _bind_control_socket()
     config.pid_path().write_text(str(os.getpid()))
     try:

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,10 @@ BUNDLED_PUBLISHER = "HuggingFaceTB"
 BUNDLED_REPO = "SmolLM2-135M-Instruct-GGUF"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_KEY = "huggingfacetb/smollm2-135m-instruct"
+BUNDLED_EMBEDDING_PUBLISHER = "sentence-transformers"
+BUNDLED_EMBEDDING_REPO = "all-MiniLM-L6-v2-GGUF"
+BUNDLED_EMBEDDING_FILE = "all-MiniLM-L6-v2-Q8_0.gguf"
+BUNDLED_EMBEDDING_KEY = "sentence-transformers/all-minilm-l6-v2"
 
 
 @dataclass
@@ -410,13 +415,32 @@ def bundled_model_file() -> Path | None:
     return None
 
 
+def bundled_embedding_file() -> Path | None:
+    """The all-MiniLM-L6-v2 GGUF that `make install` builds into the environment (tools/minilm_gguf.py), if it
+    is there."""
+    candidate = Path(sys.prefix) / "share" / "lms" / "models" / BUNDLED_EMBEDDING_FILE
+    return candidate if candidate.is_file() else None
+
+
+def ensure_bundled_models() -> list[Path]:
+    """Link the bundled chat and embedding models into the models folder, as a fresh LM Studio has both."""
+    linked = [ensure_bundled_model(),
+              _link_bundled(bundled_embedding_file(), config.models_dir() / BUNDLED_EMBEDDING_PUBLISHER
+                            / BUNDLED_EMBEDDING_REPO / BUNDLED_EMBEDDING_FILE, "bundled-embedding-linked")]
+    return [path for path in linked if path is not None]
+
+
 def ensure_bundled_model() -> Path | None:
     """Link the bundled model into the models folder once (a symlink: no 98 MB copy)."""
-    marker = config.internal_dir() / "bundled-model-linked"
     target = config.models_dir() / BUNDLED_PUBLISHER / BUNDLED_REPO / BUNDLED_FILE
+    return _link_bundled(bundled_model_file(), target, "bundled-model-linked")
+
+
+def _link_bundled(source: Path | None, target: Path, marker_name: str) -> Path | None:
+    """Link once: a marker remembers it, so a model the user deleted stays deleted."""
+    marker = config.internal_dir() / marker_name
     if marker.exists():
         return target if target.exists() else None
-    source = bundled_model_file()
     if source is None:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)
