@@ -9,6 +9,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from lms.api.capabilities import reasoning_options
 from lms.api.http import read_json
 from lms.api.ollama import names
 from lms.api.ollama.schemas import NamedModelBody
@@ -75,7 +76,7 @@ def capabilities(entry: ModelEntry, fim: bool) -> list[str]:
         found.append("insert")
     if entry.vision:
         found.append("vision")
-    if entry.chat_template and "think" in entry.chat_template:
+    if reasoning_options(entry):
         found.append("thinking")
     return found
 
