@@ -18,13 +18,40 @@ HELP = """Commands:
   /exit                  leave the chat (Ctrl+D works too)
   /clear                 forget the conversation
   /system-prompt <text>  replace the system prompt and forget the conversation
-  /stats                 show the statistics of the last answer"""
+  /stats                 show the statistics of the last answer
+  /reasoning auto|on|off think before answering (models that can), as --reasoning"""
+
+# --reasoning: auto leaves it to the model's template; off asks for no thinking; on asks for it (medium effort
+# where the model takes an effort).
+REASONING_EFFORTS = {"auto": None, "on": "medium", "off": "none"}
+
+
+class ThinkingPrinter:
+    """Reasoning as LM Studio's chat shows it: between <think> and </think> lines, before the answer."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def feed(self, text: str | None) -> None:
+        if not text:
+            return
+        if not self.open:
+            sys.stdout.write("<think>\n")
+            self.open = True
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.open:
+            sys.stdout.write("\n</think>\n")
+            self.open = False
 
 
 class Session:
     def __init__(self, client, model: str, system_prompt: str | None, ttl: int, mcp: list[str] | None = None,
-                 confirm_tools: bool = False, preset: str | None = None):
+                 confirm_tools: bool = False, preset: str | None = None, reasoning: str = "auto"):
         self.client, self.model, self.ttl, self.preset = client, model, ttl, preset
+        self.reasoning = reasoning
         self.system_prompt = system_prompt  # None: the preset's (or none)
         self.messages: list[dict] = []
         self.last_stats: dict | None = None
@@ -42,15 +69,21 @@ class Session:
             return self._ask_with_tools(text)
         self.messages.append({"role": "user", "content": text})
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        effort = REASONING_EFFORTS[self.reasoning]
         body = {"model": self.model, "ttl": self.ttl, "stream": True, "stream_options": {"include_usage": True},
-                "messages": [*system, *self.messages], **({"preset": self.preset} if self.preset else {})}
+                "messages": [*system, *self.messages], **({"preset": self.preset} if self.preset else {}),
+                **({"reasoning_effort": effort} if effort else {})}
         parts: list[str] = []
+        thinking = ThinkingPrinter()
         started, first, usage, finish = time.perf_counter(), None, None, None
         try:
             for chunk in self.client.stream_events("/v1/chat/completions", body):
                 for choice in chunk.get("choices", []):
-                    piece = choice["delta"].get("content")
+                    delta = choice["delta"]
+                    thinking.feed(delta.get("reasoning_content") or delta.get("reasoning"))
+                    piece = delta.get("content")
                     if piece:
+                        thinking.close()
                         first = first or time.perf_counter()
                         parts.append(piece)
                         sys.stdout.write(piece)
@@ -60,6 +93,7 @@ class Session:
         except KeyboardInterrupt:
             finish = "userStopped"
             info("\nGeneration interrupted by user with Ctrl^C")
+        thinking.close()
         sys.stdout.write("\n")
         answer = "".join(parts)
         self.messages.append({"role": "assistant", "content": answer})
@@ -87,13 +121,19 @@ class Session:
         started, first, usage, finish = time.perf_counter(), None, {}, None
         try:
             while True:
+                effort = REASONING_EFFORTS[self.reasoning]
                 body = {"model": self.model, "ttl": self.ttl, "stream": True, "instructions": self.system_prompt,
                         "input": turn_input, "tools": self.mcp_tools, "previous_response_id": self.previous_id,
-                        **({"preset": self.preset} if self.preset else {})}
+                        **({"preset": self.preset} if self.preset else {}),
+                        **({"reasoning": {"effort": effort}} if effort else {})}
                 requests = []
+                thinking = ThinkingPrinter()
                 for event in self.client.stream_events("/v1/responses", body):
                     kind = event["type"]
-                    if kind == "response.output_text.delta":
+                    if kind == "response.reasoning_text.delta":
+                        thinking.feed(event["delta"])
+                    elif kind == "response.output_text.delta":
+                        thinking.close()
                         first = first or time.perf_counter()
                         parts.append(event["delta"])
                         sys.stdout.write(event["delta"])
@@ -107,6 +147,7 @@ class Session:
                         self.previous_id = response["id"]
                         usage = response.get("usage") or usage
                         finish = "length" if kind == "response.incomplete" else "stop"
+                thinking.close()
                 if not requests:
                     break
                 turn_input = [{"type": "mcp_approval_response", "approval_request_id": r["id"],
@@ -153,6 +194,10 @@ def chat(
     mcp: Annotated[list[str] | None, typer.Option(
         "--mcp", help="Give the model the tools of this MCP server from LMS_HOME/mcp.json (repeatable). "
                       "An interactive chat asks before each tool call.")] = None,
+    reasoning: Annotated[str, typer.Option("--reasoning", help="auto: as the model's template does; on: think "
+                                                               "before answering; off: answer without thinking "
+                                                               "(models that think). Reasoning is shown between "
+                                                               "<think> lines.")] = "auto",
 ):
     """Chat with a model in the terminal. Piped standard input is read as (part of) the prompt."""
     from lms.client import DaemonError, ensure_daemon
@@ -182,6 +227,8 @@ def chat(
         if unknown:
             fail(f"No MCP server {', '.join(unknown)} in {config.home() / 'mcp.json'} "
                  f"(it has: {', '.join(sorted(servers)) or 'none'}).")
+    if reasoning not in REASONING_EFFORTS:
+        fail(f"--reasoning must be auto, on or off, not {reasoning!r}.")
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     one_shot = prompt is not None or bool(piped)
     if preset:
@@ -194,7 +241,8 @@ def chat(
             fail(exc.message)
     if system_prompt is None and not preset:
         system_prompt = DEFAULT_SYSTEM_PROMPT
-    session = Session(client, model, system_prompt, ttl, mcp=mcp, confirm_tools=not one_shot, preset=preset)
+    session = Session(client, model, system_prompt, ttl, mcp=mcp, confirm_tools=not one_shot, preset=preset,
+                      reasoning=reasoning)
     if one_shot:
         text = f"{prompt}\n\n{piped}" if prompt and piped else (prompt or piped)
         session.ask(text.strip())
@@ -224,6 +272,12 @@ def chat(
             info("System prompt updated.")
         elif command == "/stats":
             session.print_stats()
+        elif command == "/reasoning":
+            if argument not in REASONING_EFFORTS:
+                info("Usage: /reasoning auto|on|off")
+            else:
+                session.reasoning = argument
+                info(f"Reasoning: {argument}.")
         elif command.startswith("/"):
             info(f"Unknown command {command}. Type /help for the list.")
         else:
