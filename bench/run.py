@@ -30,6 +30,7 @@ from bench import _common as common  # noqa: E402
 from bench import download as download_bench  # noqa: E402
 from bench import engine as engine_bench  # noqa: E402
 from bench import estimate as estimate_bench  # noqa: E402
+from bench import kv_cache as kv_cache_bench  # noqa: E402
 from bench import mlx_stream as mlx_bench  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
@@ -160,6 +161,9 @@ def main() -> int:
     rows += mlx_bench.rows(mlx)
     engine = engine_bench.measure()
     rows += engine_bench.rows(engine)
+    kv_cache = kv_cache_bench.measure()
+    results["kv_cache"] = kv_cache
+    rows += kv_cache_bench.rows(kv_cache)
     if importlib.util.find_spec("ray") is not None:  # the cluster extra
         from bench import cluster as cluster_bench
 

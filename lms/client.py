@@ -1,4 +1,6 @@
-"""The CLI's client for the daemon's control socket; starts the daemon when a command needs it.
+"""The CLI's client for the daemon's control socket; starts the daemon when a command needs it. With LMS_HOST
+(`lms --host H`) it talks to a daemon on another machine instead, over that daemon's HTTP server with an admin
+token (LMS_API_TOKEN, or the file named by LMS_API_TOKEN_FILE), and starts nothing.
 
 It speaks HTTP over the unix socket with the standard library's http.client: importing a full HTTP client
 costs more start-up time than a whole `lms ps` may take.
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import suppress
+from pathlib import Path
 
 from lms import config
 
@@ -143,6 +146,54 @@ class DaemonClient:
             yield event
 
 
+class RemoteDaemon(DaemonClient):
+    """The control API of a daemon on another machine, through its HTTP server (the same /lms routes)."""
+
+    def __init__(self, host: str, port: int, token: str | None, timeout: float | None = None):
+        super().__init__(timeout=timeout, path=f"http://{host}:{port}")
+        self.host, self.port, self.token = host, port, token
+
+    def _open(self, method: str, path: str, body: dict | None, timeout: float | None):
+        connection = http.client.HTTPConnection(self.host, self.port,
+                                                timeout=timeout if timeout is not None else self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            return connection, connection.getresponse()
+        except OSError as exc:
+            connection.close()
+            raise DaemonError(f"The lms server at {self.host}:{self.port} cannot be reached: {exc}") from None
+
+
+def remote_daemon() -> RemoteDaemon | None:
+    """The daemon LMS_HOST names (host or host:port; LMS_PORT or 1234 otherwise), or None for this machine's."""
+    target = os.environ.get("LMS_HOST", "").strip()
+    if not target:
+        return None
+    host, _, port = target.rpartition(":") if target.count(":") == 1 else (target, "", "")
+    port = os.environ.get("LMS_PORT") or port or "1234"
+    if not port.isdigit():
+        raise DaemonError(f"LMS_PORT (or the port in LMS_HOST) must be a number, not {port!r}.")
+    token = os.environ.get("LMS_API_TOKEN", "").strip() or None
+    token_file = os.environ.get("LMS_API_TOKEN_FILE", "").strip()
+    if token is None and token_file:
+        try:
+            token = Path(token_file).expanduser().read_text().strip() or None
+        except OSError as exc:
+            raise DaemonError(f"Cannot read the API token file {token_file}: {exc.strerror}.") from None
+    return RemoteDaemon(host.strip("[]"), int(port), token)
+
+
+def this_machine_only(command: str) -> None:
+    """Commands that start or stop the daemon or its server act where they run, never through --host."""
+    if os.environ.get("LMS_HOST", "").strip():
+        raise DaemonError(f"`lms {command}` acts on this machine only; run it on the other machine (without --host "
+                          "or LMS_HOST).")
+
+
 def daemon_pid() -> int | None:
     """The pid of a live daemon for this LMS_HOME, from its pid file (stale files are ignored)."""
     try:
@@ -160,6 +211,8 @@ def daemon_pid() -> int | None:
 
 def connect() -> DaemonClient | None:
     """A client for the running daemon, or None if none answers."""
+    if (remote := remote_daemon()) is not None:
+        return remote
     if not config.socket_path().exists():
         return None
     client = DaemonClient()
@@ -198,6 +251,8 @@ def _why_daemon_failed(path: str, offset: int) -> str:
 
 
 def ensure_daemon() -> DaemonClient:
+    if (remote := remote_daemon()) is not None:
+        return remote
     client = connect()
     if client is None:
         if daemon_pid() is None:

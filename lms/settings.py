@@ -17,7 +17,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from lms import config
 from lms.config import home
+from lms.errors import LmsError
 
 log = logging.getLogger("lms.config")
 
@@ -41,7 +43,8 @@ class Settings(BaseSettings):
 
     jit_loading: bool = True
     jit_ttl_seconds: count = 3600  # 0: JIT-loaded models never unload for being idle
-    jit_auto_evict: bool = True  # keep at most one JIT-loaded model; explicitly loaded ones are never evicted
+    jit_auto_evict: bool = True  # keep at most max_jit_models JIT-loaded models; explicit loads are never evicted
+    max_jit_models: positive = 1  # JIT-loaded models kept at once under auto-evict; the least recently used goes
     # off, relaxed (fits this machine's memory) or strict (fits what is free now)
     guardrails: Literal["off", "relaxed", "strict"] = "relaxed"
     memory_limit_bytes: count = 0  # memory lms may use for models; 0: the machine's
@@ -164,3 +167,83 @@ def _problem(field: str, error: dict) -> str:
     return f"'{field}' {need}, got {got}"
 
 
+
+
+# When a changed setting takes effect in a running daemon (`lms config set`): "live" settings are read where they
+# are used, from the daemon's one Settings object, so changing that object is enough; "server" ones are read when
+# the HTTP server starts (`lms server stop`, then `lms server start`); "daemon" ones when the daemon starts.
+LIVE, SERVER, DAEMON = "live", "server", "daemon"
+APPLIES: dict[str, str] = {
+    "jit_loading": LIVE, "jit_ttl_seconds": LIVE, "jit_auto_evict": LIVE, "max_jit_models": LIVE,
+    "guardrails": LIVE, "memory_limit_bytes": LIVE, "default_context_length": LIVE, "default_parallel": LIVE,
+    "max_queued_requests": LIVE, "max_body_bytes": LIVE, "threads": LIVE, "reasoning_field": LIVE,
+    "allowed_fetch_hosts": LIVE, "cluster_address": LIVE,
+    # `lms server start` reads these itself each time it runs
+    "default_port": SERVER, "default_bind": SERVER, "allowed_hosts": SERVER, "cors_origins": SERVER,
+    "allow_remote_mcp": SERVER, "allow_mcp_json": SERVER,
+    "responses_max_age_days": DAEMON, "responses_max_count": DAEMON, "responses_max_bytes": DAEMON,
+    "api_token": DAEMON, "download_reserve_bytes": DAEMON, "mcp_connect_timeout_seconds": DAEMON,
+    "mcp_call_timeout_seconds": DAEMON, "database_url": DAEMON,
+}
+SECRET = {"api_token", "database_url"}  # never shown whole
+
+
+def restart_note(key: str) -> str | None:
+    """What a changed setting still needs before it takes effect, in words; None when it applies at once."""
+    return {SERVER: "takes effect after restarting the server (lms server stop, then lms server start)",
+            DAEMON: "takes effect after restarting the daemon (lms daemon down, then any command)"}.get(
+        APPLIES.get(key, DAEMON))
+
+
+def validated_value(key: str, value: object) -> object:
+    """`value` (a JSON value, or the text a command line gave) as setting `key` holds it, checked by the schema;
+    LmsError (invalid) naming the key and the problem otherwise."""
+    if key not in Settings.model_fields:
+        raise LmsError.invalid(f"'{key}' is not a setting. Settings: {', '.join(Settings.model_fields)}.", "key",
+                               code="unknown_setting")
+    try:
+        return getattr(Settings(**{key: value}), key)
+    except ValidationError as exc:
+        raise LmsError.invalid("; ".join(_problem(key, error) for error in exc.errors()), key,
+                               code="invalid_setting") from None
+
+
+def persist_setting(key: str, value: object | None) -> None:
+    """Set (or, with None, remove) one key of settings.json, keeping the others; written whole, then renamed."""
+    path = config.settings_path()
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        values = {}
+    except ValueError as exc:
+        raise LmsError.invalid(f"{path} is not valid JSON ({exc}); fix it first.", "settings") from None
+    if not isinstance(values, dict):
+        raise LmsError.invalid(f"{path} is not a JSON object of settings; fix it first.", "settings")
+    if value is None:
+        values.pop(key, None)
+    else:
+        values[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with config.open_private(temporary, "a") as file:
+        file.truncate(0)
+        file.write(json.dumps(values, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def file_values() -> dict:
+    """The settings settings.json gives now (its other keys left out); {} when it cannot be read."""
+    try:
+        values = json.loads(config.settings_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in values.items() if k in Settings.model_fields} if isinstance(values, dict) else {}
+
+
+def env_variable(key: str) -> str | None:
+    """The variable (LMS_<KEY>, any case) that sets `key` in this process's environment, if one does."""
+    wanted = f"lms_{key}"
+    found = next((name for name in os.environ if name.lower() == wanted), None)
+    if found is None and key == "cluster_address" and "LMS_CLUSTER" in os.environ:
+        return "LMS_CLUSTER"
+    return found

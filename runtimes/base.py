@@ -37,8 +37,15 @@ class Engine(Protocol):
     def embed(self, request: EmbeddingRequest) -> dict:
         """Return {"embeddings": [[float], ...] (one per input), "prompt_tokens": int}."""
 
-    def tokenize(self, text: str) -> list[int]:
-        """The token ids of raw text (no chat template), as the model's tokenizer gives them for a prompt."""
+    def tokenize(self, text: str, add_special: bool = ...) -> list[int]:
+        """The token ids of raw text (no chat template); BOS/EOS added as for a prompt when `add_special` (each
+        engine's default is what its prompts get)."""
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of token ids (special tokens as their text); an id outside the vocabulary raises LmsError."""
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes, as `/tokenize` with `with_pieces` shows them."""
 
     def render_prompt(self, request: GenerationRequest) -> str:
         """The request's messages under the model's chat template, as text, without generating (the start of

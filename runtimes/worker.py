@@ -1,10 +1,10 @@
 """The worker process: holds one loaded model and serves the daemon over a socket of JSON lines.
 
-Messages from the daemon: `{"op": "load"|"generate"|"count"|"render_prompt"|"tokenize"|"embed"|"status"|"cancel"|
-"shutdown",
+Messages from the daemon: `{"op": "load"|"generate"|"count"|"render_prompt"|"tokenize"|"detokenize"|"embed"|"status"|
+"cancel"|"shutdown",
 "id", ...}`; a generate, count or render_prompt carries `request` (GenerationRequest.to_dict), an embed `request`
-(EmbeddingRequest.to_dict), a tokenize `text`, and the worker hands its engine the typed request (the contract is
-runtimes/base.py).
+(EmbeddingRequest.to_dict), a tokenize `text` (and optionally `add_special`, `with_pieces`), a detokenize `tokens`,
+and the worker hands its engine the typed request (the contract is runtimes/base.py).
 Messages to the daemon: events tagged with the request `id` (see lms.generation.request), plus
 `{"type": "loaded", "info"}` and `{"type": "result", ...}`; a failed request ends with an error event
 (`LmsError.to_event`), an exception that is not an LmsError as an internal one.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import queue
@@ -105,6 +106,55 @@ def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] |
     raise LmsError.internal(f"unknown runtime {runtime!r}")
 
 
+def _engine_method(engine: Engine, name: str, param: str):
+    method = getattr(engine, name, None)
+    if method is None:
+        raise LmsError.invalid(f"The {getattr(engine, 'name', 'model')} engine of this model does not offer "
+                               f"'{param}'.", param, code="model_not_supported")
+    return method
+
+
+def _token_list(value, param: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        raise LmsError.invalid(f"'{param}' must be a list of token ids.", param)
+    return value
+
+
+def piece_value(piece: bytes) -> str | list[int]:
+    """A token's piece as llama-server gives it: its text, or its bytes when they are not valid UTF-8 alone."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(piece)
+
+
+def tokenize(engine: Engine, job: dict) -> dict:
+    """{"tokens": [id]}; with `with_pieces`, also {"pieces": [text or bytes]}. `add_special` (BOS and EOS where the
+    model wants them) is the engine's prompt default when absent."""
+    text = job.get("text")
+    if not isinstance(text, str):
+        raise LmsError.invalid("'text' must be a string.", "text")
+    add_special = job.get("add_special")
+    if add_special is None:
+        tokens = [int(t) for t in engine.tokenize(text)]
+    else:
+        method = engine.tokenize
+        if "add_special" not in inspect.signature(method).parameters:
+            raise LmsError.invalid(f"The {engine.name} engine of this model always tokenizes as for a prompt: "
+                                   "'add_special' is not available.", "add_special", code="model_not_supported")
+        tokens = [int(t) for t in method(text, add_special=bool(add_special))]
+    result: dict = {"tokens": tokens}
+    if job.get("with_pieces"):
+        pieces = _engine_method(engine, "token_pieces", "with_pieces")(tokens)
+        result["pieces"] = [piece_value(piece) for piece in pieces]
+    return result
+
+
+def detokenize(engine: Engine, job: dict) -> str:
+    tokens = _token_list(job.get("tokens"), "tokens")
+    return _engine_method(engine, "detokenize", "tokens")(tokens)
+
+
 def serve(conn: Connection) -> None:
     jobs: queue.Queue[dict | None] = queue.Queue()
     cancelled: set[str] = set()
@@ -151,9 +201,9 @@ def serve(conn: Connection) -> None:
                 status = getattr(state["engine"], "status", None)
                 emit({"type": "result", **(status() if status else {})})
             elif op == "tokenize":
-                if not isinstance(job.get("text"), str):
-                    raise LmsError.invalid("'text' must be a string.", "text")
-                emit({"type": "result", "tokens": [int(t) for t in state["engine"].tokenize(job["text"])]})
+                emit({"type": "result", **tokenize(state["engine"], job)})
+            elif op == "detokenize":
+                emit({"type": "result", "content": detokenize(state["engine"], job)})
             else:
                 raise LmsError.invalid(f"unknown operation {op!r}", "op")
         except Exception as exc:  # the request fails; the worker and its model stay up

@@ -144,6 +144,17 @@ def lms(tmp_path):
     instance.stop()
 
 
+@pytest.fixture
+def lms3(lms):
+    """A fresh installation with the bundled model under three keys, and the server on."""
+    from lms.store.catalog import bundled_model_file
+
+    lms.link_model(bundled_model_file(), "lms-test", "smollm2-copy-GGUF")
+    lms.link_model(bundled_model_file(), "lms-test", "smollm2-other-GGUF")
+    lms.run("server", "start", "-p", str(lms.port))
+    return lms
+
+
 @pytest.fixture(scope="session")
 def tool_model_gguf() -> Path:
     sys.path.insert(0, str(REPO))

@@ -8,22 +8,10 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from tests.conftest import CHAT_MODEL, wait_for
 
 COPY, OTHER = "lms-test/smollm2-copy", "lms-test/smollm2-other"
-
-
-@pytest.fixture
-def lms3(lms):
-    """A fresh installation with the bundled model under three keys, and the server on."""
-    from lms.store.catalog import bundled_model_file
-
-    lms.link_model(bundled_model_file(), "lms-test", "smollm2-copy-GGUF")
-    lms.link_model(bundled_model_file(), "lms-test", "smollm2-other-GGUF")
-    lms.run("server", "start", "-p", str(lms.port))
-    return lms
 
 
 def ask(lms, model: str, max_tokens: int = 4, **extra) -> httpx.Response:

@@ -11,17 +11,20 @@ from tests.conftest import CHAT_MODEL, EMBEDDING_MODEL, TOOL_MODEL
 
 
 def test_v1_models_tell_context_lengths_and_capabilities(served, client, thinking):
+    for instance in served.json("ps"):  # the embedding model, not loaded (JIT loads it again when asked)
+        if instance["modelKey"] == EMBEDDING_MODEL:
+            served.run("unload", instance["identifier"])
     ps = {m["identifier"]: m for m in served.json("ps")}
     listed = {m.id: m for m in client.models.list().data}
     chat = listed[CHAT_MODEL]
     assert chat.loaded is True and chat.type == "llm"
     assert chat.context_length == ps[CHAT_MODEL]["contextLength"] and chat.max_context_length == 8192
     assert "embedding" not in chat.capabilities
-    assert listed[EMBEDDING_MODEL].capabilities == ["embedding"]
+    embedding = listed[EMBEDDING_MODEL]
+    assert embedding.capabilities == ["embedding"] and embedding.loaded is False
+    assert embedding.context_length == embedding.max_context_length == 512  # not loaded: the model's maximum
     assert "tools" in listed[TOOL_MODEL].capabilities
     assert "reasoning" in listed[thinking].capabilities
-    unloaded = next(m for m in listed.values() if not m.loaded)
-    assert unloaded.context_length == unloaded.max_context_length  # not loaded: the model's maximum
     one = client.models.retrieve(CHAT_MODEL)
     assert one.context_length == chat.context_length and one.loaded is True
 

@@ -279,7 +279,7 @@ def test_count_and_embed_send_typed_requests():
         models, _ = manager()
         chat = await models.load(CHAT)
         embedder = await models.load(EMBEDDING)
-        tokens = await models.count_tokens(chat, HELLO)
+        tokens = await models.count_tokens(chat, GenerationRequest(messages=HELLO))
         result = await models.embed(embedder, ["a", "b"])
         return chat, embedder, tokens, result
 
@@ -306,7 +306,7 @@ def test_tokenize_and_render_prompt_ask_the_worker_and_leave_the_model_idle():
 
     chat, embedder, tokens, embedded, text, refused = asyncio.run(scenario())
 
-    assert tokens == [ord(c) for c in "Hi!"] and embedded == [97, 98]
+    assert tokens["tokens"] == [ord(c) for c in "Hi!"] and embedded["tokens"] == [97, 98]
     assert chat.worker.calls[1] == ("tokenize", {"text": "Hi!"})
     op, payload = chat.worker.calls[-1]
     rendered = GenerationRequest.from_dict(payload["request"])

@@ -158,6 +158,18 @@ def to_input(body: dict) -> ChatInput:
                      reasoning_effort="none" if thinking.get("type") == "disabled" else None)
 
 
+async def count_tokens(request: Request):
+    """`POST /v1/messages/count_tokens`: the body of /v1/messages without max_tokens, translated the same way
+    (system, tools, tool_use and tool_result blocks, images, thinking) -> {"input_tokens"}: the prompt tokens that
+    request would have, cached ones included (its usage splits them into input_tokens and cache_read_input_tokens)."""
+    try:
+        body = await read_json(request)
+        chat = to_input({**body, "max_tokens": 1, "stream": False})
+        return JSONResponse({"input_tokens": await pipeline_of(request).count_chat(chat)})
+    except LmsError as exc:
+        return _error(exc)
+
+
 def _error(exc: LmsError) -> JSONResponse:
     status = status_of(exc)
     kind = ERROR_TYPES.get(exc.kind, "api_error" if status >= 500 else "invalid_request_error")

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lms import __version__
-from lms.api.anthropic import messages
+from lms.api.anthropic import count_tokens, messages
 from lms.api.auth import RequireToken
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.guard import BrowserGuard
@@ -23,6 +23,7 @@ from lms.api.ollama.routes import ollama_routes
 from lms.api.openai.routes import openai_routes
 from lms.api.openapi import openapi_json
 from lms.api.responses.routes import routes as responses_routes
+from lms.api.tokenize import routes as tokenize_routes
 from lms.metrics import CountRequests, metrics_endpoint
 from lms.pipeline import Pipeline
 
@@ -38,9 +39,31 @@ async def lms_status(_request: Request):
     return JSONResponse({"package": "lms", "version": __version__})
 
 
-async def health(_request: Request):
-    """For load balancers and scripts: answers without a token once the server listens."""
+async def health(request: Request):
+    """For load balancers and scripts, without a token: 200 {"status": "ok"} when requests can be served; 503
+    {"status": "loading", "reason"} while the daemon is still starting or a model loads (with `?model=X`, only
+    while X loads), like llama-server's /health during its load."""
+    manager = request.app.state.manager
+    if not manager.ready:
+        return _not_ready("starting", "The daemon is starting.")
+    loading = manager.loading()
+    wanted = request.query_params.get("model")
+    if wanted:
+        loading = [identifier for identifier in loading if _names(identifier, wanted)]
+    if loading:
+        return _not_ready("loading", f"Loading model{'s' if len(loading) > 1 else ''} {', '.join(loading)}.", loading)
     return JSONResponse({"status": "ok"})
+
+
+def _names(identifier: str, wanted: str) -> bool:
+    """Whether a request's model name means this identifier (itself, or the model key of its `:N` instances)."""
+    wanted, identifier = wanted.lower(), identifier.lower()
+    return identifier == wanted or identifier.rsplit(":", 1)[0] == wanted or identifier.endswith("/" + wanted)
+
+
+def _not_ready(status: str, reason: str, models: list[str] | None = None) -> JSONResponse:
+    body = {"status": status, "reason": reason} | ({"loading": models} if models else {})
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 def api_routes() -> list[Route]:
@@ -51,6 +74,8 @@ def api_routes() -> list[Route]:
         *openai_routes(),
         *responses_routes(),
         Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        *tokenize_routes(),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_json),
         *native_routes(),
@@ -70,7 +95,8 @@ class LogRequests:
 
 
 def build_public_app(state, *, bind: str = "127.0.0.1", cors: bool = False, cors_origins: tuple[str, ...] = (),
-                     allow_remote_mcp: bool = False) -> Starlette:
+                     allow_remote_mcp: bool = False, control_routes: list[Route] | None = None) -> Starlette:
+    """The public server: every API surface, and (with `control_routes`) the control API for admin tokens."""
     allowed_hosts = {host.strip() for host in state.settings.allowed_hosts.split(",") if host.strip()}
     middleware = [Middleware(CountRequests, metrics=state.metrics), Middleware(CatchUnexpected),
                   Middleware(BrowserGuard, bind=bind, allowed_hosts=allowed_hosts, cors_all=cors,
@@ -81,7 +107,9 @@ def build_public_app(state, *, bind: str = "127.0.0.1", cors: bool = False, cors
                                      allow_methods=["*"], allow_headers=["*"]))
     # Checked on every request, so a token created while the server runs takes effect at once.
     middleware.append(Middleware(RequireToken, authenticator=state.authenticator))
-    app = Starlette(routes=api_routes(), middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=[*api_routes(), *(control_routes or [])], middleware=middleware,
+                    exception_handlers=EXCEPTION_HANDLERS)
+    app.state.daemon = state  # what the control routes work on
     # mcp.json servers run programs on this machine: over HTTP only for admin tokens (lms/api/context.py)
     share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,
                 allow_mcp_json=state.settings.allow_mcp_json)

@@ -61,6 +61,22 @@ def require_admin(scope: Scope, action: str) -> None:
                                  code="insufficient_scope")
 
 
+def admin_only(endpoint):
+    """A route only an admin token may call, even on a server that needs no token for anything else (the control
+    API over HTTP: without tokens, anyone who reaches the port could load, download and reconfigure)."""
+
+    async def guarded(request):
+        caller = caller_of(request.scope)
+        if caller is None:
+            raise LmsError.forbidden("Controlling lms over HTTP needs an admin API token, and this server has none: "
+                                     "create one on it with `lms server token create NAME --scope admin`.",
+                                     code="admin_token_required")
+        require_admin(request.scope, f"{request.method} {request.url.path}")
+        return await endpoint(request)
+
+    return guarded
+
+
 def _header_secret(headers: dict[bytes, bytes]) -> str:
     authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
     if authorization[:7].lower() == "bearer ":

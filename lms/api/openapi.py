@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -27,6 +27,7 @@ from lms.api.ollama.embed import EmbedBody, EmbeddingsBody
 from lms.api.ollama.manage import CreateBody, PullBody
 from lms.api.ollama.schemas import ChatBody, CopyBody, GenerateBody, NamedModelBody
 from lms.api.openai.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from lms.api.tokenize import DetokenizeBody, TokenizeBody
 from lms.conversation.request import CompactResponse, CreateResponse
 
 JSON = "application/json"
@@ -65,6 +66,18 @@ class OllamaError(BaseModel):
     """The errors of Ollama's routes: Ollama's shape."""
 
     error: str
+
+
+class MessagesCountBody(BaseModel):
+    """The body of Anthropic's `POST /v1/messages/count_tokens`: that of /v1/messages without max_tokens."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[bodies.AnthropicMessage] = Field(min_length=1)
+    system: str | list[bodies.AnthropicBlock] | None = None
+    tools: list[bodies.AnthropicTool] | None = None
+    tool_choice: bodies.AnthropicToolChoice | None = None
+    thinking: bodies.AnthropicThinking | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,15 @@ NDJSON_STREAMED = "The result as JSON lines (NDJSON, the default) or, with `\"st
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/lmstudio-greeting", "meta", "Liveness check", '`{"lmstudio": true}`; never needs a token.'),
-    Endpoint("GET", "/health", "meta", "Health check", '`{"status": "ok"}`; never needs a token.'),
+    Endpoint("GET", "/health", "meta", "Health check", '`{"status": "ok"}`; never needs a token.',
+             query=({"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "Ask about this model only: 503 while it loads."},),
+             also=(("503", 'The daemon is starting or a model is loading: `{"status": "loading", "reason", '
+                           '"loading": [identifiers]}`.'),)),
+    Endpoint("POST", "/tokenize", "meta", "Tokenize text (llama-server's)",
+             '`{"tokens": [id]}`, or with `with_pieces` `{"tokens": [{"id", "piece"}]}`.', TokenizeBody),
+    Endpoint("POST", "/detokenize", "meta", "Detokenize token ids (llama-server's)", '`{"content"}`.',
+             DetokenizeBody),
     Endpoint("GET", "/lms-status", "meta", "Server identity", '`{"package": "lms", "version"}`, what LM Studio\'s '
              '`lms` CLI probes; never needs a token.'),
     Endpoint("GET", "/openapi.json", "meta", "This document", "The OpenAPI 3.1 document."),
@@ -128,6 +149,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              SSE),
     Endpoint("POST", "/v1/responses/compact", "responses", "Compact a conversation into one item",
              "`{id, object: response.compaction, output: [compaction item], usage}`.", CompactResponse),
+    Endpoint("POST", "/v1/responses/input_tokens", "responses", "Count a response's input tokens",
+             "`{object: response.input_tokens, input_tokens}`.", CreateResponse),
     Endpoint("GET", "/v1/responses/{response_id}", "responses", "A stored response", "The response object."),
     Endpoint("DELETE", "/v1/responses/{response_id}", "responses", "Delete a stored response",
              "`{id, object: response, deleted: true}`."),
@@ -135,6 +158,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "`{object: list, data, first_id, last_id, has_more}`.", query=INPUT_ITEMS_QUERY),
     Endpoint("POST", "/v1/messages", "anthropic", "Anthropic Messages", STREAMED, bodies.MessagesBody, SSE,
              error=AnthropicError),
+    Endpoint("POST", "/v1/messages/count_tokens", "anthropic", "Count a message's input tokens (Anthropic)",
+             "`{input_tokens}`.", MessagesCountBody, error=AnthropicError),
     Endpoint("GET", "/api/v0/models", "lmstudio", "List the downloaded models (v0)", "`{object: list, data}`."),
     Endpoint("GET", "/api/v0/models/{model}", "lmstudio", "One downloaded model (v0)", "The model."),
     Endpoint("GET", "/api/v1/models", "lmstudio", "List the downloaded models and their instances",

@@ -16,8 +16,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 @daemon_app.command("up")
 def up(json_: JsonFlag = False):
     """Start the daemon if it is not running."""
-    from lms.client import connect, start_daemon
+    from lms.client import connect, start_daemon, this_machine_only
 
+    this_machine_only("daemon up")
     client = connect()
     already = client is not None
     if not already:
@@ -35,8 +36,9 @@ def up(json_: JsonFlag = False):
 @daemon_app.command("down")
 def down(json_: JsonFlag = False):
     """Unload every model and stop the daemon."""
-    from lms.client import connect, daemon_pid
+    from lms.client import connect, daemon_pid, this_machine_only
 
+    this_machine_only("daemon down")
     client = connect()
     if client is None:
         fail("Daemon is not running.")

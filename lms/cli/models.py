@@ -28,6 +28,10 @@ def ls(
     client = ensure_daemon()
     entries = client.get("/lms/models")
     unreadable = _unreadable(client)
+    if json_:
+        defaults = _load_defaults(client)
+        for entry in entries:
+            entry["loadDefaults"] = defaults.get(entry["modelKey"], {})
     if model_key:
         wanted = model_key.lower()
         entries = [e for e in entries + unreadable if e["modelKey"] == wanted] or [
@@ -90,6 +94,18 @@ def _unreadable(client) -> list[dict]:
     except DaemonError as exc:
         if exc.status == 404:
             return []
+        raise
+
+
+def _load_defaults(client) -> dict:
+    """Each model's load defaults (lms config model); none from a daemon that does not keep them."""
+    from lms.client import DaemonError
+
+    try:
+        return client.get("/lms/config/models")
+    except DaemonError as exc:
+        if exc.status == 404:
+            return {}
         raise
 
 
@@ -170,8 +186,9 @@ def load(
         help="The model to load: its key, a variant key or a unique part of it. At a terminal, leave it out (or "
              "name none that matches) to pick from the downloaded models.")] = None,
     identifier: Annotated[str | None, typer.Option("--identifier", help="The identifier to serve it as.")] = None,
-    context_length: Annotated[int | None, typer.Option("-c", "--context-length", min=1,
-                                                       help="Context length in tokens.")] = None,
+    context_length: Annotated[str | None, typer.Option(
+        "-c", "--context-length", help="Context length in tokens, or max: the longest that fits the memory "
+                                       "guardrails.")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", min=1, help="Unload after this many idle seconds.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU offload: off, max or a ratio 0..1 (this machine has "
                                                           "no GPU: everything runs on the CPU).")] = None,
@@ -183,6 +200,17 @@ def load(
                                           "drafts tokens for this one to check.")] = None,
     draft_max_tokens: Annotated[int | None, typer.Option(
         "--speculative-draft-max-tokens", min=1, help="Tokens the draft model proposes per step (default 8).")] = None,
+    draft_min_probability: Annotated[float | None, typer.Option(
+        "--speculative-draft-min-probability", min=0.0, max=1.0,
+        help="The draft stops proposing when its top token's probability falls below this (0..1; default 0).")]
+    = None,
+    kv_cache_type: Annotated[str | None, typer.Option(
+        "--kv-cache-type", help="K and V cache type: f16 (default), q8_0 (about half the memory) or q4_0 (about a "
+                                "quarter); quantized ones turn flash attention on. llama.cpp models.")] = None,
+    flash_attention: Annotated[str | None, typer.Option(
+        "--flash-attention", help="on, off or auto (default: llama.cpp decides). llama.cpp models.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Tokens per decode step (llama.cpp's n_batch; default 512).")] = None,
     replicas: Annotated[int | None, typer.Option(
         "--replicas", min=1, help="Load it on the connected Ray cluster (lms cluster connect) as this many "
                                   "replicas, on the nodes Ray picks.")] = None,
@@ -200,19 +228,29 @@ def load(
 
     from lms.client import DaemonError, ensure_daemon
 
-    ratio = _gpu_ratio(gpu)
+    ratio = _gpu_ratio(gpu) if gpu is not None else None
+    context = _context_length(context_length)
+    for flag, value, allowed in (("--kv-cache-type", kv_cache_type, ("f16", "q8_0", "q4_0")),
+                                 ("--flash-attention", flash_attention, ("on", "off", "auto"))):
+        if value is not None and value not in allowed:
+            fail(f"{flag} must be {', '.join(allowed[:-1])} or {allowed[-1]}.")
     client = ensure_daemon()
     model_key = _model_to_load(client, model_key, yes)
     if estimate_only:
         try:
-            plan = client.post("/lms/estimate", {"model": model_key, "context_length": context_length,
-                                                 "gpu_ratio": ratio, "parallel": parallel})
+            plan = client.post("/lms/estimate", {"model": model_key, "context_length": context,
+                                                 "gpu_ratio": ratio, "parallel": parallel,
+                                                 "kv_cache_type": kv_cache_type})
         except DaemonError as exc:
             fail(str(exc))
         return print_json(plan) if json_ else _print_estimate(plan)
-    body = {"model": model_key, "identifier": identifier, "context_length": context_length, "ttl": ttl,
+    body = {"model": model_key, "identifier": identifier, "context_length": context, "ttl": ttl,
             "parallel": parallel, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
             "replicas": replicas, "max_replicas": max_replicas, "stream": True}
+    extra = {"draft_min_probability": draft_min_probability, "kv_cache_type": kv_cache_type,
+             "flash_attention": flash_attention, "batch_size": batch_size, "gpu": gpu if gpu in ("off", "max")
+             else ratio}
+    body.update({k: v for k, v in extra.items() if v is not None})  # an older daemon takes a load without them
     console = Console(stderr=True)
     started = time.perf_counter()
     loaded = None
@@ -237,8 +275,22 @@ def load(
     from lms.cli.output import memory_size
 
     info(f"Model loaded successfully in {elapsed:.2f}s.")
+    if loaded.get("contextLengthChosen"):
+        info(loaded["contextLengthChosen"][0].upper() + loaded["contextLengthChosen"][1:] + ".")
     info(f"({memory_size(loaded['sizeBytes'])})")
     info(f'To use the model in the API/SDK, use the identifier "{loaded["identifier"]}".')
+
+
+def _context_length(value: str | None) -> int | str | None:
+    if value is None or value == "max":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        fail("--context-length must be a positive number of tokens or max.")
+    return number
 
 
 def _gpu_ratio(value: str | None) -> float:
@@ -261,6 +313,10 @@ def _print_estimate(plan: dict) -> None:
     memory = plan["memory"]
     info(f"Model: {plan['model']}")
     info(f"Context Length: {plan['contextLength']:,}")
+    if plan.get("contextLengthChosen"):
+        info(plan["contextLengthChosen"][0].upper() + plan["contextLengthChosen"][1:] + ".")
+    if plan.get("kvCacheType", "f16") != "f16":
+        info(f"KV Cache: {plan['kvCacheType']}")
     if plan.get("parallel", 1) > 1:
         info(f"Parallel: {plan['parallel']} (each with the whole context)")
     if plan["gpuRatio"]:

@@ -48,11 +48,12 @@ def start(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Start the HTTP server (and the daemon, if it is not running)."""
-    from lms.client import ensure_daemon
+    from lms.client import ensure_daemon, this_machine_only
     from lms.daemon.http_server import is_loopback
     from lms.settings import Settings, SettingsError
     from lms.tokens import TokenStore
 
+    this_machine_only("server start")
     try:
         settings = Settings.load()
     except SettingsError as exc:
@@ -91,8 +92,9 @@ def start(
 @server_app.command("stop")
 def stop(json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False):
     """Stop the HTTP server. Requests in flight are ended."""
-    from lms.client import connect
+    from lms.client import connect, this_machine_only
 
+    this_machine_only("server stop")
     client = connect()
     if client is None or not client.get("/lms/server/status")["running"]:
         fail("The server is not running.")

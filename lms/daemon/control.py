@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
@@ -20,9 +21,10 @@ from starlette.routing import Route
 
 from lms import __version__, config
 from lms.api.app import api_routes, share_state
+from lms.api.auth import admin_only
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.http import read_json
-from lms.daemon import control_cluster, control_models, control_upstream
+from lms.daemon import control_cluster, control_config, control_models, control_upstream
 from lms.errors import LmsError
 from lms.logs import SOURCES
 from lms.manager.cluster import replica_status
@@ -32,11 +34,16 @@ class LoadBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     identifier: str | None = None
-    context_length: int | None = Field(None, ge=1)
+    context_length: int | Literal["max"] | None = None  # max: the longest that fits the guardrails
     ttl: int | None = Field(None, ge=1)
     parallel: int | None = Field(None, ge=1)
     draft_model: str | None = None
     draft_max_tokens: int | None = Field(None, ge=1)
+    draft_min_probability: float | None = Field(None, ge=0, le=1)
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    flash_attention: Literal["on", "off", "auto"] | None = None
+    batch_size: int | None = Field(None, ge=1)
+    gpu: Literal["off", "max"] | float | None = None  # accepted; this machine runs models on its CPU
     replicas: int | None = Field(None, ge=1)  # on the Ray cluster
     max_replicas: int | None = Field(None, ge=1)
     stream: bool = False
@@ -104,12 +111,18 @@ async def estimate(request: Request):
     manager = _state(request).manager
     entry = manager.resolve(str(body.get("model") or ""))
     context_length = body.get("context_length")
-    if context_length is not None and (not isinstance(context_length, int) or context_length < 1):
-        raise LmsError.invalid("'context_length' must be a positive integer", "context_length")
+    if context_length is not None and context_length != "max" and (not isinstance(context_length, int)
+                                                                  or context_length < 1):
+        raise LmsError.invalid("'context_length' must be a positive integer or max", "context_length")
     parallel = body.get("parallel")
     if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
         raise LmsError.invalid("'parallel' must be a positive integer", "parallel")
-    return JSONResponse(manager.estimate(entry, context_length, float(body.get("gpu_ratio") or 0.0), parallel))
+    kv_cache_type = body.get("kv_cache_type")
+    if kv_cache_type not in (None, "f16", "q8_0", "q4_0"):
+        raise LmsError.invalid("'kv_cache_type' must be f16, q8_0 or q4_0", "kv_cache_type")
+    gpu_ratio = body.get("gpu_ratio")
+    return JSONResponse(manager.estimate(entry, context_length, None if gpu_ratio is None else float(gpu_ratio),
+                                         parallel, kv_cache_type))
 
 
 async def load(request: Request):
@@ -120,7 +133,9 @@ async def load(request: Request):
     started = time.perf_counter()
     options = dict(identifier=body.identifier, context_length=body.context_length, ttl=body.ttl,
                    parallel=body.parallel, draft_model=body.draft_model, draft_max_tokens=body.draft_max_tokens,
-                   replicas=body.replicas, max_replicas=body.max_replicas)
+                   replicas=body.replicas, max_replicas=body.max_replicas, kv_cache_type=body.kv_cache_type,
+                   flash_attention=body.flash_attention, batch_size=body.batch_size,
+                   draft_min_probability=body.draft_min_probability, gpu=body.gpu)
     if not body.stream:
         model = await manager.load(body.model, **options)
         return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})
@@ -204,15 +219,31 @@ async def log_stream(request: Request):
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-def build_control_app(daemon) -> Starlette:
+# Control routes a remote CLI (`lms --host`) may not use: starting, stopping or shutting down the very server it
+# talks through is done on the machine itself.
+LOCAL_ONLY = frozenset({"/lms/shutdown", "/lms/server/start", "/lms/server/stop"})
+
+
+def control_routes() -> list[Route]:
     reads = {"/lms/status": status, "/lms/models": list_downloaded, "/lms/ps": list_loaded,
              "/lms/server/status": server_status}
     actions = {"/lms/shutdown": shutdown, "/lms/resolve": resolve, "/lms/load": load, "/lms/estimate": estimate,
                "/lms/unload": unload, "/lms/server/start": server_start, "/lms/server/stop": server_stop}
-    routes = [*(Route(path, endpoint) for path, endpoint in reads.items()),
-              *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
-              Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
-              *control_models.routes(), *control_cluster.routes(), *control_upstream.routes(), *api_routes()]
+    return [*(Route(path, endpoint) for path, endpoint in reads.items()),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
+            Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
+            *control_models.routes(), *control_cluster.routes(), *control_upstream.routes(),
+            *control_config.routes()]
+
+
+def remote_control_routes() -> list[Route]:
+    """The control API on the HTTP server, for the CLI on another machine: admin tokens only (lms/api/auth.py)."""
+    return [Route(route.path, admin_only(route.endpoint), methods=route.methods) for route in control_routes()
+            if route.path not in LOCAL_ONLY]
+
+
+def build_control_app(daemon) -> Starlette:
+    routes = [*control_routes(), *api_routes()]
     app = Starlette(routes=routes, middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = daemon
     # the control socket is the owner's own (mode 0600): mcp.json servers are theirs to use, as in `lms chat`

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lms import config
 from lms.api.http import read_json
 from lms.errors import Kind, LmsError
+from lms.settings import persist_setting
 
 STATUS_DEADLINE_SECONDS = 60.0  # joining takes a few seconds; a cluster that does not answer by then is down
 REPO = Path(__file__).resolve().parents[2]
@@ -45,27 +45,6 @@ async def query_cluster(address: str) -> dict:
         raise LmsError(f"The Ray cluster at {address} cannot be reached: {answer.get('error')}", Kind.UNAVAILABLE,
                        code="cluster_unreachable")
     return answer
-
-
-def persist_setting(key: str, value: str | None) -> None:
-    """Set (or, with None, remove) one key of settings.json, keeping the others; written whole, then renamed."""
-    path = config.settings_path()
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        values = {}
-    except ValueError as exc:
-        raise LmsError.invalid(f"{path} is not valid JSON ({exc}); fix it first.", "settings") from None
-    if value is None:
-        values.pop(key, None)
-    else:
-        values[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with config.open_private(temporary, "a") as file:
-        file.truncate(0)
-        file.write(json.dumps(values, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _cluster_models(daemon) -> list[str]:

@@ -124,8 +124,10 @@ class HTTPServerController:
             if sdk_socket is not None:
                 sockets.append(sdk_socket)
                 sdk_port = sdk_socket.getsockname()[1]
+        from lms.daemon.control import remote_control_routes  # the control module starts this server
+
         app = build_public_app(self.state, bind=bind, cors=cors, cors_origins=cors_origins,
-                               allow_remote_mcp=allow_remote_mcp)
+                               allow_remote_mcp=allow_remote_mcp, control_routes=remote_control_routes())
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)

@@ -21,12 +21,12 @@ from lms.errors import LmsError
 from lms.generation.finish import lmstudio_stop_reason
 from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.logs import LogBus
-from lms.manager import cluster
+from lms.manager import cluster, load_defaults
 from lms.manager.worker import WorkerHandle
 from lms.settings import Settings
 from lms.store import catalog, runtimes
 from lms.store.catalog import ModelEntry
-from lms.store.estimate import check
+from lms.store.estimate import check, largest_context
 from lms.store.estimate import estimate as memory_estimate
 from lms.upstream.directory import UpstreamDirectory
 
@@ -59,9 +59,14 @@ class LoadedModel:
     parallel: int = 1
     draft_model: str | None = None  # the speculative-decoding draft loaded with the model
     draft_max_tokens: int | None = None
+    draft_min_probability: float | None = None
+    kv_cache_type: str | None = None  # llama.cpp chat models: the K and V cache type (f16, q8_0, q4_0)
+    flash_attention: str | None = None  # on, off or auto
+    batch_size: int | None = None  # tokens per decode step (n_batch)
     prefix_cache_bytes: int = 0  # host memory held by finished sequences kept for prefix reuse (last reported)
     engine: dict = field(default_factory=dict)  # the engine and version this model runs on
     placement: cluster.Placement | None = None  # on the Ray cluster (the worker drives its replicas)
+    context_note: str | None = None  # how a context length of "max" was chosen
     upstream: str | None = None  # served by this upstream server (lms upstream add), not by a local engine
     tasks: set = field(default_factory=set, repr=False)
 
@@ -81,10 +86,15 @@ class LoadedModel:
             "parallel": self.parallel if self.entry.type == "llm" else None,
             "prefixCacheBytes": self.prefix_cache_bytes if self.entry.type == "llm" else None,
             "draftModel": self.draft_model,
+            "kvCacheType": self.kv_cache_type,
+            "flashAttention": self.flash_attention,
+            "batchSize": self.batch_size,
             "pid": self.worker.pid,
             "engine": self.engine,
             "location": "cluster" if self.placement else "upstream" if self.upstream else "local",
         })
+        if self.context_note:
+            info["contextLengthChosen"] = self.context_note
         if self.placement:
             info.update(self.placement.public())
         return info
@@ -165,6 +175,15 @@ class ModelManager:
         self.upstreams = UpstreamDirectory()
         self._upstream_refresher: asyncio.Task | None = None
 
+    @property
+    def ready(self) -> bool:
+        """Started: requests can be served."""
+        return self._reaper is not None
+
+    def loading(self) -> list[str]:
+        """The identifiers of the loads under way."""
+        return sorted(self._loading)
+
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_expired())
         self._upstream_refresher = asyncio.create_task(self.upstreams.keep_fresh())
@@ -206,29 +225,106 @@ class ModelManager:
                 raise LmsError.conflict(f"A model with identifier '{wanted}' is already loaded.", "identifier",
                                         code="identifier_in_use")
             return wanted
-        identifier, n = entry.model_key, 2
+        return self._numbered(entry.model_key)
+
+    def _numbered(self, base: str) -> str:
+        """`base`, or `base:2`, `base:3`... when instances hold it already."""
+        identifier, n = base, 2
         while identifier in self.loaded or identifier in self._loading:
-            identifier, n = f"{entry.model_key}:{n}", n + 1
+            identifier, n = f"{base}:{n}", n + 1
         return identifier
 
-    def estimate(self, entry: ModelEntry, context_length: int | None = None, gpu_ratio: float = 0.0,
-                 parallel: int | None = None) -> dict:
-        """The memory estimate of loading `entry`, and whether the guardrails let it load."""
+    def estimate(self, entry: ModelEntry, context_length: int | str | None = None, gpu_ratio: float | None = None,
+                 parallel: int | None = None, kv_cache_type: str | None = None, defaults: bool = True) -> dict:
+        """The memory estimate of loading `entry` (with the model's load defaults for what is not given), and
+        whether the guardrails let it load. A context length of "max" is the longest that fits them."""
+        given = load_defaults.of(entry.model_key) if defaults else {}
+        if context_length is None:
+            context_length = given.get("context_length")
+        if gpu_ratio is None:
+            gpu = given.get("gpu", 0.0)
+            gpu_ratio = 1.0 if gpu == "max" else 0.0 if gpu == "off" else float(gpu)
+        parallel = self._parallel(entry, parallel or given.get("parallel"))
+        kv_cache_type = self._kv_cache_type(entry, kv_cache_type or given.get("kv_cache_type"))
+        chosen_max = context_length == "max"
+        if chosen_max:
+            context_length = self._max_context(entry, parallel, kv_cache_type)
         try:
-            planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio,
-                                      self._parallel(entry, parallel))
+            planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio, parallel,
+                                      kv_cache_type)
         except (OSError, ValueError) as exc:  # the file went bad (or away) since the catalog read it
             raise unreadable_error(entry.model_key, entry.rel_path, catalog.describe_failure(exc, entry.path,
                                                                                           entry.rel_path)) from exc
-        passes, room = check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
-                             sum(m.estimated_bytes for m in self.loaded.values()), sum(self._reserved.values()))
-        return {**planned.as_dict(room, passes), "guardrails": self.settings.guardrails}
+        passes, room = self._check(planned)
+        result = {**planned.as_dict(room, passes), "guardrails": self.settings.guardrails}
+        if chosen_max:
+            result["contextLengthChosen"] = self._max_context_note(entry, planned.context_length)
+        return result
+
+    def _check(self, planned) -> tuple[bool, int]:
+        return check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
+                     sum(m.estimated_bytes for m in self.loaded.values()), sum(self._reserved.values()))
+
+    def _max_context(self, entry: ModelEntry, parallel: int, kv_cache_type: str) -> int:
+        """`--context-length max`: the model's maximum with guardrails off, else the longest context whose estimate
+        fits the room the guardrails leave now."""
+        if self.settings.guardrails == "off" or entry.type == "embedding":
+            return entry.max_context_length
+        try:
+            _, room = self._check(memory_estimate(entry, 1, 0.0, parallel, kv_cache_type))
+            fits = largest_context(entry, room, parallel, kv_cache_type)
+        except (OSError, ValueError) as exc:
+            raise unreadable_error(entry.model_key, entry.rel_path, catalog.describe_failure(exc, entry.path,
+                                                                                          entry.rel_path)) from exc
+        if fits < 1:
+            raise LmsError.storage(f"{entry.model_key} does not fit in the memory the guardrails "
+                                   f"({self.settings.guardrails}) leave, even with a 1-token context: unload a "
+                                   "model or turn guardrails off.", "context_length", code="insufficient_memory")
+        return fits
+
+    def _max_context_note(self, entry: ModelEntry, context_length: int) -> str:
+        if self.settings.guardrails == "off" or entry.type == "embedding":
+            return f"context length max: {context_length} tokens, the model's maximum"
+        why = "the model's maximum, which fits" if context_length >= entry.max_context_length else \
+            "the largest that fits"
+        return f"context length max: {context_length} tokens, {why} the memory guardrails ({self.settings.guardrails})"
+
+    def _kv_cache_type(self, entry: ModelEntry, wanted: str | None) -> str:
+        """The KV cache type of a load: quantized ones are for llama.cpp chat models."""
+        if wanted in (None, "f16"):
+            return "f16"
+        if entry.type != "llm" or entry.format != "gguf":
+            kind = "an MLX model" if entry.format == "mlx" else "an embedding model" if entry.type == "embedding" \
+                else "this model"
+            raise LmsError.invalid(f"A {wanted} KV cache is for llama.cpp (GGUF) chat models; {entry.model_key} is "
+                                   f"{kind}. Leave kv_cache_type out (or f16).", "kv_cache_type",
+                                   code="model_not_supported")
+        return wanted
 
     def _parallel(self, entry: ModelEntry, wanted: int | None) -> int:
         """Slots of a model: MLX and embedding models serve one request at a time."""
         if entry.type != "llm" or entry.format == "mlx":
             return 1
         return wanted or self.settings.default_parallel
+
+    def _llama_options(self, entry: ModelEntry, kv_cache_type: str, flash_attention: str | None,
+                       batch_size: int | None) -> dict:
+        """The engine options of a llama.cpp chat model's context; other engines refuse them (clearly)."""
+        if entry.type != "llm" or entry.format != "gguf":
+            for name, value in (("flash_attention", flash_attention), ("batch_size", batch_size)):
+                if value is not None and not (name == "flash_attention" and value == "auto"):
+                    raise LmsError.invalid(f"'{name}' is for llama.cpp (GGUF) chat models; {entry.model_key} is "
+                                           f"{'an MLX' if entry.format == 'mlx' else 'an embedding'} model.", name,
+                                           code="model_not_supported")
+            return {}
+        if kv_cache_type != "f16" and flash_attention == "off":
+            raise LmsError.invalid(f"A {kv_cache_type} KV cache needs flash attention in llama.cpp (its quantized V "
+                                   "cache is read by the flash-attention kernel only): use --flash-attention on or "
+                                   "auto, or an f16 KV cache.", "flash_attention", code="invalid_load_settings")
+        if kv_cache_type != "f16":
+            flash_attention = "on"
+        return {"kv_cache_type": kv_cache_type, "flash_attention": flash_attention or "auto",
+                **({"batch_size": batch_size} if batch_size else {})}
 
     def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> DraftSpec:
         """The worker's description of a draft model named by a load or a request."""
@@ -246,6 +342,8 @@ class ModelManager:
 
     def _context_length(self, entry: ModelEntry, wanted: int | None) -> int:
         if wanted is not None:
+            if not isinstance(wanted, int) or isinstance(wanted, bool):
+                raise LmsError.invalid("'context_length' must be a positive integer or max.", "context_length")
             if not 1 <= wanted <= entry.max_context_length:
                 raise LmsError.invalid(f"A context length of {wanted} tokens is outside what {entry.model_key} "
                                        f"takes: 1 to {entry.max_context_length}.", "context_length")
@@ -253,22 +351,44 @@ class ModelManager:
         return entry.max_context_length if entry.type == "embedding" else min(
             self.settings.default_context_length, entry.max_context_length)
 
-    async def load(self, name: str, *, identifier: str | None = None, context_length: int | None = None,
+    async def load(self, name: str, *, identifier: str | None = None, context_length: int | str | None = None,
                    ttl: int | None = None, jit: bool = False, parallel: int | None = None,
                    draft_model: str | None = None, draft_max_tokens: int | None = None,
                    progress: Callable[[float], None] | None = None, replicas: int | None = None,
-                   max_replicas: int | None = None) -> LoadedModel:
-        """Load a model in a new worker (with `replicas`: on the Ray cluster, driven by that worker). Cancelling
-        this (a client that gives up) stops the load. An upstream's model is attached, not loaded."""
+                   max_replicas: int | None = None, kv_cache_type: str | None = None,
+                   flash_attention: str | None = None, batch_size: int | None = None,
+                   draft_min_probability: float | None = None, gpu: str | float | None = None) -> LoadedModel:
+        """Load a model in a new worker (with `replicas`: on the Ray cluster, driven by that worker). What the
+        load leaves out comes from the model's load defaults (`lms config model`), else the daemon's settings.
+        `context_length="max"`: the longest context the guardrails let load. Cancelling this (a client that gives
+        up) stops the load. An upstream's model is attached, not loaded."""
         if upstream_entry := await self.upstreams.find(name):
             return self._attach_upstream(upstream_entry, identifier)
         entry = self.resolve(name)
+        given = load_defaults.LoadSettings(**load_defaults.of(entry.model_key))
+        asked = load_defaults.checked({"context_length": context_length, "ttl": None if jit else ttl,
+                                       "parallel": parallel,
+                                       "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
+                                       "kv_cache_type": kv_cache_type, "flash_attention": flash_attention,
+                                       "batch_size": batch_size, "draft_min_probability": draft_min_probability,
+                                       "gpu": gpu, "identifier": identifier})
+        options = {**given.given(), **asked.given()}  # the load's own settings win over the model's defaults
         where = cluster.placement(self.settings.cluster_address, replicas, max_replicas)
-        context_length = self._context_length(entry, context_length)
         runtime_for(entry)  # an engine that is not installed fails here, before anything starts
-        parallel = self._parallel(entry, parallel)
-        draft = self._draft(draft_model, entry, draft_max_tokens) if draft_model else None
-        planned = self.estimate(entry, context_length, parallel=parallel)
+        parallel = self._parallel(entry, options.get("parallel"))
+        kv_type = self._kv_cache_type(entry, options.get("kv_cache_type"))
+        engine_options = self._llama_options(entry, kv_type, options.get("flash_attention"),
+                                             options.get("batch_size"))
+        context_length = options.get("context_length")
+        chosen_max = context_length == "max"
+        if chosen_max:
+            context_length = self._max_context(entry, parallel, kv_type)
+        context_length = self._context_length(entry, context_length)
+        draft_max_tokens, min_probability = options.get("draft_max_tokens"), options.get("draft_min_probability")
+        draft = self._draft(options["draft_model"], entry, draft_max_tokens) if options.get("draft_model") else None
+        if min_probability is not None and entry.format == "gguf" and entry.type == "llm":
+            engine_options["draft_min_probability"] = min_probability
+        planned = self.estimate(entry, context_length, parallel=parallel, kv_cache_type=kv_type, defaults=False)
         if where is None and not planned["passesGuardrails"]:  # a cluster model is held by the cluster's memory
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
             raise LmsError.storage(
@@ -276,14 +396,21 @@ class ModelManager:
                 f"but {_mib(max(room, 0))} is available ({_mib(need - room)} short, guardrails: "
                 f"{self.settings.guardrails}). Use a shorter context (-c), unload a model, or turn guardrails off.",
                 "context_length", code="insufficient_memory")
+        if chosen_max:
+            log.info("%s", self._max_context_note(entry, context_length))
         # No await between the check above and these reservations: the next load's check already counts them.
-        identifier = self._new_identifier(entry, identifier)
+        # a model's default identifier is numbered like a model key when an instance holds it already
+        identifier = self._new_identifier(entry, identifier) if identifier or not given.identifier else \
+            self._numbered(given.identifier)
+        ttl = options.get("ttl") if not jit else ttl
         reservation = next(self._reservations)
         self._reserved[reservation] = local_bytes(planned, where)
         self._loading.add(identifier)
         try:
             model = await self._start(entry, identifier, context_length, ttl, jit, parallel, draft, draft_max_tokens,
-                                      planned, progress, where)
+                                      planned, progress, where, engine_options)
+            if chosen_max:
+                model.context_note = self._max_context_note(entry, model.context_length)
             self.loaded[identifier] = model
         finally:
             del self._reserved[reservation]
@@ -292,7 +419,8 @@ class ModelManager:
 
     async def _start(self, entry: ModelEntry, identifier: str, context_length: int, ttl: int | None, jit: bool,
                      parallel: int, draft: DraftSpec | None, draft_max_tokens: int | None, planned: dict,
-                     progress: Callable[[float], None] | None, where: cluster.Placement | None = None) -> LoadedModel:
+                     progress: Callable[[float], None] | None, where: cluster.Placement | None = None,
+                     engine_options: dict | None = None) -> LoadedModel:
         """Start a worker and load the model in it; the worker is stopped again if that fails."""
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
@@ -305,7 +433,7 @@ class ModelManager:
                    "projector": str(entry.projector) if entry.projector else None}
         if runtime == "llama.cpp" and entry.type == "llm":
             options.update(parallel=parallel, draft=asdict(draft) if draft else None,
-                           host_cache_bytes=planned["parts"]["prefixCache"])
+                           host_cache_bytes=planned["parts"]["prefixCache"], **(engine_options or {}))
         if where is not None:
             options = cluster.worker_options(where, identifier, runtime, options, parallel)
         loaded = None
@@ -330,6 +458,10 @@ class ModelManager:
                             last_used=now_ms(), load_seconds=time.perf_counter() - started,
                             estimated_bytes=local_bytes(planned, where), parallel=parallel,
                             draft_model=draft.name if draft else None, draft_max_tokens=draft_max_tokens,
+                            draft_min_probability=(engine_options or {}).get("draft_min_probability"),
+                            kv_cache_type=(engine_options or {}).get("kv_cache_type"),
+                            flash_attention=(engine_options or {}).get("flash_attention"),
+                            batch_size=loaded["info"].get("batch_size") if engine_options else None,
                             engine={"name": runtime, "version": loaded["info"].get("engine_version")},
                             placement=where)
         if self.metrics is not None:
@@ -351,9 +483,12 @@ class ModelManager:
         return model
 
     async def get_or_load(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
-                          parallel: int | None = None) -> LoadedModel:
+                          parallel: int | None = None,
+                          progress: Callable[[float], None] | None = None) -> LoadedModel:
         """The model a request names: loaded already (whatever its context length), or loaded now (JIT) with an
-        idle TTL, and the context length and slots asked for, else the defaults."""
+        idle TTL, and the context length and slots asked for, else the model's load defaults (lms config model),
+        else the daemon's; `progress` hears 0..1 of such a load. Under auto-evict, the least recently used JIT models
+        beyond `max_jit_models` - 1 go first."""
         if not name:
             if len(self.loaded) == 1:
                 return next(iter(self.loaded.values()))
@@ -372,15 +507,20 @@ class ModelManager:
             if model := self.find_loaded(entry.model_key) or self.find_loaded(name):
                 return model
             if self.settings.jit_auto_evict:
-                await self._evict_jit_models()
+                await self._evict_jit_models(self.settings.max_jit_models - 1)
+            # the request's TTL, else the model's load default, else the JIT default (0: none)
+            ttl = ttl or load_defaults.of(entry.model_key).get("ttl") or self.settings.jit_ttl_seconds or None
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
-            return await asyncio.shield(self.load(entry.variant_key, ttl=ttl or self.settings.jit_ttl_seconds,
-                                                  jit=True, context_length=context_length, parallel=parallel))
+            return await asyncio.shield(self.load(entry.variant_key, ttl=ttl, jit=True, progress=progress,
+                                                  context_length=context_length, parallel=parallel))
 
-    async def _evict_jit_models(self) -> None:
-        """Auto-evict (LM Studio's "only keep last JIT loaded model"): other JIT-loaded models go before a new JIT
-        load; one that is serving requests goes when its last request ends. Explicit loads always stay."""
-        for model in [m for m in self.loaded.values() if m.jit]:
+    async def _evict_jit_models(self, keep: int = 0) -> None:
+        """Auto-evict (LM Studio's "only keep last JIT loaded model", with `max_jit_models` N): before a new JIT
+        load, the JIT-loaded models beyond the N - 1 most recently used go; one that is serving requests goes when
+        its last request ends. Explicit loads always stay."""
+        staying = sorted((m for m in self.loaded.values() if m.jit and not m.evict_when_idle),
+                         key=lambda m: m.last_used or 0)
+        for model in staying[:max(len(staying) - keep, 0)]:
             if model.active:
                 model.evict_when_idle = True
                 log.info("auto-evict: %s goes when its %d request(s) end", model.identifier, model.active)
@@ -496,15 +636,24 @@ class ModelManager:
                                  "stats": prediction_stats(event)})
                 yield event
 
-    async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
-        """Prompt tokens of these messages under the model's chat template."""
-        request = GenerationRequest(messages=messages)
+    async def count_tokens(self, model: LoadedModel, request: GenerationRequest) -> int:
+        """Prompt tokens of a chat request (its template, tools and images), as its generation would report them."""
         return (await model.worker.request("count", request=request.to_dict()))["prompt_tokens"]
 
-    async def tokenize(self, model: LoadedModel, text: str) -> list[int]:
-        """The token ids of raw text under the model's tokenizer (no chat template; BOS as for a prompt)."""
+    async def tokenize(self, model: LoadedModel, text: str, add_special: bool | None = None,
+                       with_pieces: bool = False) -> dict:
+        """{"tokens": [id]} of raw text under the model's tokenizer (no chat template; BOS as for a prompt unless
+        `add_special` says), with {"pieces"} when asked."""
+        options = {"add_special": add_special} if add_special is not None else {}
+        if with_pieces:
+            options["with_pieces"] = True
         async with self._busy(model, "processingPrompt"):
-            return (await model.worker.request("tokenize", text=text))["tokens"]
+            return await model.worker.request("tokenize", text=text, **options)
+
+    async def detokenize(self, model: LoadedModel, tokens: list[int]) -> str:
+        """The text of token ids under the model's tokenizer (special tokens as their text)."""
+        async with self._busy(model, "processingPrompt"):
+            return (await model.worker.request("detokenize", tokens=tokens))["content"]
 
     async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None,
                             template_options: dict | None = None) -> str:

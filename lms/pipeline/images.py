@@ -19,18 +19,6 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 10.0
 MAX_REDIRECTS = 3
 MAX_IMAGES = 16  # per request: each one is a fetch and a projector pass
-# Leading bytes of the image formats the vision engines decode.
-IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF87a": "image/gif",
-                    b"GIF89a": "image/gif", b"BM": "image/bmp"}
-
-
-def image_type(data: bytes) -> str | None:
-    for signature, media_type in IMAGE_SIGNATURES.items():
-        if data.startswith(signature):
-            return media_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def _invalid(message: str, param: str) -> LmsError:

@@ -14,7 +14,7 @@ What comes back is a Generation: the loaded model and its parsed events, or `col
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from lms import presets
@@ -90,8 +90,10 @@ class Pipeline:
         self.manager = manager
 
     async def model(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
-                    parallel: int | None = None) -> LoadedModel:
-        return await self.manager.get_or_load(name, ttl, context_length, parallel)
+                    parallel: int | None = None, progress: Callable[[float], None] | None = None) -> LoadedModel:
+        """The model a request names, loaded just in time if need be; `progress` hears 0..1 of such a load where
+        the manager reports it."""
+        return await self.manager.get_or_load(name, ttl, context_length, parallel, progress=progress)
 
     async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
         """The images as base64, once the model is known to see them."""
@@ -116,11 +118,46 @@ class Pipeline:
 
     async def count_tokens(self, model: LoadedModel, messages: list[dict]) -> int:
         """Prompt tokens of these messages under the model's chat template."""
-        return await self.manager.count_tokens(model, messages)
+        return await self.manager.count_tokens(model, GenerationRequest(messages=messages))
 
     async def tokenize(self, model: LoadedModel, text: str) -> list[int]:
         """The token ids of raw text under the model's tokenizer (no chat template)."""
-        return await self.manager.tokenize(model, text)
+        return (await self.manager.tokenize(model, text))["tokens"]
+
+    async def tokens_of(self, model: LoadedModel, text: str, add_special: bool | None = None,
+                        with_pieces: bool = False) -> dict:
+        """{"tokens": [id]} of raw text (special tokens written in it parsed as such), with BOS/EOS as the model
+        adds them to a prompt when `add_special` (the engine's prompt default when None); with `with_pieces`, also
+        {"pieces": [text, or the bytes when they are not valid UTF-8 alone]}."""
+        return await self.manager.tokenize(model, text, add_special, with_pieces)
+
+    async def detokenize(self, model: LoadedModel, tokens: list[int]) -> str:
+        """The text of token ids under the model's tokenizer (special tokens as their text)."""
+        return await self.manager.detokenize(model, tokens)
+
+    async def count_chat(self, chat: ChatInput, model: LoadedModel | None = None,
+                         images: list[str] | None = None) -> int:
+        """The prompt tokens `chat()` would report for the same input, without generating: the same preset,
+        template tools or described tools, tool calls shown as text, template options and images, under the model's
+        own template and tokenizer."""
+        chat = with_preset(chat)
+        model = model or await self.model(chat.model, chat.ttl)
+        if model.entry.type != "llm":
+            raise LmsError.invalid(f"'{model.identifier}' is an embedding model: it has no chat template.", "model",
+                                   code="model_not_supported")
+        if images is None:
+            images = await self.images(model, chat.image_urls, chat.image_param)
+        return await self.manager.count_tokens(model, self._prepared(chat, model, images)[0])
+
+    def _prepared(self, chat: ChatInput, model: LoadedModel,
+                  images: list[str]) -> tuple[GenerationRequest, ToolPlan, list[dict]]:
+        """The typed request of a chat as the engine gets it, its tool plan, and its messages before tools are
+        described in them (what truncation drops turns from)."""
+        request, plan = chat_request(chat, images)
+        template = model.entry.chat_template
+        messages = chat.messages if template_knows_tool_calls(template) else render_tool_calls_as_text(chat.messages)
+        request.messages = describe_tools_if_needed(messages, plan, template)
+        return request, plan, messages
 
     async def render_prompt(self, model: LoadedModel, messages: list[dict], tools: list[dict] | None = None,
                             template_options: dict | None = None) -> str:
@@ -137,9 +174,8 @@ class Pipeline:
             images = await self.images(model, chat.image_urls, chat.image_param)
         if model.upstream:
             return await self._upstream_chat(chat, model, images)
-        request, plan = chat_request(chat, images)
+        request, plan, messages = self._prepared(chat, model, images)
         template = model.entry.chat_template
-        messages = chat.messages if template_knows_tool_calls(template) else render_tool_calls_as_text(chat.messages)
         while True:
             request.messages = describe_tools_if_needed(messages, plan, template)
             try:

@@ -1,8 +1,9 @@
 """How much memory a model needs loaded, from its GGUF metadata, before any of it is spent.
 
 peak RSS of the worker ≈ process baseline + weights (the file, memory-mapped) + KV cache + compute buffers:
-- KV cache: 2 (K and V) × layers × KV heads × head size × 2 bytes (f16) per token of context, for each of the
-  model's parallel slots (each slot has the whole context);
+- KV cache: 2 (K and V) × layers × KV heads × head size × the bytes of one element of the cache type (f16: 2;
+  q8_0: 34 per block of 32, about half; q4_0: 18 per block of 32, a quarter plus the block scales) per token of
+  context, for each of the model's parallel slots (each slot has the whole context);
 - prefix cache: finished sequences kept in host memory for reuse, at most one context's KV (filled as used);
 - compute buffers: measured on llama.cpp's CPU backend, they grow with the vocabulary (the logits and output
   projection of a batch): about 12 MiB + 172 bytes per vocabulary entry (SmolLM2: 20 MiB, Gemma 3: 55 MiB).
@@ -21,6 +22,9 @@ WORKER_BASELINE = 46 * MiB  # Python, llama_cpp and numpy in a worker that holds
 COMPUTE_BASE = 12 * MiB
 COMPUTE_PER_VOCAB = 172  # bytes per vocabulary entry
 KV_ELEMENT_BYTES = 2  # f16
+# bytes per element of each KV cache type llama.cpp offers here: q8_0 and q4_0 store blocks of 32 values with one
+# f16 scale each (34 and 18 bytes a block)
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Estimate:
     baseline_bytes: int
     parallel: int = 1
     prefix_cache_bytes: int = 0
+    kv_cache_type: str = "f16"
 
     @property
     def total_bytes(self) -> int:
@@ -43,7 +48,7 @@ class Estimate:
     def as_dict(self, available: int | None = None, passes: bool | None = None) -> dict:
         """LM Studio's EstimatedResourcesUsage shape, plus the parts it is made of."""
         result = {"model": self.model_key, "contextLength": self.context_length, "gpuRatio": self.gpu_ratio,
-                  "parallel": self.parallel,
+                  "parallel": self.parallel, "kvCacheType": self.kv_cache_type,
                   "gpu": "none (CPU only)",
                   "memory": {"confidence": "high", "modelVramBytes": 0, "contextVramBytes": 0, "totalVramBytes": 0,
                              "modelBytes": self.model_bytes,
@@ -59,13 +64,14 @@ class Estimate:
         return result
 
 
-def kv_bytes_per_token(header: GGUFHeader) -> int:
+def kv_bytes_per_token(header: GGUFHeader, kv_cache_type: str = "f16") -> int:
     layers = int(header.arch_value("block_count", 0) or 0)
     heads = int(header.arch_value("attention.head_count", 1) or 1)
     kv_heads = header.arch_value("attention.head_count_kv", heads)
+    element = KV_TYPE_BYTES[kv_cache_type]
     if isinstance(kv_heads, list):  # some architectures give one value per layer
-        return sum(2 * int(n) * _head_size(header, heads) * KV_ELEMENT_BYTES for n in kv_heads)
-    return 2 * layers * int(kv_heads) * _head_size(header, heads) * KV_ELEMENT_BYTES
+        return round(sum(2 * int(n) * _head_size(header, heads) * element for n in kv_heads))
+    return round(2 * layers * int(kv_heads) * _head_size(header, heads) * element)
 
 
 def _head_size(header: GGUFHeader, heads: int) -> int:
@@ -99,18 +105,32 @@ def _mlx_estimate(entry: ModelEntry, context_length: int, gpu_ratio: float) -> E
                     MLX_COMPUTE, MLX_BASELINE)
 
 
-def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0, parallel: int = 1) -> Estimate:
+def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0, parallel: int = 1,
+             kv_cache_type: str = "f16") -> Estimate:
+    """The memory a load needs; the KV cache (and the prefix cache, which holds copies of it) in `kv_cache_type`."""
     if entry.format == "mlx":
         return _mlx_estimate(entry, context_length, gpu_ratio)
     header = read_header(entry.path)
     if entry.type == "embedding":
         context = prefix_cache = 0
     else:
-        prefix_cache = kv_bytes_per_token(header) * context_length
+        prefix_cache = kv_bytes_per_token(header, kv_cache_type) * context_length
         context = prefix_cache * parallel
     compute = COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header)
     return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, context, compute, WORKER_BASELINE,
-                    parallel, prefix_cache)
+                    parallel, prefix_cache, kv_cache_type)
+
+
+def largest_context(entry: ModelEntry, room: int, parallel: int = 1, kv_cache_type: str = "f16",
+                    granularity: int = 256) -> int:
+    """The longest context (a multiple of `granularity` when above it, at most the model's maximum) whose estimate
+    fits in `room` bytes; 0 when not even one token does. The estimate grows linearly with the context."""
+    one, two = (estimate(entry, n, 0.0, parallel, kv_cache_type).total_bytes for n in (1, 2))
+    per_token, fixed = two - one, one - (two - one)
+    if one > room:
+        return 0
+    fits = entry.max_context_length if per_token <= 0 else min((room - fixed) // per_token, entry.max_context_length)
+    return fits - fits % granularity if fits > granularity and fits != entry.max_context_length else int(fits)
 
 
 def available_memory(limit: int = 0) -> tuple[int, int]:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 from lms.errors import LmsError
 from lms.generation.finish import done_event as engine_done_event
+from lms.generation.media import image_type
 from lms.generation.request import IMAGE_MARKER, EmbeddingRequest, GenerationRequest
-from lms.pipeline.images import image_type
 from lms.upstream.client import UpstreamClient
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",

@@ -5,6 +5,8 @@ daemon a cluster model is one more worker speaking the same contract (runtimes/b
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ DEPLOY_TIMEOUT_SECONDS = 600.0  # the replicas may need to read (or download) th
 CALL_TIMEOUT_SECONDS = 120.0
 RETRIES = 3  # attempts of a request whose replica died before it sent anything
 RETRY_PAUSE_SECONDS = 0.5
+DOWNSCALE_DELAY_SECONDS = 30.0  # autoscaling: less load for this long before a replica goes
 
 
 class Unreachable(LmsError):
@@ -58,7 +61,8 @@ class ClusterEngine:
 
     def __init__(self, address: str, app: str, runtime: str, options: dict, replicas: int,
                  max_replicas: int | None = None, parallel: int = 1, num_cpus: float = 1.0,
-                 progress: Callable[[float], bool] | None = None):
+                 source: dict | None = None, resources: dict[str, float] | None = None,
+                 downscale_delay_s: float | None = None, progress: Callable[[float], bool] | None = None):
         from ray import serve
         from ray.serve.config import RequestRouterConfig
 
@@ -70,10 +74,14 @@ class ClusterEngine:
         scaling = ({"num_replicas": replicas} if not max_replicas or max_replicas <= replicas else
                    {"autoscaling_config": {"min_replicas": replicas, "initial_replicas": replicas,
                                            "max_replicas": max_replicas, "target_ongoing_requests": parallel,
-                                           "upscale_delay_s": 2, "downscale_delay_s": 30,
-                                           "look_back_period_s": 5}})
+                                           "upscale_delay_s": 2,
+                                           "downscale_delay_s": DOWNSCALE_DELAY_SECONDS if downscale_delay_s is None
+                                           else downscale_delay_s, "look_back_period_s": 5}})
+        actor_options: dict = {"num_cpus": num_cpus}
+        if resources:
+            actor_options["resources"] = dict(resources)
         deployment = serve.deployment(EngineReplica, name="engine", max_ongoing_requests=max(parallel, 1) * 4,
-                                      ray_actor_options={"num_cpus": num_cpus},
+                                      ray_actor_options=actor_options,
                                       request_router_config=RequestRouterConfig(
                                           request_router_class=PrefixAffinityRouter), **scaling)
         if progress:
@@ -81,10 +89,11 @@ class ClusterEngine:
         try:
             # Serve's own HTTP proxy stays off: the daemon is the only public surface, with its tokens.
             serve.start(proxy_location="Disabled")
-            self.handle = serve.run(deployment.bind(runtime, options), name=app, route_prefix=None)
+            self.handle = serve.run(deployment.bind(runtime, options, source), name=app, route_prefix=None)
         except Exception as exc:  # noqa: BLE001 - a replica that cannot load fails the load, in words
+            reason = _deploy_failure(app, exc)
             self._delete()
-            raise LmsError.internal(f"The cluster could not start the model: {_first_line(exc)}",
+            raise LmsError.internal(f"The cluster could not start the model: {reason}",
                                     code="model_load_failed") from None
         self._info = self.handle.info.remote().result(timeout_s=CALL_TIMEOUT_SECONDS)
         self.version = self._info.get("engine_version", "")
@@ -127,6 +136,9 @@ class ClusterEngine:
                 emit(error_event(LmsError(f"The cluster replica serving this request failed: {failure}",
                                           Kind.UNAVAILABLE, code="replica_failed")))
                 return
+            # The worker's stderr is the daemon's workers.log: a retry is seen there, never by the client.
+            print(f"lms cluster {self.app}: a replica failed before it answered ({failure}); retrying on another "
+                  f"(attempt {attempt + 1} of {RETRIES})", file=sys.stderr, flush=True)
             time.sleep(RETRY_PAUSE_SECONDS * attempt)
 
     def _call(self, op: str, **payload) -> dict:
@@ -141,8 +153,15 @@ class ClusterEngine:
     def render_prompt(self, request: GenerationRequest) -> str:
         return self._call("render_prompt", request=request.to_dict())["text"]
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._call("tokenize", text=text)["tokens"]
+    def tokenize(self, text: str, add_special: bool | None = None) -> list[int]:
+        options = {"add_special": add_special} if add_special is not None else {}
+        return self._call("tokenize", text=text, **options)["tokens"]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._call("detokenize", tokens=tokens)["content"]
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        return self._call("token_pieces", tokens=tokens)["pieces"]
 
     def embed(self, request: EmbeddingRequest) -> dict:
         return self._call("embed", request=request.to_dict())
@@ -183,9 +202,34 @@ def replica_actors(app: str) -> list[dict]:
     for actor in ray._private.state.actors().values():  # noqa: SLF001 - the only dashboard-free view of actors
         if actor.get("ActorClassName", "").startswith(f"ServeReplica:{app}:") and actor.get("State") != "DEAD":
             node = nodes.get((actor.get("Address") or {}).get("NodeID"), {})
+            # Serve names a replica's actor SERVE_REPLICA::<app>#<deployment>#<replica id>
             replicas.append({"node": node.get("NodeManagerAddress", ""), "nodeId": node.get("NodeID", ""),
-                             "status": actor.get("State", ""), "pid": actor.get("Pid")})
+                             "nodeAlive": bool(node.get("Alive")), "status": actor.get("State", ""),
+                             "pid": actor.get("Pid"), "replica": str(actor.get("Name") or "").rpartition("#")[2]})
     return sorted(replicas, key=lambda r: (r["node"], r["status"]))
+
+
+_OUR_ERROR = re.compile(r"^\s*(?:lms|runtimes)\.[\w.]+: (.+)$")  # lms.errors.LmsError: ..., as a traceback ends
+_ANY_ERROR = re.compile(r"^\s*[\w.]*(?:Error|Exception)\w*: (.+)$")
+
+
+def _deploy_failure(app: str, exc: BaseException) -> str:
+    """Why the replicas could not start, in words: the replica's own error (a model file missing on a node, a
+    failed download), found in the traceback Serve keeps in the deployment's status, else Serve's first line."""
+    from ray import serve
+
+    texts = [str(exc)]
+    try:
+        status = serve.status().applications.get(app)
+        texts += [d.message for d in (status.deployments.values() if status else []) if d.message]
+    except Exception:  # noqa: BLE001 - the cluster may be gone already
+        pass
+    lines = "\n".join(texts).splitlines()
+    for pattern in (_OUR_ERROR, _ANY_ERROR):
+        found = [m.group(1).strip() for line in lines if (m := pattern.match(line))]
+        if found:
+            return found[-1]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,17 +16,22 @@ _END = ("done", "error")
 
 
 class EngineReplica:
-    def __init__(self, runtime: str, options: dict):
+    def __init__(self, runtime: str, options: dict, source: dict | None = None):
+        from runtimes.cluster.fetch import localize
         from runtimes.worker import load_engine
 
-        self.engine = load_engine(runtime, options)
+        # The model files as this node has them: the front's paths on a shared folder, else this node's own models
+        # folder, downloaded from the Hub first when the model came from there (fetch.py).
+        self.paths = localize(options, source)
+        self.engine = load_engine(runtime, self.paths)
         # A concurrent engine (llama.cpp's scheduler) emits from its own thread and expects a flush after each step;
         # here every event is queued as it comes, so the flush has nothing to do.
         self.engine.on_step_end(lambda: None)
         self.serial = threading.Lock()
 
     def info(self) -> dict:
-        return {**self.engine.info(), "node": socket.gethostname(), "node_ip": _node_ip()}
+        return {**self.engine.info(), "node": socket.gethostname(), "node_ip": _node_ip(),
+                "model_path": self.paths.get("path")}
 
     def generate(self, request: dict):
         """The request's events, as a stream of lists: each item is what the engine emitted since the last one
@@ -76,7 +81,12 @@ class EngineReplica:
             if op == "render_prompt":
                 return {"text": self.engine.render_prompt(GenerationRequest.from_dict(payload["request"]))}
             if op == "tokenize":
-                return {"tokens": [int(t) for t in self.engine.tokenize(payload["text"])]}
+                options = {"add_special": payload["add_special"]} if payload.get("add_special") is not None else {}
+                return {"tokens": [int(t) for t in self.engine.tokenize(payload["text"], **options)]}
+            if op == "detokenize":
+                return {"content": self.engine.detokenize(payload["tokens"])}
+            if op == "token_pieces":
+                return {"pieces": self.engine.token_pieces(payload["tokens"])}
             if op == "embed":
                 return self.engine.embed(EmbeddingRequest.from_dict(payload["request"]))
         raise ValueError(f"unknown operation {op!r}")

@@ -35,6 +35,12 @@ def check_vocabularies(target, draft, draft_name: str) -> None:
                                code="incompatible_draft_model")
 
 
+def top_probability(logits) -> float:
+    """The probability softmax gives the most likely token."""
+    top = float(np.max(logits))
+    return 1.0 / float(np.sum(np.exp(logits.astype(np.float64) - top)))
+
+
 class DraftModel:
     def __init__(self, model, name: str, n_ctx: int, n_seq: int, threads: int, n_batch: int = 512):
         self.model, self.name = model, name
@@ -45,9 +51,10 @@ class DraftModel:
         self.held: dict[int, list[int]] = {}  # per sequence: the tokens its KV holds
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
 
-    def propose(self, seq: int, tokens: list[int], count: int, pick) -> list[int]:
+    def propose(self, seq: int, tokens: list[int], count: int, pick, min_probability: float = 0.0) -> list[int]:
         """Up to `count` guesses of what follows `tokens`: `pick(logits, guesses so far)` chooses each (the request's
-        own greedy choice: logit bias and penalties applied)."""
+        own greedy choice: logit bias and penalties applied). With `min_probability`, the guesses stop before the
+        first step where the draft's top token is less likely than that (llama.cpp's draft p-min)."""
         held = self.held.get(seq, [])
         keep = min(common_prefix(held, tokens), len(tokens) - 1)
         if not llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1):
@@ -65,6 +72,8 @@ class DraftModel:
         guesses: list[int] = []
         while True:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+            if min_probability > 0 and top_probability(logits) < min_probability:
+                break
             guess = pick(logits, guesses)
             guesses.append(guess)
             if len(guesses) >= count or not self._decode([guess], len(held), seq):

@@ -18,7 +18,7 @@ import llama_cpp
 from lms.errors import LmsError
 from lms.generation.chat_template import render_request
 from lms.generation.finish import done_event
-from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
+from lms.generation.request import IMAGE_MARKER, DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.generation.stops import StopMatcher
 from runtimes.base import Cancelled, Emit
 from runtimes.common import (
@@ -53,14 +53,21 @@ class LlamaCppEngine:
 
     def __init__(self, path: str, context_length: int, embedding: bool = False, threads: int = 0,
                  chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None,
-                 parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None):
-        """`draft`: the draft model the load named, as DraftSpec's fields."""
+                 parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None,
+                 kv_cache_type: str = "f16", flash_attention: str = "auto", batch_size: int | None = None,
+                 draft_min_probability: float = 0.0):
+        """`draft`: the draft model the load named, as DraftSpec's fields; `kv_cache_type`: f16, q8_0 or q4_0 (K
+        and V); `flash_attention`: on, off or auto; `batch_size`: tokens per decode step (n_batch);
+        `draft_min_probability`: a draft stops proposing at a token its own top probability is below."""
         self.threads = threads or physical_cores()
         self.model = load_model(path, progress)
         self.vocab = self.model.vocab
         self.n_slots = max(1, parallel)
         self.max_outputs = self.n_slots + DRAFT_OUTPUTS
-        self.ctx = new_context(self.model, context_length, self.n_slots, BATCH, self.threads, self.max_outputs)
+        self.n_batch = batch_size or BATCH
+        self.kv_cache_type, self.draft_min_probability = kv_cache_type, draft_min_probability
+        self.ctx = new_context(self.model, context_length, self.n_slots, self.n_batch, self.threads,
+                               self.max_outputs, kv_cache_type, flash_attention)
         self.n_ctx = llama_cpp.llama_n_ctx_seq(self.ctx)  # what one request may use
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.piece = token_pieces(self.vocab)
@@ -74,7 +81,7 @@ class LlamaCppEngine:
         self._turn_starts = self._single_tokens(TURN_START_MARKERS)
         self.host_cache = HostCache(host_cache_bytes)
         n_swa = llama_cpp.llama_model_n_swa(self.model.model) if hasattr(llama_cpp, "llama_model_n_swa") else 0
-        self.scheduler = Scheduler(self.ctx, self.n_slots, BATCH, self.max_outputs, self.host_cache, n_swa)
+        self.scheduler = Scheduler(self.ctx, self.n_slots, self.n_batch, self.max_outputs, self.host_cache, n_swa)
         self.drafts: dict[str, DraftModel] = {}
         self._draft_lock = threading.Lock()
         spec = DraftSpec(**draft) if draft else None
@@ -107,11 +114,29 @@ class LlamaCppEngine:
 
     def info(self) -> dict:
         return {"context_length": self.n_ctx, "engine": self.name, "engine_version": self.version,
-                "embedding": False, "n_vocab": self.n_vocab, "parallel": self.n_slots,
+                "embedding": False, "n_vocab": self.n_vocab, "parallel": self.n_slots, "batch_size": self.n_batch,
+                "kv_cache_type": self.kv_cache_type,
                 "draft_model": self.default_draft.name if self.default_draft else None}
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """Special tokens written in the text are parsed as such; `add_special`: BOS (and EOS) where the model wants
+        them, as for a prompt."""
+        return self.model.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def _check_tokens(self, tokens: list[int]) -> None:
+        for index, token in enumerate(tokens):
+            if not 0 <= token < self.n_vocab:
+                raise LmsError.invalid(f"Token {token} is not in this model's vocabulary (0 to {self.n_vocab - 1}).",
+                                       f"tokens[{index}]", code="invalid_token")
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes (special tokens as their text); a piece may be part of a UTF-8 character."""
+        self._check_tokens(tokens)
+        return [self.piece(token) for token in tokens]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of the tokens, special tokens included as their text."""
+        return b"".join(self.token_pieces(tokens)).decode("utf-8", errors="replace")
 
     def _draft(self, spec: DraftSpec) -> DraftModel:
         """The draft model a request or the load named, loaded once and kept."""
@@ -144,7 +169,49 @@ class LlamaCppEngine:
         return render_request(self.chat_template, request, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def count(self, request: GenerationRequest) -> int:
-        return len(self.tokenize(self._prompt_text(request)[0]))
+        """The prompt tokens `generate` reports for the same request: with images, the positions of the text and
+        image chunks the projector splits the prompt into."""
+        text = self._prompt_text(request)[0]
+        if request.images:
+            if self.projector is None:
+                raise LmsError.invalid("This model has no vision projector: it cannot take images.", "messages",
+                                       code="model_not_supported")
+            return self._count_with_images(text, [base64.b64decode(image) for image in request.images])
+        return len(self.tokenize(text) or start_of_empty_prompt(llama_cpp.llama_vocab_bos(self.vocab)))
+
+    def _count_with_images(self, text: str, images: list[bytes]) -> int:
+        """What the projector's evaluation of this prompt would put in the context, without evaluating it."""
+        import ctypes
+
+        from llama_cpp import mtmd_cpp
+
+        if text.count(IMAGE_MARKER) != len(images):
+            raise LmsError.invalid(f"The prompt has {text.count(IMAGE_MARKER)} image places for {len(images)} "
+                                   "images.", "messages", code="invalid_image")
+        context = self.projector.context
+        bitmaps, chunks = [], mtmd_cpp.mtmd_input_chunks_init()
+        try:
+            for data in images:
+                buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+                bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(context, buffer, len(data), False)
+                if not bitmap:
+                    raise LmsError.invalid("An image could not be decoded (supported: PNG, JPEG, BMP, GIF).",
+                                           "messages", code="invalid_image")
+                bitmaps.append(bitmap)
+            encoded = text.replace(IMAGE_MARKER, self.projector.marker).encode()
+            prompt = mtmd_cpp.mtmd_input_text()
+            prompt.text, prompt.text_len = encoded, len(encoded)
+            prompt.add_special, prompt.parse_special = True, True
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            if mtmd_cpp.mtmd_tokenize(context, chunks, ctypes.byref(prompt), array, len(bitmaps)) != 0:
+                raise LmsError.invalid("The prompt with images could not be tokenized.", "messages",
+                                       code="invalid_image")
+            return sum(mtmd_cpp.mtmd_input_chunk_get_n_pos(mtmd_cpp.mtmd_input_chunks_get(chunks, index))
+                       for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks)))
+        finally:
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
 
     def generate(self, request: GenerationRequest, emit: Emit, cancelled: Cancelled) -> None:
         """Queue one generation; its events are emitted from the scheduler thread as it runs."""
@@ -167,7 +234,8 @@ class LlamaCppEngine:
         stream = _Stream(self, request, emit, started, opened_think, text, draft)
         job = Job(tokens, limit, cancelled, stream.fail, stream.on_token, stream.on_cancel, sampler,
                   prepare=self._media_preparer(text, images) if images else None, draft=draft, draft_max=draft_tokens,
-                  on_progress=stream.on_progress if request.prompt_progress else None)
+                  on_progress=stream.on_progress if request.prompt_progress else None,
+                  draft_min_probability=self.draft_min_probability)
         stream.job = job
         self.scheduler.submit(job)
 
@@ -176,11 +244,12 @@ class LlamaCppEngine:
 
         def prepare(job: Job, seq: int) -> None:
             def decode_text(tokens: list[int], position: int) -> None:
-                for start in range(0, len(tokens), BATCH):
-                    self._decode_into(seq, tokens[start: start + BATCH], position + start)
+                for start in range(0, len(tokens), self.n_batch):
+                    self._decode_into(seq, tokens[start: start + self.n_batch], position + start)
 
             try:
-                job.tokens = self.projector.evaluate(self.ctx, seq, self.n_ctx, BATCH, text, data, decode_text)
+                job.tokens = self.projector.evaluate(self.ctx, seq, self.n_ctx, self.n_batch, text, data,
+                                                     decode_text)
             except VisionError as exc:
                 if str(exc).startswith("context:"):
                     count = int(str(exc).split(":")[1])

@@ -50,11 +50,18 @@ def load_model(path: str, progress: Progress | None = None):
         raise LmsError.internal(f"llama.cpp could not load {path}: {exc}", code="model_load_failed") from exc
 
 
-def new_context(model, n_ctx: int, n_seq: int, n_batch: int, threads: int, max_outputs: int = 0):
+KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+FLASH_ATTENTION = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                   "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+
+
+def new_context(model, n_ctx: int, n_seq: int, n_batch: int, threads: int, max_outputs: int = 0,
+                kv_cache_type: str = "f16", flash_attention: str = "auto"):
     """A context of `n_seq` sequences, each in its own KV stream of `n_ctx` cells: every request may use the whole
     context, and a sequence's attention reads only its own cells (a shared pool makes each token attend over every
     sequence's cells, masked: about 7% slower at 4 streams here). KV memory is n_seq times one context, as in
-    Ollama; flash attention is llama.cpp's automatic choice, as in llama-server."""
+    Ollama; flash attention is llama.cpp's automatic choice unless the load says (as in llama-server). K and V are
+    stored as `kv_cache_type`; a quantized V cache needs flash attention, so it is turned on with one."""
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch = n_ctx * n_seq, n_batch, n_batch
     params.n_seq_max, params.kv_unified = n_seq, False
@@ -62,7 +69,10 @@ def new_context(model, n_ctx: int, n_seq: int, n_batch: int, threads: int, max_o
     # buffers are sized for this, not for a whole batch of logits (50k floats a row).
     params.n_outputs_max = max_outputs or n_batch
     params.n_threads = params.n_threads_batch = threads
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    params.type_k = params.type_v = KV_CACHE_TYPES[kv_cache_type]
+    if kv_cache_type != "f16" and flash_attention == "off":
+        raise LmsError.invalid(f"A {kv_cache_type} KV cache needs flash attention.", "flash_attention")
+    params.flash_attn_type = FLASH_ATTENTION["on" if kv_cache_type != "f16" else flash_attention]
     params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model.model, params)
     if not ctx:

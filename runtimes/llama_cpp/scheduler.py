@@ -45,7 +45,7 @@ class Job:
     def __init__(self, tokens: list[int], limit: int, cancelled: Callable[[], bool], fail: Callable[[Exception], None],
                  on_token: Callable[[Job, int, int], bool], on_cancel: Callable[[Job], None], sampler,
                  prepare: Callable[[Job, int], None] | None = None, draft=None, draft_max: int = 0,
-                 on_progress: Callable[[Job], None] | None = None):
+                 on_progress: Callable[[Job], None] | None = None, draft_min_probability: float = 0.0):
         self.tokens = tokens
         self.limit = limit  # tokens it may still generate
         self.cancelled, self.fail, self.on_token, self.on_cancel = cancelled, fail, on_token, on_cancel
@@ -53,6 +53,7 @@ class Job:
         self.prepare = prepare  # evaluates media into the slot's sequence on admission (images)
         self.on_progress = on_progress  # told after each prompt chunk but the last
         self.draft, self.draft_max = draft, draft_max
+        self.draft_min_probability = draft_min_probability  # the draft stops at a guess it is less sure of
         self.prompt_length = len(tokens)
         self.evaluated = 0
         self.cached = 0
@@ -223,7 +224,8 @@ class Scheduler:
             if job.pending != 1:
                 continue
             room = min(job.draft_max, job.limit - job.count - 1, budget - rows - 1, outputs)
-            drafts = job.draft.propose(slot.seq, job.tokens, room, job.guess) if job.draft and room > 0 else []
+            drafts = job.draft.propose(slot.seq, job.tokens, room, job.guess,
+                                           job.draft_min_probability) if job.draft and room > 0 else []
             outputs -= len(drafts)
             tokens = [job.tokens[-1], *drafts]
             self._fill(rows, tokens, job.evaluated, slot.seq, logits=True)

@@ -68,8 +68,40 @@ class MlxEngine(SerialEngine):
         return {"context_length": self.n_ctx, "engine": "mlx", "engine_version": self.version,
                 "vocab_size": len(self.tokenizer.get_vocab())}
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """The token ids of the text; `add_special`: the tokenizer's BOS (and EOS) where it adds them."""
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special))
+
+    def _check_tokens(self, tokens: list[int]) -> None:
+        size = len(self.tokenizer.get_vocab())
+        for index, token in enumerate(tokens):
+            if not 0 <= token < size:
+                raise LmsError.invalid(f"Token {token} is not in this model's vocabulary (0 to {size - 1}).",
+                                       f"tokens[{index}]", code="invalid_token")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        self._check_tokens(tokens)
+        return self.tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def token_pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's own bytes: byte-level BPE tokens through the byte table, SentencePiece ones with their
+        word marks as spaces and byte tokens as their byte, others as the tokenizer decodes them alone."""
+        self._check_tokens(tokens)
+        from mlx_lm import tokenizer_utils
+
+        names = self.tokenizer.convert_ids_to_tokens(tokens)
+        kind = type(self.tokenizer.detokenizer).__name__
+        pieces = []
+        for token, name in zip(tokens, names):
+            if kind == "BPEStreamingDetokenizer" and isinstance(name, str):
+                table = tokenizer_utils._byte_decoder()
+                pieces.append(b"".join(bytes([table[c]]) if c in table else c.encode() for c in name))
+            elif kind == "SPMStreamingDetokenizer" and isinstance(name, str):
+                byte = len(name) == 6 and name.startswith("<0x") and name.endswith(">")
+                pieces.append(bytes([int(name[3:5], 16)]) if byte else name.replace("\u2581", " ").encode())
+            else:
+                pieces.append(self.tokenizer.decode([token]).encode())
+        return pieces
 
     def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], bool]:
         if request.messages is None:
@@ -84,6 +116,8 @@ class MlxEngine(SerialEngine):
         return render_request(self.chat_template, request, bos_token=self.bos_text, eos_token=self.eos_text)
 
     def count(self, request: GenerationRequest) -> int:
+        """The prompt tokens `generate` reports for the same request (which it refuses with images or a suffix)."""
+        self._check_supported(request)
         return len(self._prompt_tokens(request)[0])
 
     def _check_supported(self, request: GenerationRequest) -> None:

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from lms.errors import Kind, LmsError
-from lms.pipeline.images import image_type
+from lms.generation.media import image_type
 
 MAX_CLIENT_BYTES = 256 * 1024 * 1024  # all files of one client together
 

@@ -42,11 +42,22 @@ def instance_reference(model: LoadedModel) -> str:
     return f"{model.identifier}@{model.worker.pid}"
 
 
+DEFAULT_BATCH = 512  # the llama.cpp engine's tokens per decode step when the load does not say
+
+
 def load_config(model: LoadedModel) -> dict:
     """The load config the instance runs with (what lms applies of LM Studio's load settings)."""
     fields: dict = {f"{model.entry.type}.load.contextLength": model.context_length}
     if model.entry.type == "llm":
         fields["llm.load.numParallelSessions"] = model.parallel
+    # a llama.cpp chat model's settings, where the load chose other than llama.cpp's defaults
+    if model.flash_attention in ("on", "off"):
+        fields["llm.load.llama.flashAttention"] = model.flash_attention == "on"
+    if model.batch_size and model.batch_size != DEFAULT_BATCH:
+        fields["llm.load.llama.evalBatchSize"] = model.batch_size
+    if model.kv_cache_type and model.kv_cache_type != "f16":
+        for key in ("llm.load.llama.kCacheQuantizationType", "llm.load.llama.vCacheQuantizationType"):
+            fields[key] = {"checked": True, "value": model.kv_cache_type}
     return frames.kv_config(fields)
 
 
@@ -63,6 +74,33 @@ def load_settings(domain: str, stack) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise LmsError.invalid(f"'{key}' must be a positive integer.", key)
         settings[name] = value
+    if domain == "llm":
+        settings.update(_llama_settings(fields))
+    return settings
+
+
+def _llama_settings(fields: dict) -> dict:
+    """LM Studio's llama.cpp load fields lms honours: flash attention, eval batch size, and the K and V cache
+    quantization (`{"checked", "value"}`; lms stores K and V alike, so both given must agree)."""
+    settings: dict = {}
+    flash = fields.get("llm.load.llama.flashAttention")
+    if isinstance(flash, bool):
+        settings["flash_attention"] = "on" if flash else "off"
+    batch = fields.get("llm.load.llama.evalBatchSize")
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1:
+        settings["batch_size"] = batch
+    types = set()
+    for key in ("llm.load.llama.kCacheQuantizationType", "llm.load.llama.vCacheQuantizationType"):
+        value = fields.get(key)
+        if isinstance(value, dict):
+            value = value.get("value") if value.get("checked") else None
+        if isinstance(value, str) and value:
+            types.add(value.lower())
+    if len(types) > 1:
+        raise LmsError.invalid("lms keeps K and V caches of one type: give kCacheQuantizationType and "
+                               "vCacheQuantizationType the same value.", "llm.load.llama.kCacheQuantizationType")
+    if types:
+        settings["kv_cache_type"] = types.pop()
     return settings
 
 
@@ -206,7 +244,10 @@ def management(domain: str) -> Namespace:
         await channel.send({"type": "startLoading", "identifier": entry.model_key, "info": model_info(entry)})
         await channel.send({"type": "loadProgress", "progress": 0.0})
         model = await _with_heartbeat(
-            session.app_state.pipeline.model(name, _ttl_seconds(parameter.get("loadTtlMs")), **settings),
+            # a JIT load takes the context length and slots; the model's load defaults give the rest
+            session.app_state.pipeline.model(name, _ttl_seconds(parameter.get("loadTtlMs")),
+                                             **{k: v for k, v in settings.items()
+                                                if k in ("context_length", "parallel")}),
             channel, [0.0], "loadProgress")
         await channel.send({"type": "loadProgress", "progress": 1.0})
         await channel.send({"type": "loadSuccess", "info": instance_info(model)})

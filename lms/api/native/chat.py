@@ -3,14 +3,21 @@ turn (the machinery /v1/responses runs too).
 
 The request becomes a Responses request (input, `system_prompt` as instructions, integrations as `mcp` tools
 that run without asking, reasoning, sampling, `previous_response_id`); the run's items and events come back in
-LM Studio's native shapes: output items `message`, `reasoning`, `tool_call`, and SSE events from `chat.start`
-to `chat.end`.
+LM Studio's native shapes: output items `message`, `reasoning`, `tool_call`, `invalid_tool_call`, and SSE events
+from `chat.start` to `chat.end`: `model_load.start/progress/end` when the request loads its model (with its
+`context_length`), `prompt_processing.start/progress/end` while the prompt is evaluated.
+
+A model's call of a tool the request does not offer, or with arguments its input schema refuses, is an
+`invalid_tool_call` item (`tool_call.failure` when streamed); such a call never reaches the MCP server, and the
+model reads the error and goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from dataclasses import replace
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -22,10 +29,12 @@ from lms.api.http import read_json, until_disconnect
 from lms.conversation.request import CreateResponse
 from lms.conversation.turn import ResponseRun
 from lms.errors import LmsError
+from lms.pipeline import ChatInput
 
 REASONING = {"off": "none", "on": "medium", "low": "low", "medium": "medium", "high": "high"}
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_output_tokens", "store",
             "previous_response_id")
+INVALID_ARGUMENTS_CODE = -32602  # JSON-RPC's invalid params, as an MCP server answers such a call
 
 
 
@@ -104,8 +113,58 @@ def _arguments(text: str):
         return text
 
 
-def _output_item(item: dict, local: set[str]) -> dict | None:
+def context_length_of(body: dict) -> int | None:
+    """The request's `context_length`: the context of a model this request loads (one loaded already keeps its
+    own)."""
+    value = body.get("context_length")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise LmsError.invalid("'context_length' must be a positive integer", "context_length")
+    return value
+
+
+def invalid_arguments(schema: dict | None, arguments: str) -> str | None:
+    """Why a call's arguments do not fit the tool's input schema (JSON Schema), or None when they do."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError as exc:
+        return f"The arguments are not valid JSON: {exc}."
+    if not isinstance(value, dict):
+        return "The arguments are not a JSON object."
+    if not schema:
+        return None
+    import jsonschema
+
+    try:
+        validator = jsonschema.validators.validator_for(schema)
+        validator.check_schema(schema)
+    except jsonschema.SchemaError:
+        return None  # a schema we cannot read refuses nothing: the tool's server judges
+    error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path)
+    return f"The arguments do not match the tool's input schema{f' at {where!r}' if where else ''}: {error.message}."
+
+
+def _invalid_call(item: dict, local: set[str], invalid: dict[str, str]) -> dict | None:
+    """An invalid_tool_call output item for a call of an unknown tool (a function_call: this endpoint offers only
+    integrations) or one whose arguments were refused; None for any other item."""
+    if item["type"] == "function_call":
+        return {"type": "invalid_tool_call",
+                "reason": f"The model called a tool that this request does not offer: '{item['name']}'.",
+                "metadata": {"type": "invalid_name", "tool_name": item["name"],
+                             "arguments": _arguments(item["arguments"])}}
+    if item["type"] == "mcp_call" and item.get("id") in invalid:
+        return {"type": "invalid_tool_call", "reason": invalid[item["id"]],
+                "metadata": {"type": "invalid_arguments", "tool_name": item["name"],
+                             "arguments": _arguments(item["arguments"]), "provider_info": _provider(item, local)}}
+    return None
+
+
+def _output_item(item: dict, local: set[str], invalid: dict[str, str] | None = None) -> dict | None:
     kind = item["type"]
+    if (refused := _invalid_call(item, local, invalid or {})) is not None:
+        return refused
     if kind == "message":
         return {"type": "message", "content": "".join(p.get("text", "") for p in item["content"])}
     if kind == "reasoning":
@@ -139,23 +198,87 @@ class _Clock:
                  "time_to_first_token_seconds": round((self.first or ended) - self.started - load, 3)}
         if load:
             stats["model_load_time_seconds"] = round(load, 3)
+        invalid = getattr(run, "invalid", {})
         result = {"model_instance_id": run.model.identifier if run.model else run.body.model,
-                  "output": [o for o in (_output_item(i, local) for i in response.get("output", [])) if o],
+                  "output": [o for o in (_output_item(i, local, invalid) for i in response.get("output", [])) if o],
                   "stats": stats}
         if run.body.store and response.get("id"):
             result["response_id"] = response["id"]
         return result
 
 
+class NativeRun(ResponseRun):
+    """A conversation turn as /api/v1/chat runs it: prompt progress reported, and tool calls whose arguments the
+    tool's schema refuses answered with an error (the model reads it) instead of being sent to the server."""
+
+    def __init__(self, body: CreateResponse, session):
+        super().__init__(body, session)
+        self.invalid: dict[str, str] = {}  # mcp_call item id -> why its arguments were refused
+
+    def _chat_input(self) -> ChatInput:
+        return replace(super()._chat_input(), prompt_progress=True)
+
+    async def _round(self, events):
+        """The prompt's progress events (all before its first token) go out as they come, the rest as a turn's."""
+        iterator = aiter(events)
+        first = None
+        async for event in iterator:
+            if event["type"] != "prompt_progress":
+                first = event
+                break
+            yield event
+
+        async def rest():
+            if first is not None:
+                yield first
+            async for event in iterator:
+                yield event
+
+        async for out in super()._round(rest()):
+            yield out
+
+    async def _mcp_call(self, label: str, name: str, arguments: str, approval_request_id: str | None = None):
+        tool = self.toolset.tools.get(name)
+        reason = invalid_arguments(tool[1].input_schema if tool else None, arguments)
+        if reason is None:
+            async for out in super()._mcp_call(label, name, arguments, approval_request_id):
+                yield out
+            return
+        where, opening = self.writer.mcp_call_started(label, name, arguments, approval_request_id)
+        for out in opening:
+            yield out
+        self.invalid[where["item_id"]] = reason
+        error = {"type": "mcp_protocol_error", "code": INVALID_ARGUMENTS_CODE, "message": reason}
+        for out in self.writer.mcp_call_finished(where, label, name, arguments, approval_request_id, None, error):
+            yield out
+
+
+async def _model_to_load(manager, name: str) -> str | None:
+    """The model key a request for `name` loads just in time, or None when nothing loads (it is loaded, it is an
+    upstream's, or JIT loading is off: the turn then says why it cannot run). An unknown model is a 404 here."""
+    if manager.find_loaded(name) is not None or not manager.settings.jit_loading:
+        return None
+    if await manager.upstreams.find(name):
+        return None
+    return manager.resolve(name).model_key
+
+
 async def chat(request: Request):
     raw = await read_json(request)
     body = to_responses(raw)
+    context_length = context_length_of(raw)
     session = session_of(request)
-    run = ResponseRun(body, session)
+    run = NativeRun(body, session)
     local = {s.label for s in run.mcp_servers if s.local}
-    loaded_before = session.pipeline.manager.find_loaded(body.model) is not None
-    clock = _Clock(loaded_before)
+    pipeline = session.pipeline
+    loading = await _model_to_load(pipeline.manager, body.model)
+    clock = _Clock(loading is None)
     events = run.events()
+    if loading is not None and raw.get("stream"):
+        return StreamingResponse(_stream_loading(loading, context_length, events, run, clock, local),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    if loading is not None:
+        await pipeline.model(body.model, body.ttl, context_length)
     if not raw.get("stream"):
         async def finish():
             async for event in events:
@@ -175,18 +298,56 @@ def _sse(kind: str, **fields) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields}, separators=(',', ':'))}\n\n"
 
 
-async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: set[str]):
+def _error_event(error: LmsError) -> str:
+    return _sse("error", error={"type": "unknown" if status_of(error) >= 500 else "invalid_request",
+                                "message": error.message, "code": error.code, "param": error.param})
+
+
+async def _stream_loading(model_key: str, context_length: int | None, events, run: NativeRun, clock: _Clock,
+                          local: set[str]):
+    """The stream of a request that loads its model first: chat.start, model_load.start, its progress and end,
+    then the turn's events as for a loaded model."""
+    yield _sse("chat.start", model_instance_id=model_key)
+    yield _sse("model_load.start", model_instance_id=model_key)
+    progress: asyncio.Queue[float] = asyncio.Queue()
+    load = asyncio.ensure_future(run.session.pipeline.model(run.body.model, run.body.ttl, context_length,
+                                                            progress=progress.put_nowait))
+    waiting: asyncio.Future | None = None
+    try:
+        while not load.done():
+            waiting = asyncio.ensure_future(progress.get())
+            await asyncio.wait({load, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                yield _sse("model_load.progress", model_instance_id=model_key, progress=round(waiting.result(), 4))
+        model = load.result()
+        first = await anext(events)
+    except LmsError as exc:
+        yield _error_event(exc)
+        return
+    finally:
+        if waiting is not None:
+            waiting.cancel()
+        load.cancel()  # a client gone mid-load stops waiting; the load itself goes on for others (JIT)
+    yield _sse("model_load.end", model_instance_id=model.identifier, load_time_seconds=round(model.load_seconds, 3))
+    async for out in _stream(first, events, run, clock, local, started=True):
+        yield out
+
+
+async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: set[str], started: bool = False):
     instance = run.model.identifier if run.model else run.body.model
-    yield _sse("chat.start", model_instance_id=instance)
-    if not clock.loaded_before:
-        yield _sse("model_load.start", model_instance_id=instance)
-        yield _sse("model_load.end", model_instance_id=instance, load_time_seconds=round(clock.load_seconds(run), 3))
+    if not started:
+        yield _sse("chat.start", model_instance_id=instance)
     yield _sse("prompt_processing.start")
     processing = True
     open_kinds: dict[str, str] = {}
+    invalid = getattr(run, "invalid", {})
     async for event in events:
         kind = event["type"]
         item = event.get("item") or {}
+        if processing and kind == "prompt_progress":
+            total = event["total"] or 1
+            yield _sse("prompt_processing.progress", progress=round(min(event["processed"] / total, 1.0), 4))
+            continue
         if processing and kind in ("response.output_item.added", "response.completed", "response.failed"):
             processing = False
             yield _sse("prompt_processing.end")
@@ -201,11 +362,17 @@ async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: s
             yield _sse(f"{open_kinds.pop(item['id'])}.end")
         elif kind == "response.output_item.added" and item.get("type") == "mcp_call":
             yield _sse("tool_call.start", tool=item["name"], provider_info=_provider(item, local))
+        elif kind == "response.output_item.done" and item.get("type") == "function_call":
+            refused = _invalid_call(item, local, invalid)
+            yield _sse("tool_call.failure", reason=refused["reason"], metadata=refused["metadata"])
         elif kind == "response.output_item.done" and item.get("type") == "mcp_call":
             provider = _provider(item, local)
             arguments = _arguments(item["arguments"])
             yield _sse("tool_call.arguments", tool=item["name"], arguments=arguments, provider_info=provider)
-            if item.get("error"):
+            if item.get("id") in invalid:
+                refused = _invalid_call(item, local, invalid)
+                yield _sse("tool_call.failure", reason=refused["reason"], metadata=refused["metadata"])
+            elif item.get("error"):
                 yield _sse("tool_call.failure", reason=item["error"].get("message", "the tool call failed"),
                            metadata={"type": "tool_error", "tool_name": item["name"], "arguments": arguments,
                                      "provider_info": provider})
@@ -213,7 +380,5 @@ async def _stream(first: dict, events, run: ResponseRun, clock: _Clock, local: s
                 yield _sse("tool_call.success", tool=item["name"], arguments=arguments, output=item["output"],
                            provider_info=provider)
         elif kind == "error":
-            error: LmsError = event["error"]
-            yield _sse("error", error={"type": "unknown" if status_of(error) >= 500 else "invalid_request",
-                                       "message": error.message, "code": error.code, "param": error.param})
+            yield _error_event(event["error"])
     yield _sse("chat.end", result=clock.result(run, local))

@@ -134,6 +134,19 @@ async def compact(request: Request):
     })
 
 
+async def input_tokens(request: Request):
+    """OpenAI's `POST /v1/responses/input_tokens`: the prompt tokens the first generation of this Responses body
+    would have (previous_response_id, instructions, function and MCP tools, images), counted with the model's own
+    template and tokenizer, without generating or storing anything."""
+    body = CreateResponse.model_validate(await read_json(request))
+    pipeline = pipeline_of(request)
+    model = await pipeline.model(body.model, body.ttl)
+    run = ResponseRun(body.model_copy(update={"model": model.identifier, "stream": False}), session_of(request))
+    await run._prepare()  # the same state, tools and images the turn itself would resolve
+    tokens = await pipeline.count_chat(run._chat_input(), run.model, run.images)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens})
+
+
 async def websocket(socket: WebSocket):
     """WebSocket mode: `response.create` messages in, the same events out; one response at a time, and a
     connection-local cache so `store: false` turns can be continued on this connection (and only here)."""
@@ -180,6 +193,7 @@ def routes() -> list:
         Route("/v1/responses", create, methods=["POST"]),
         WebSocketRoute("/v1/responses", websocket),
         Route("/v1/responses/compact", compact, methods=["POST"]),
+        Route("/v1/responses/input_tokens", input_tokens, methods=["POST"]),
         Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
