@@ -139,6 +139,18 @@ def test_the_lm_studio_sdk_load_takes_the_kv_cache_flash_attention_and_batch_siz
     assert (info["kvCacheType"], info["flashAttention"], info["batchSize"], info["parallel"]) == ("q8_0", "on", 128, 2)
 
 
+def test_the_lm_studio_sdk_get_or_load_takes_the_kv_cache_too(lms):
+    import lmstudio
+
+    lms.run("server", "start", "-p", str(lms.port))
+    with lmstudio.Client(f"127.0.0.1:{lms.port}") as client:  # model(key, config): getOrLoad, a JIT load
+        model = client.llm.model(CHAT_MODEL, config={"contextLength": 1024, "llamaKCacheQuantizationType": "q4_0",
+                                                     "llamaVCacheQuantizationType": "q4_0", "evalBatchSize": 64})
+        assert model.respond("Hi", config={"maxTokens": 4}).stats.predicted_tokens_count >= 1
+    info = lms.json("ps")[0]
+    assert (info["contextLength"], info["kvCacheType"], info["batchSize"]) == (1024, "q4_0", 64)
+
+
 def test_an_ollama_load_uses_the_model_load_defaults(lms):
     lms.run("server", "start", "-p", str(lms.port))
     lms.run("config", "model", CHAT_MODEL, "-c", "1536", "--parallel", "1", "--kv-cache-type", "q4_0")

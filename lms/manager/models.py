@@ -483,8 +483,8 @@ class ModelManager:
         return model
 
     async def get_or_load(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
-                          parallel: int | None = None,
-                          progress: Callable[[float], None] | None = None) -> LoadedModel:
+                          parallel: int | None = None, progress: Callable[[float], None] | None = None,
+                          load_settings: dict | None = None) -> LoadedModel:
         """The model a request names: loaded already (whatever its context length), or loaded now (JIT) with an
         idle TTL, and the context length and slots asked for, else the model's load defaults (lms config model),
         else the daemon's; `progress` hears 0..1 of such a load. Under auto-evict, the least recently used JIT models
@@ -512,7 +512,8 @@ class ModelManager:
             ttl = ttl or load_defaults.of(entry.model_key).get("ttl") or self.settings.jit_ttl_seconds or None
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
             return await asyncio.shield(self.load(entry.variant_key, ttl=ttl, jit=True, progress=progress,
-                                                  context_length=context_length, parallel=parallel))
+                                                  context_length=context_length, parallel=parallel,
+                                                  **(load_settings or {})))
 
     async def _evict_jit_models(self, keep: int = 0) -> None:
         """Auto-evict (LM Studio's "only keep last JIT loaded model", with `max_jit_models` N): before a new JIT

@@ -90,10 +90,12 @@ class Pipeline:
         self.manager = manager
 
     async def model(self, name: str | None, ttl: int | None = None, context_length: int | None = None,
-                    parallel: int | None = None, progress: Callable[[float], None] | None = None) -> LoadedModel:
-        """The model a request names, loaded just in time if need be; `progress` hears 0..1 of such a load where
-        the manager reports it."""
-        return await self.manager.get_or_load(name, ttl, context_length, parallel, progress=progress)
+                    parallel: int | None = None, progress: Callable[[float], None] | None = None,
+                    load_settings: dict | None = None) -> LoadedModel:
+        """The model a request names, loaded just in time if need be (with these `load_settings`: the manager's
+        load options, such as kv_cache_type); `progress` hears 0..1 of such a load."""
+        return await self.manager.get_or_load(name, ttl, context_length, parallel, progress=progress,
+                                              load_settings=load_settings)
 
     async def images(self, model: LoadedModel, urls: list[str], param: str) -> list[str]:
         """The images as base64, once the model is known to see them."""

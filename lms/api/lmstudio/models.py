@@ -244,10 +244,10 @@ def management(domain: str) -> Namespace:
         await channel.send({"type": "startLoading", "identifier": entry.model_key, "info": model_info(entry)})
         await channel.send({"type": "loadProgress", "progress": 0.0})
         model = await _with_heartbeat(
-            # a JIT load takes the context length and slots; the model's load defaults give the rest
+            # the stack's load settings; the model's load defaults give the rest
             session.app_state.pipeline.model(name, _ttl_seconds(parameter.get("loadTtlMs")),
-                                             **{k: v for k, v in settings.items()
-                                                if k in ("context_length", "parallel")}),
+                                             settings.pop("context_length", None), settings.pop("parallel", None),
+                                             load_settings=settings),
             channel, [0.0], "loadProgress")
         await channel.send({"type": "loadProgress", "progress": 1.0})
         await channel.send({"type": "loadSuccess", "info": instance_info(model)})
