@@ -95,6 +95,11 @@ def test_a_model_on_two_replicas_serves_every_surface(cluster, front):
         "model": "on-cluster", "stream": False, "messages": [{"role": "user", "content": "Hi"}],
         "options": {"num_predict": 8}}).json()
     assert ollama["done"] and ollama["eval_count"] > 0
+    import lmstudio  # LM Studio's SDK, over its WebSocket protocol
+
+    with lmstudio.Client(f"127.0.0.1:{front.port}") as sdk:
+        reply = sdk.llm.model("on-cluster").respond("Hi", config={"maxTokens": 8})
+    assert reply.stats.predicted_tokens_count >= 1 and reply.content
     pieces = httpx.post(front.base_url + "/tokenize", timeout=120, json={
         "model": "on-cluster", "content": "Hello world", "add_special": False, "with_pieces": True}).json()["tokens"]
     assert "".join(p["piece"] for p in pieces) == "Hello world"
