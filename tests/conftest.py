@@ -50,6 +50,25 @@ def wait_for(predicate, timeout: float = 60, every: float = 0.1):
     raise AssertionError("timed out")
 
 
+def follow_completion_stream(base_url: str, body: dict, got: dict) -> None:
+    """Stream a /v1/completions request, noting in `got` its text events (`content`), when the first came
+    (`first`), an error event (`error`) and whether a finish reason arrived (`finished`)."""
+    import httpx
+
+    with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=300) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                got["error"] = chunk["error"]
+            elif chunk["choices"] and chunk["choices"][0].get("text"):
+                got["content"] += 1
+                got["first"] = got["first"] or time.monotonic()
+            if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
+                got["finished"] = True
+
+
 @dataclass
 class Lms:
     """One lms installation: an LMS_HOME, the CLI run against it, and the server port it uses."""

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import CHAT_MODEL, Lms, free_port
+from tests.conftest import CHAT_MODEL, Lms, follow_completion_stream, free_port
 from tools.ray_node import RayNode, wait_for_nodes
 
 pytest.importorskip("ray", reason="the cluster extra (ray[serve]) is not installed")
@@ -317,18 +317,7 @@ def test_a_dead_node_fails_only_the_stream_it_was_streaming(ray_cluster, front):
         def stream(prompt: str, max_tokens: int = 120) -> None:
             got = results[prompt] = {"content": 0, "first": None, "error": None, "finished": False}
             body = {"model": "doomed", "prompt": prompt, "stream": True, "max_tokens": max_tokens, "temperature": 0.8}
-            with httpx.stream("POST", front.base_url + "/v1/completions", json=body, timeout=300) as response:
-                for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        got["error"] = chunk["error"]
-                    elif chunk["choices"] and chunk["choices"][0].get("text"):
-                        got["content"] += 1
-                        got["first"] = got["first"] or time.monotonic()
-                    if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
-                        got["finished"] = True
+            follow_completion_stream(front.base_url, body, got)
             got["ended"] = time.monotonic()
 
         threads = [threading.Thread(target=stream, args=(p,)) for p in on_victim[:1] + on_head[:1]]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import CHAT_MODEL, REPO, Lms, _new_lms
+from tests.conftest import CHAT_MODEL, REPO, Lms, _new_lms, follow_completion_stream
 from tools import netns
 from tools.ray_node import RayNode, wait_for_nodes
 
@@ -161,18 +161,7 @@ def test_a_host_lost_fails_only_its_stream_and_the_front_goes_on(network, hosts,
         if endless:  # no end-of-text, <|im_start|> or <|im_end|>: it streams until the host goes
             body["logit_bias"] = {"0": -100, "1": -100, "2": -100}
         try:
-            with httpx.stream("POST", front.base_url + "/v1/completions", json=body, timeout=300) as response:
-                for line in response.iter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    if "error" in chunk:
-                        got["error"] = chunk["error"]
-                    elif chunk["choices"] and chunk["choices"][0].get("text"):
-                        got["content"] += 1
-                        got["first"] = got["first"] or time.monotonic()
-                    if chunk.get("choices") and chunk["choices"][0].get("finish_reason"):
-                        got["finished"] = True
+            follow_completion_stream(front.base_url, body, got)
         except httpx.HTTPError as exc:  # the connection itself broke: not the clean error this test expects
             got["broken"] = repr(exc)
         finally:
