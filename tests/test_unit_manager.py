@@ -155,12 +155,60 @@ def test_auto_evict_unloads_an_idle_jit_model_before_the_next_jit_load():
     async def scenario():
         models, _ = manager()
         first = await models.get_or_load(CHAT)
+        await collect(models.generate(first, GenerationRequest(messages=HELLO)))
         await models.get_or_load(OTHER)
         return sorted(models.loaded), first
 
     loaded, first = asyncio.run(scenario())
 
     assert loaded == [OTHER] and first.worker.stopped
+
+
+async def jit_request(models: ModelManager, name: str) -> list[dict]:
+    """What a surface does: get the model (loading it JIT), then run the request on it."""
+    return await collect(models.generate(await models.get_or_load(name), GenerationRequest(messages=HELLO)))
+
+
+def test_concurrent_jit_loads_of_two_models_serve_both_requests_and_then_keep_max_jit_models():
+    async def scenario():
+        models, _ = manager(max_jit_models=1)
+        answers = await asyncio.gather(jit_request(models, CHAT), jit_request(models, OTHER))
+        await until(lambda: len(models.loaded) == 1)
+        return answers, sorted(models.loaded)
+
+    answers, loaded = asyncio.run(scenario())
+
+    assert [events[-1]["type"] for events in answers] == ["done", "done"]  # neither model went before its request
+    assert len(loaded) == 1
+
+
+def test_a_model_loaded_for_a_request_is_not_evicted_before_that_request_starts():
+    async def scenario():
+        models, _ = manager()
+        waiting = await models.get_or_load(CHAT)  # its request has not started yet
+        await models.get_or_load(OTHER)
+        kept = (CHAT in models.loaded, waiting.evict_when_idle, waiting.worker.stopped)
+        events = await collect(models.generate(waiting, GenerationRequest(messages=HELLO)))
+        await until(lambda: CHAT not in models.loaded)
+        return kept, events
+
+    kept, events = asyncio.run(scenario())
+
+    assert kept == (True, True, False) and events[-1]["type"] == "done"
+
+
+def test_an_evicted_model_whose_request_never_came_goes_after_a_grace_period():
+    from lms.manager.models import UNSERVED_GRACE_SECONDS
+
+    async def scenario():
+        models, _ = manager()
+        orphan = await models.get_or_load(CHAT)  # its client left during the load
+        await models.get_or_load(OTHER)
+        early = await models.unload_expired(orphan.last_used + 1_000)
+        late = await models.unload_expired(orphan.last_used + UNSERVED_GRACE_SECONDS * 1000)
+        return early, late, sorted(models.loaded)
+
+    assert asyncio.run(scenario()) == ([], [CHAT], [OTHER])
 
 
 def test_guardrails_refuse_a_load_that_does_not_fit():

@@ -38,6 +38,9 @@ log = logging.getLogger("lms.manager")
 SpawnWorker = Callable[[Path, Callable[[WorkerHandle], None], Path | None], Awaitable[WorkerHandle]]
 
 
+UNSERVED_GRACE_SECONDS = 30  # an evicted JIT model whose request never came is unloaded after this long
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -55,6 +58,7 @@ class LoadedModel:
     status: str = "idle"
     load_seconds: float = 0.0
     evict_when_idle: bool = False  # auto-evicted while requests were in flight: unloaded after the last one
+    served: bool = False  # has taken a request: a JIT model is loaded for one, so until then it counts as busy
     estimated_bytes: int = 0
     parallel: int = 1
     draft_model: str | None = None  # the speculative-decoding draft loaded with the model
@@ -100,7 +104,11 @@ class LoadedModel:
         return info
 
     def expired(self, now: int) -> bool:
-        if not self.ttl_seconds or self.active:
+        if self.active:
+            return False
+        if self.evict_when_idle and not self.served:  # its request never came (the client left during the load)
+            return now - (self.last_used or 0) >= UNSERVED_GRACE_SECONDS * 1000
+        if not self.ttl_seconds:
             return False
         reference = self.last_used or 0
         return now - reference >= self.ttl_seconds * 1000
@@ -511,18 +519,22 @@ class ModelManager:
             # the request's TTL, else the model's load default, else the JIT default (0: none)
             ttl = ttl or load_defaults.of(entry.model_key).get("ttl") or self.settings.jit_ttl_seconds or None
             # Shielded: a client that disconnects must not abort a load other requests may be waiting for.
-            return await asyncio.shield(self.load(entry.variant_key, ttl=ttl, jit=True, progress=progress,
-                                                  context_length=context_length, parallel=parallel,
-                                                  **(load_settings or {})))
+            model = await asyncio.shield(self.load(entry.variant_key, ttl=ttl, jit=True, progress=progress,
+                                                   context_length=context_length, parallel=parallel,
+                                                   **(load_settings or {})))
+            if self.settings.jit_auto_evict:  # JIT loads of other models may have run alongside this one
+                await self._evict_jit_models(self.settings.max_jit_models)
+            return model
 
     async def _evict_jit_models(self, keep: int = 0) -> None:
         """Auto-evict (LM Studio's "only keep last JIT loaded model", with `max_jit_models` N): before a new JIT
-        load, the JIT-loaded models beyond the N - 1 most recently used go; one that is serving requests goes when
-        its last request ends. Explicit loads always stay."""
+        load the JIT-loaded models beyond the N - 1 most recently used go (after it, beyond the N: loads that ran
+        alongside); one that is serving requests, or has yet to take the request it was loaded for, goes when its
+        last request ends. Explicit loads always stay."""
         staying = sorted((m for m in self.loaded.values() if m.jit and not m.evict_when_idle),
                          key=lambda m: m.last_used or 0)
         for model in staying[:max(len(staying) - keep, 0)]:
-            if model.active:
+            if model.active or not model.served:
                 model.evict_when_idle = True
                 log.info("auto-evict: %s goes when its %d request(s) end", model.identifier, model.active)
             else:
@@ -561,10 +573,14 @@ class ModelManager:
             await self.unload_expired(now_ms())
 
     async def unload_expired(self, now: int) -> list[str]:
-        """Unload the models whose idle TTL has run out at `now` (unix ms); returns their identifiers."""
+        """Unload the models whose idle TTL has run out at `now` (unix ms), and evicted JIT models whose request
+        never came; returns their identifiers."""
         expired = [m for m in self.loaded.values() if m.expired(now)]
         for model in expired:
-            log.info("TTL of %s expired after %ss idle", model.identifier, model.ttl_seconds)
+            if model.evict_when_idle and not model.served:
+                log.info("auto-evict: unloading %s, loaded for a request that never came", model.identifier)
+            else:
+                log.info("TTL of %s expired after %ss idle", model.identifier, model.ttl_seconds)
             with contextlib.suppress(LmsError):
                 await self.unload(model.identifier)
         return [m.identifier for m in expired]
@@ -593,6 +609,7 @@ class ModelManager:
     async def _busy(self, model: LoadedModel, status: str):
         self._admit(model)
         model.active += 1
+        model.served = True
         model.status = status if model.active == 1 else model.status
         model.last_used = now_ms()
         try:

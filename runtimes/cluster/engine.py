@@ -23,6 +23,8 @@ CALL_TIMEOUT_SECONDS = 120.0
 RETRIES = 3  # attempts of a request whose replica died before it sent anything
 RETRY_PAUSE_SECONDS = 0.5
 DOWNSCALE_DELAY_SECONDS = 30.0  # autoscaling: less load for this long before a replica goes
+# A replica that autoscaling removes finishes its requests first; Serve's default (20 s) cut long answers short.
+DRAIN_SECONDS = 600.0
 
 
 class Unreachable(LmsError):
@@ -81,6 +83,7 @@ class ClusterEngine:
         if resources:
             actor_options["resources"] = dict(resources)
         deployment = serve.deployment(EngineReplica, name="engine", max_ongoing_requests=max(parallel, 1) * 4,
+                                      graceful_shutdown_timeout_s=DRAIN_SECONDS,
                                       ray_actor_options=actor_options,
                                       request_router_config=RequestRouterConfig(
                                           request_router_class=PrefixAffinityRouter), **scaling)
@@ -96,6 +99,8 @@ class ClusterEngine:
             raise LmsError.internal(f"The cluster could not start the model: {reason}",
                                     code="model_load_failed") from None
         self._info = self.handle.info.remote().result(timeout_s=CALL_TIMEOUT_SECONDS)
+        self._streams: set = set()  # in-flight responses, cancelled on close so the replicas drain at once
+        self._streams_lock = threading.Lock()
         self.version = self._info.get("engine_version", "")
         if progress:
             progress(1.0)
@@ -118,6 +123,8 @@ class ClusterEngine:
         for attempt in range(1, RETRIES + 1):
             sent = False
             response = self.handle.options(stream=True).generate.remote(payload)
+            with self._streams_lock:
+                self._streams.add(response)
             try:
                 for batch in response:
                     if cancelled():
@@ -132,6 +139,9 @@ class ClusterEngine:
                 failure = "it ended the stream early"
             except Exception as exc:  # noqa: BLE001 - a replica or its node lost mid-request
                 failure = _first_line(exc)
+            finally:
+                with self._streams_lock:
+                    self._streams.discard(response)
             if sent or attempt == RETRIES or cancelled():
                 emit(error_event(LmsError(f"The cluster replica serving this request failed: {failure}",
                                           Kind.UNAVAILABLE, code="replica_failed")))
@@ -171,6 +181,13 @@ class ClusterEngine:
         return application_status(self.app)
 
     def close(self) -> None:
+        with self._streams_lock:
+            streams, self._streams = list(self._streams), set()
+        for response in streams:
+            try:
+                response.cancel()
+            except Exception:  # noqa: BLE001 - its replica may be gone already
+                pass
         self._delete()
 
     def _delete(self) -> None:
