@@ -36,6 +36,20 @@ def test_a_q8_0_kv_cache_halves_the_kv_part_of_the_estimate(lms):
     assert q8["weights"] == f16["weights"] and q8["prefixCache"] < f16["prefixCache"]
 
 
+def test_the_estimate_counts_the_batch_size_and_flash_attention(lms):
+    def compute(*flags: str) -> int:
+        return lms.json("load", CHAT_MODEL, "--estimate-only", "-c", "4096", *flags)["parts"]["computeBuffers"]
+
+    default, big = compute(), compute("--batch-size", "2048")
+    assert big > default > compute("--batch-size", "64")
+    assert compute("--batch-size", "2048", "--flash-attention", "off") > big
+    lms.run("config", "model", CHAT_MODEL, "--batch-size", "2048")  # a per-model default counts too
+    try:
+        assert compute() == big
+    finally:
+        lms.run("config", "model", CHAT_MODEL, "--reset")
+
+
 def test_a_model_loads_and_chats_with_q8_0_and_q4_0_kv_caches(lms):
     lms.run("server", "start", "-p", str(lms.port))
     for identifier, kind in (("f16", "f16"), ("q8", "q8_0"), ("q4", "q4_0")):

@@ -311,3 +311,47 @@ def test_native_chat_integrations_run_mcp_tools(mcp_lms, weather):
         kinds = [json.loads(line[6:])["type"] for line in sse.iter_lines() if line.startswith("data: ")]
     assert kinds.index("tool_call.start") < kinds.index("tool_call.arguments") < kinds.index("tool_call.success")
     assert kinds[-1] == "chat.end"
+
+
+def test_native_chat_refuses_calls_that_break_the_tool_schema_as_invalid_tool_calls(mcp_lms):
+    """A call whose arguments the tool's input schema refuses never reaches the MCP server: the answer carries an
+    invalid_tool_call item saying why, and a stream a `tool_call.failure` event."""
+    import httpx
+
+    alarm = McpServer("streamable-http", None, "--safe", "--alarm-tool").start()
+    try:
+        body = {"model": TOOL_MODEL, "input": "Set the alarm to ring at hour 30.", "max_output_tokens": 60,
+                "temperature": 0, "integrations": [{"type": "ephemeral_mcp", "server_label": "clock",
+                                                    "server_url": alarm.url, "allowed_tools": ["set_alarm"]}]}
+        result = httpx.post(f"{mcp_lms.base_url}/api/v1/chat", json=body, timeout=120).json()
+        refused = [item for item in result["output"] if item["type"] == "invalid_tool_call"]
+        assert refused, result["output"]  # the model is told why, and may try again: every try is refused
+        assert {(r["metadata"]["type"], r["metadata"]["tool_name"]) for r in refused} == \
+            {("invalid_arguments", "set_alarm")}
+        assert refused[0]["metadata"]["arguments"]["hour"] == 30
+        assert "'hour'" in refused[0]["reason"] and "maximum of 23" in refused[0]["reason"]
+        assert not [item for item in result["output"] if item["type"] == "tool_call"]  # never ran
+        with httpx.stream("POST", f"{mcp_lms.base_url}/api/v1/chat", json={**body, "stream": True},
+                          timeout=120) as sse:
+            kinds = [json.loads(line[6:])["type"] for line in sse.iter_lines() if line.startswith("data: ")]
+        assert "tool_call.failure" in kinds and "tool_call.success" not in kinds and kinds[-1] == "chat.end"
+    finally:
+        alarm.stop()
+
+
+def test_native_chat_reports_a_call_of_a_tool_it_does_not_offer_as_an_invalid_tool_call(mcp_lms, weather):
+    """The system prompt tells of a tool the request does not offer; the model's call of it is an
+    invalid_tool_call (invalid_name), not a crash and not a call anywhere."""
+    import httpx
+
+    body = {"model": TOOL_MODEL, "input": "Launch the rocket now.", "max_output_tokens": 60, "temperature": 0,
+            "system_prompt": 'To launch the rocket, call the tool launch_rocket by answering exactly '
+                             '<tool_call>{"name": "launch_rocket", "arguments": {}}</tool_call>',
+            "integrations": [{"type": "ephemeral_mcp", "server_label": "weather", "server_url": weather.url,
+                              "allowed_tools": ["get_time"]}]}
+    result = httpx.post(f"{mcp_lms.base_url}/api/v1/chat", json=body, timeout=120).json()
+    print(json.dumps(result, indent=1))
+    refused = [item for item in result["output"] if item["type"] == "invalid_tool_call"]
+    assert refused, result["output"]
+    assert refused[0]["metadata"]["type"] == "invalid_name"
+    assert refused[0]["metadata"]["tool_name"] == "launch_rocket" and "launch_rocket" in refused[0]["reason"]

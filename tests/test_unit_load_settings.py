@@ -78,6 +78,31 @@ def test_the_largest_context_fits_the_room_and_one_more_step_does_not():
     assert largest_context(entry, 1000, 2) == 0
 
 
+def test_compute_buffers_grow_with_the_batch_and_without_flash_attention_with_the_context():
+    entry = bundled()
+    default, big = estimate(entry, 4096), estimate(entry, 4096, batch_size=2048)
+    # SmolLM2: 4 bytes x (3 x 1536 + 6 x 576) a token of batch, about 32 KiB (measured: 32 KiB)
+    assert big.compute_bytes - default.compute_bytes == 4 * (3 * 1536 + 6 * 576) * (2048 - 512)
+    assert estimate(entry, 4096, batch_size=64).compute_bytes < default.compute_bytes
+    assert estimate(entry, 4096, batch_size=1).compute_bytes >= 4 * 2**20  # never below the floor
+    scores = estimate(entry, 4096, batch_size=2048, flash_attention="off").compute_bytes - big.compute_bytes
+    assert scores == 4 * 9 * 4096 * 2048  # 9 heads x context x batch, f32
+    assert estimate(entry, 4096, batch_size=2048, flash_attention="on").compute_bytes == big.compute_bytes
+    room = estimate(entry, 3000, 0.0, 2).total_bytes
+    assert largest_context(entry, room, 2, flash_attention="off") < largest_context(entry, room, 2)
+
+
+def test_the_estimate_of_a_load_counts_its_batch_and_flash_attention_settings():
+    models, _ = manager()
+    entry = bundled()
+    plain = models.estimate(entry, 4096)["parts"]["computeBuffers"]
+    assert models.estimate(entry, 4096, batch_size=2048)["parts"]["computeBuffers"] > plain
+    assert models.estimate(entry, 4096, flash_attention="off")["parts"]["computeBuffers"] > plain
+    # a quantized KV cache turns flash attention on: no scores to hold
+    assert models.estimate(entry, 4096, kv_cache_type="q8_0", flash_attention="off")["parts"]["computeBuffers"] \
+        == plain
+
+
 def test_context_length_max_picks_the_largest_that_fits_the_memory_limit():
     models, _ = manager()
     entry = bundled()

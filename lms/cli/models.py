@@ -240,7 +240,8 @@ def load(
         try:
             plan = client.post("/lms/estimate", {"model": model_key, "context_length": context,
                                                  "gpu_ratio": ratio, "parallel": parallel,
-                                                 "kv_cache_type": kv_cache_type})
+                                                 "kv_cache_type": kv_cache_type, "batch_size": batch_size,
+                                                 "flash_attention": flash_attention})
         except DaemonError as exc:
             fail(str(exc))
         return print_json(plan) if json_ else _print_estimate(plan)

@@ -120,9 +120,15 @@ async def estimate(request: Request):
     kv_cache_type = body.get("kv_cache_type")
     if kv_cache_type not in (None, "f16", "q8_0", "q4_0"):
         raise LmsError.invalid("'kv_cache_type' must be f16, q8_0 or q4_0", "kv_cache_type")
+    batch_size, flash_attention = body.get("batch_size"), body.get("flash_attention")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise LmsError.invalid("'batch_size' must be a positive integer", "batch_size")
+    if flash_attention not in (None, "on", "off", "auto"):
+        raise LmsError.invalid("'flash_attention' must be on, off or auto", "flash_attention")
     gpu_ratio = body.get("gpu_ratio")
     return JSONResponse(manager.estimate(entry, context_length, None if gpu_ratio is None else float(gpu_ratio),
-                                         parallel, kv_cache_type))
+                                         parallel, kv_cache_type, batch_size=batch_size,
+                                         flash_attention=flash_attention))
 
 
 async def load(request: Request):

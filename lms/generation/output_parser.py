@@ -271,8 +271,10 @@ def _prefix_overlap(text: str, marker: str) -> int:
 class OutputParser:
     def __init__(self, *, reasoning: bool = True, starts_in_reasoning: bool = False, tools: bool = False,
                  forced_tool_json: bool = False, tool_names: set[str] | None = None,
-                 families: tuple[str, ...] | None = None):
+                 families: tuple[str, ...] | None = None, unknown_calls: bool = False):
         self.tools, self.forced, self.names = tools or forced_tool_json, forced_tool_json, tool_names
+        # names a marked call (or a whole output that is one call object) must have: any, with unknown_calls
+        self.marked_names = None if unknown_calls else tool_names
         self.families = families or tuple(MARKERS)
         self.openers = [MARKERS[kind][0] for kind in self.families] + [FENCE]
         # phases: "start" (may open <think>), "reasoning", "content"
@@ -370,7 +372,8 @@ class OutputParser:
             return []
         text, self.whole = self.whole, None
         fenced = _FENCE.match(text)
-        calls = parse_calls((fenced.group(1) if fenced else text).strip(), self.names) if text.strip() else None
+        calls = parse_calls((fenced.group(1) if fenced else text).strip(), self.marked_names) if text.strip() \
+            else None
         if calls:
             self.seen_content = True
             return calls
@@ -400,7 +403,7 @@ class OutputParser:
                 return events
             events += self._emit_content(self.buffer[:start])
             raw, self.buffer = self.buffer[start:end], self.buffer[end:]
-            calls = _candidate_calls(raw, kind, self.names)
+            calls = _candidate_calls(raw, kind, self.names if kind in ("json", "fence") else self.marked_names)
             if calls:
                 self.pending_ws = ""
                 self.seen_content = True

@@ -22,6 +22,9 @@ class ToolPlan:
     forced: bool = False
     allowed_names: set[str] | None = None
     max_calls: int | None = None
+    # Calls in the model's own call markup (or a whole output that is one call object) naming a tool that was not
+    # offered are calls too: /api/v1/chat answers them as invalid_tool_call; elsewhere they stay text.
+    unknown_calls: bool = False
 
 
 def chat_function_tools(tools: list | None) -> list[dict]:
@@ -52,7 +55,8 @@ def forced_call_schema(tools: list[dict], parallel: bool) -> dict:
     return {"type": "array", "items": one, "minItems": 1}
 
 
-def plan_tools(tools: list[dict], choice, *, parallel: bool = True, max_calls: int | None = None) -> ToolPlan:
+def plan_tools(tools: list[dict], choice, *, parallel: bool = True, max_calls: int | None = None,
+               unknown_calls: bool = False) -> ToolPlan:
     """`tools` are normalized function tools ({name, description, parameters}); `choice` is "auto", "none",
     "required", {"type": "function", "name"} or {"type": "allowed_tools", "mode", "tools": [{"name"}]}."""
     if not tools or choice == "none":
@@ -83,7 +87,7 @@ def plan_tools(tools: list[dict], choice, *, parallel: bool = True, max_calls: i
         plan.json_schema, plan.forced = forced_call_schema(tools, parallel), True
         plan.allowed_names = {t["name"] for t in tools}
         return plan
-    plan.parse_calls = True
+    plan.parse_calls, plan.unknown_calls = True, unknown_calls
     plan.allowed_names = {t["name"] for t in tools}
     return plan
 

@@ -243,7 +243,8 @@ class ModelManager:
         return identifier
 
     def estimate(self, entry: ModelEntry, context_length: int | str | None = None, gpu_ratio: float | None = None,
-                 parallel: int | None = None, kv_cache_type: str | None = None, defaults: bool = True) -> dict:
+                 parallel: int | None = None, kv_cache_type: str | None = None, defaults: bool = True,
+                 batch_size: int | None = None, flash_attention: str | None = None) -> dict:
         """The memory estimate of loading `entry` (with the model's load defaults for what is not given), and
         whether the guardrails let it load. A context length of "max" is the longest that fits them."""
         given = load_defaults.of(entry.model_key) if defaults else {}
@@ -254,12 +255,14 @@ class ModelManager:
             gpu_ratio = 1.0 if gpu == "max" else 0.0 if gpu == "off" else float(gpu)
         parallel = self._parallel(entry, parallel or given.get("parallel"))
         kv_cache_type = self._kv_cache_type(entry, kv_cache_type or given.get("kv_cache_type"))
+        step = {"batch_size": batch_size or given.get("batch_size"),
+                "flash_attention": "on" if kv_cache_type != "f16" else flash_attention or given.get("flash_attention")}
         chosen_max = context_length == "max"
         if chosen_max:
-            context_length = self._max_context(entry, parallel, kv_cache_type)
+            context_length = self._max_context(entry, parallel, kv_cache_type, **step)
         try:
             planned = memory_estimate(entry, self._context_length(entry, context_length), gpu_ratio, parallel,
-                                      kv_cache_type)
+                                      kv_cache_type, **step)
         except (OSError, ValueError) as exc:  # the file went bad (or away) since the catalog read it
             raise unreadable_error(entry.model_key, entry.rel_path, catalog.describe_failure(exc, entry.path,
                                                                                           entry.rel_path)) from exc
@@ -273,14 +276,16 @@ class ModelManager:
         return check(planned, self.settings.guardrails, self.settings.memory_limit_bytes,
                      sum(m.estimated_bytes for m in self.loaded.values()), sum(self._reserved.values()))
 
-    def _max_context(self, entry: ModelEntry, parallel: int, kv_cache_type: str) -> int:
+    def _max_context(self, entry: ModelEntry, parallel: int, kv_cache_type: str, batch_size: int | None = None,
+                     flash_attention: str | None = None) -> int:
         """`--context-length max`: the model's maximum with guardrails off, else the longest context whose estimate
         fits the room the guardrails leave now."""
         if self.settings.guardrails == "off" or entry.type == "embedding":
             return entry.max_context_length
         try:
             _, room = self._check(memory_estimate(entry, 1, 0.0, parallel, kv_cache_type))
-            fits = largest_context(entry, room, parallel, kv_cache_type)
+            fits = largest_context(entry, room, parallel, kv_cache_type, batch_size=batch_size,
+                                   flash_attention=flash_attention)
         except (OSError, ValueError) as exc:
             raise unreadable_error(entry.model_key, entry.rel_path, catalog.describe_failure(exc, entry.path,
                                                                                           entry.rel_path)) from exc
@@ -389,14 +394,16 @@ class ModelManager:
                                              options.get("batch_size"))
         context_length = options.get("context_length")
         chosen_max = context_length == "max"
+        step = {key: engine_options.get(key) for key in ("batch_size", "flash_attention")}
         if chosen_max:
-            context_length = self._max_context(entry, parallel, kv_type)
+            context_length = self._max_context(entry, parallel, kv_type, **step)
         context_length = self._context_length(entry, context_length)
         draft_max_tokens, min_probability = options.get("draft_max_tokens"), options.get("draft_min_probability")
         draft = self._draft(options["draft_model"], entry, draft_max_tokens) if options.get("draft_model") else None
         if min_probability is not None and entry.format == "gguf" and entry.type == "llm":
             engine_options["draft_min_probability"] = min_probability
-        planned = self.estimate(entry, context_length, parallel=parallel, kv_cache_type=kv_type, defaults=False)
+        planned = self.estimate(entry, context_length, parallel=parallel, kv_cache_type=kv_type, defaults=False,
+                                **step)
         if where is None and not planned["passesGuardrails"]:  # a cluster model is held by the cluster's memory
             need, room = planned["memory"]["totalBytes"], planned["availableBytes"]
             raise LmsError.storage(

@@ -34,6 +34,7 @@ class ChatInput:
     preset: str | None = None
     truncate: bool = False  # drop the oldest turns while the conversation does not fit the context
     prompt_progress: bool = False  # prompt_progress events while the prompt is evaluated
+    unknown_tool_calls: bool = False  # a call of a tool not offered is still a call (the surface refuses it)
 
 
 @dataclass

@@ -31,7 +31,8 @@ def _parser(options: ParseOptions, reasoning_open: bool) -> OutputParser | Harmo
         return HarmonyParser(reasoning=options.reasoning, tools=plan.parse_calls, tool_names=plan.allowed_names)
     return OutputParser(reasoning=options.reasoning and not plan.forced, starts_in_reasoning=reasoning_open,
                         tools=plan.parse_calls or plan.forced, forced_tool_json=plan.forced,
-                        tool_names=plan.allowed_names, families=tool_families(options.template))
+                        tool_names=plan.allowed_names, families=tool_families(options.template),
+                        unknown_calls=plan.unknown_calls)
 
 
 async def parse_events(events: AsyncIterator[dict], options: ParseOptions) -> AsyncIterator[dict]:

@@ -216,7 +216,8 @@ def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[Gene
     """The typed request of one chat generation (messages as given), and its tool plan; forced tool calls take
     the output format's place."""
     check_tool_choice(chat.tools, chat.tool_choice)
-    plan = plan_tools(chat.tools, chat.tool_choice, parallel=chat.parallel_tool_calls, max_calls=chat.max_tool_calls)
+    plan = plan_tools(chat.tools, chat.tool_choice, parallel=chat.parallel_tool_calls, max_calls=chat.max_tool_calls,
+                      unknown_calls=chat.unknown_tool_calls)
     effort = chat.reasoning_effort
     request = GenerationRequest(
         messages=chat.messages, sampling=Sampling.overriding(**chat.sampling), max_tokens=chat.max_tokens,

@@ -5,8 +5,13 @@ peak RSS of the worker ≈ process baseline + weights (the file, memory-mapped) 
   q8_0: 34 per block of 32, about half; q4_0: 18 per block of 32, a quarter plus the block scales) per token of
   context, for each of the model's parallel slots (each slot has the whole context);
 - prefix cache: finished sequences kept in host memory for reuse, at most one context's KV (filled as used);
-- compute buffers: measured on llama.cpp's CPU backend, they grow with the vocabulary (the logits and output
-  projection of a batch): about 12 MiB + 172 bytes per vocabulary entry (SmolLM2: 20 MiB, Gemma 3: 55 MiB).
+- compute buffers: measured on llama.cpp's CPU backend at the default batch of 512 tokens, they grow with the
+  vocabulary (the logits and output projection of a batch): about 12 MiB + 172 bytes per vocabulary entry
+  (SmolLM2: 20 MiB, Gemma 3: 55 MiB); each token of batch above (or below) 512 adds (or saves) the activations of
+  one token, about 4 bytes × (3 × feed-forward length + 6 × embedding length) (measured at batches of 64, 512 and
+  2048: SmolLM2 32 KiB, Qwen2.5 0.5B 77 KiB a token). Without flash attention a step also holds its attention
+  scores, 4 bytes × heads × context × batch tokens (SmolLM2 at 4k context, batch 2048: 288 MiB estimated, 248 MiB
+  measured with a 3,800-token prompt).
 The benchmark (`make bench`) prints this estimate against the measured peak RSS of real workers.
 """
 
@@ -21,6 +26,8 @@ MiB = 1024 * 1024
 WORKER_BASELINE = 46 * MiB  # Python, llama_cpp and numpy in a worker that holds no model
 COMPUTE_BASE = 12 * MiB
 COMPUTE_PER_VOCAB = 172  # bytes per vocabulary entry
+COMPUTE_BATCH = 512  # the batch (n_batch = n_ubatch) the two figures above were measured at
+COMPUTE_FLOOR = 4 * MiB
 KV_ELEMENT_BYTES = 2  # f16
 # bytes per element of each KV cache type llama.cpp offers here: q8_0 and q4_0 store blocks of 32 values with one
 # f16 scale each (34 and 18 bytes a block)
@@ -106,31 +113,57 @@ def _mlx_estimate(entry: ModelEntry, context_length: int, gpu_ratio: float) -> E
 
 
 def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0, parallel: int = 1,
-             kv_cache_type: str = "f16") -> Estimate:
-    """The memory a load needs; the KV cache (and the prefix cache, which holds copies of it) in `kv_cache_type`."""
+             kv_cache_type: str = "f16", batch_size: int | None = None, flash_attention: str | None = None,
+             header: GGUFHeader | None = None) -> Estimate:
+    """The memory a load needs; the KV cache (and the prefix cache, which holds copies of it) in `kv_cache_type`,
+    compute buffers for `batch_size` tokens a step, with or without flash attention ("off" adds the scores)."""
     if entry.format == "mlx":
         return _mlx_estimate(entry, context_length, gpu_ratio)
-    header = read_header(entry.path)
+    header = header or read_header(entry.path)
     if entry.type == "embedding":
         context = prefix_cache = 0
+        compute = compute_bytes(header)
     else:
         prefix_cache = kv_bytes_per_token(header, kv_cache_type) * context_length
         context = prefix_cache * parallel
-    compute = COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header)
+        compute = compute_bytes(header, batch_size or COMPUTE_BATCH, flash_attention != "off", context_length)
     return Estimate(entry.model_key, context_length, gpu_ratio, entry.size_bytes, context, compute, WORKER_BASELINE,
                     parallel, prefix_cache, kv_cache_type)
 
 
+def compute_bytes(header: GGUFHeader, batch: int = COMPUTE_BATCH, flash_attention: bool = True,
+                  context_length: int = 0) -> int:
+    """llama.cpp's compute buffers for one decode step of `batch` tokens (see the module's notes)."""
+    per_token = 4 * (3 * int(header.arch_value("feed_forward_length", 0) or 0)
+                     + 6 * int(header.arch_value("embedding_length", 0) or 0))
+    size = max(COMPUTE_BASE + COMPUTE_PER_VOCAB * vocabulary_size(header) + per_token * (batch - COMPUTE_BATCH),
+               COMPUTE_FLOOR)
+    if not flash_attention and context_length:
+        heads = int(header.arch_value("attention.head_count", 1) or 1)
+        size += 4 * heads * context_length * min(batch, context_length)
+    return size
+
+
 def largest_context(entry: ModelEntry, room: int, parallel: int = 1, kv_cache_type: str = "f16",
-                    granularity: int = 256) -> int:
+                    granularity: int = 256, batch_size: int | None = None, flash_attention: str | None = None) -> int:
     """The longest context (a multiple of `granularity` when above it, at most the model's maximum) whose estimate
-    fits in `room` bytes; 0 when not even one token does. The estimate grows linearly with the context."""
-    one, two = (estimate(entry, n, 0.0, parallel, kv_cache_type).total_bytes for n in (1, 2))
-    per_token, fixed = two - one, one - (two - one)
-    if one > room:
+    fits in `room` bytes; 0 when not even one token does. The estimate grows with the context, so a bisection
+    finds it."""
+    header = read_header(entry.path) if entry.format != "mlx" else None
+
+    def fits(n: int) -> bool:
+        return estimate(entry, n, 0.0, parallel, kv_cache_type, batch_size, flash_attention, header).total_bytes \
+            <= room
+
+    if not fits(1):
         return 0
-    fits = entry.max_context_length if per_token <= 0 else min((room - fixed) // per_token, entry.max_context_length)
-    return fits - fits % granularity if fits > granularity and fits != entry.max_context_length else int(fits)
+    if fits(entry.max_context_length):
+        return entry.max_context_length
+    low, high = 1, entry.max_context_length  # fits(low), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low - low % granularity if low > granularity else low
 
 
 def available_memory(limit: int = 0) -> tuple[int, int]:

@@ -185,10 +185,12 @@ class _Clock:
     def load_seconds(self, run: ResponseRun) -> float:
         return run.model.load_seconds if run.model and not self.loaded_before else 0.0
 
-    def result(self, run: ResponseRun, local: set[str]) -> dict:
+    def result(self, run: NativeRun, local: set[str]) -> dict:
         response = run.response or {}
         usage = response.get("usage") or {}
         ended = time.perf_counter()
+        if run.first_token_at is not None and (self.first is None or run.first_token_at < self.first):
+            self.first = run.first_token_at
         output_tokens = usage.get("output_tokens", 0)
         decode = ended - (self.first or ended)
         load = self.load_seconds(run)
@@ -214,9 +216,11 @@ class NativeRun(ResponseRun):
     def __init__(self, body: CreateResponse, session):
         super().__init__(body, session)
         self.invalid: dict[str, str] = {}  # mcp_call item id -> why its arguments were refused
+        self.first_token_at: float | None = None  # the prompt evaluated: a call held back until it closes still
+        # counts its tokens from here
 
     def _chat_input(self) -> ChatInput:
-        return replace(super()._chat_input(), prompt_progress=True)
+        return replace(super()._chat_input(), prompt_progress=True, unknown_tool_calls=True)
 
     async def _round(self, events):
         """The prompt's progress events (all before its first token) go out as they come, the rest as a turn's."""
@@ -225,6 +229,8 @@ class NativeRun(ResponseRun):
         async for event in iterator:
             if event["type"] != "prompt_progress":
                 first = event
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
                 break
             yield event
 
