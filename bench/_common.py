@@ -124,6 +124,22 @@ def streamed_chat(port: int, model: str, messages: list[dict], tokens: int) -> t
     return first - started, (count - 1) / (time.perf_counter() - first)
 
 
+def responses_ttft(port: int, body: dict) -> tuple[float, dict]:
+    """Time to the first output_text delta of a streamed /v1/responses request, and the final response."""
+    started, connection, response = post_stream(port, "/v1/responses", json.dumps({**body, "stream": True}),
+                                                timeout=300)
+    first, final = None, None
+    for line in response:
+        if line.startswith(b"data: {"):
+            event = json.loads(line[6:])
+            if event["type"] == "response.output_text.delta" and first is None:
+                first = time.perf_counter() - started
+            if event["type"] in ("response.completed", "response.incomplete"):
+                final = event["response"]
+    connection.close()
+    return first, final
+
+
 def raw_llama(model: Path, context: int):
     """Bare llama-cpp-python on `model` with the benchmark's threads, and the model's chat template."""
     from llama_cpp import Llama

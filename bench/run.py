@@ -11,6 +11,12 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
 - against llama-server built from the same llama.cpp (bench/engine.py): single-stream decode >= 0.95x, aggregate
   with 4 concurrent streams >= 1.0x, shared 1,000-token prefix TTFT <= 20% of cold, speculative decoding >= 1.3x
 - a Ray Serve replica against a local worker on this machine (bench/cluster.py): decode ratio >= 0.9
+- `lms ps --json` and `lms ls --json` <= 100 ms with 20 models and 3 loaded, `lms load` to first token <=
+  llama-server's start to first token (bench/cli_latency.py)
+- a stored conversation's follow-up after a daemon restart and after a reload (bench/disk_cache.py): TTFT <= 25%
+  of cold, cached tokens >= 90% of the previous turn
+- prompt-lookup speculation against none and against llama-server's ngram-simple (bench/ngram.py): edit workload
+  >= 1.5x with identical text, free-form chat >= 0.97x
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as common  # noqa: E402
+from bench import cli_latency as cli_latency_bench  # noqa: E402
+from bench import disk_cache as disk_cache_bench  # noqa: E402
 from bench import download as download_bench  # noqa: E402
 from bench import engine as engine_bench  # noqa: E402
 from bench import estimate as estimate_bench  # noqa: E402
 from bench import kv_cache as kv_cache_bench  # noqa: E402
 from bench import mlx_stream as mlx_bench  # noqa: E402
+from bench import ngram as ngram_bench  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
 TOKENS = 256
@@ -67,35 +76,19 @@ def lms_run(port: int, messages: list[dict], eos: int, tokens: int = TOKENS) -> 
     return first - started, (count - 1) / (last - first) if count > 1 else 0.0
 
 
-def responses_ttft(port: int, body: dict) -> tuple[float, dict]:
-    """Time to the first output_text delta of a streamed /v1/responses request, and the final response."""
-    started, connection, response = common.post_stream(port, "/v1/responses", json.dumps({**body, "stream": True}),
-                                                       timeout=300)
-    first, final = None, None
-    for line in response:
-        if line.startswith(b"data: {"):
-            event = json.loads(line[6:])
-            if event["type"] == "response.output_text.delta" and first is None:
-                first = time.perf_counter() - started
-            if event["type"] in ("response.completed", "response.incomplete"):
-                final = event["response"]
-    connection.close()
-    return first, final
-
-
 def cached_follow_up(port: int) -> dict:
     """A >= 1,500-token conversation: TTFT of a previous_response_id follow-up against the same request cold."""
     story = " ".join(f"Day {i}: the keeper climbed the stairs, lit the lamp, and wrote in the log." for i in range(90))
     first_turn = {"model": BUNDLED_KEY, "input": f"Here is my diary.\n{story}\nRemember it.", "temperature": 0,
                   "max_output_tokens": 32}
-    _, first = responses_ttft(port, first_turn)
+    _, first = common.responses_ttft(port, first_turn)
     question = [{"type": "message", "role": "user", "content": "On which day did the keeper first light the lamp?"}]
     follow = {"model": BUNDLED_KEY, "previous_response_id": first["id"], "input": question, "temperature": 0,
               "max_output_tokens": 16}
-    warm_ttft, warm = responses_ttft(port, follow)
-    responses_ttft(port, {"model": BUNDLED_KEY, "input": "Unrelated: name a colour.", "max_output_tokens": 4})
+    warm_ttft, warm = common.responses_ttft(port, follow)
+    common.responses_ttft(port, {"model": BUNDLED_KEY, "input": "Unrelated: name a colour.", "max_output_tokens": 4})
     full_input = [{"type": "message", "role": "user", "content": first_turn["input"]}, *first["output"], *question]
-    cold_ttft, cold = responses_ttft(port, {"model": BUNDLED_KEY, "input": full_input, "temperature": 0,
+    cold_ttft, cold = common.responses_ttft(port, {"model": BUNDLED_KEY, "input": full_input, "temperature": 0,
                                             "max_output_tokens": 16})
     return {"conversation_tokens": cold["usage"]["input_tokens"], "cold_ttft_ms": cold_ttft * 1000,
             "follow_up_ttft_ms": warm_ttft * 1000, "follow_up_cached_tokens":
@@ -161,6 +154,15 @@ def main() -> int:
     rows += mlx_bench.rows(mlx)
     engine = engine_bench.measure()
     rows += engine_bench.rows(engine)
+    cli_latency = cli_latency_bench.measure()
+    results["cli_latency"] = cli_latency
+    rows += cli_latency_bench.rows(cli_latency)
+    disk_cache = disk_cache_bench.measure()
+    results["disk_cache"] = disk_cache
+    rows += disk_cache_bench.rows(disk_cache)
+    ngram = ngram_bench.measure()
+    results["ngram"] = ngram
+    rows += ngram_bench.rows(ngram)
     kv_cache = kv_cache_bench.measure()
     results["kv_cache"] = kv_cache
     rows += kv_cache_bench.rows(kv_cache)

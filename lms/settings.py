@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # requests that may wait for a busy model beyond its parallel slots; more are answered 503 with Retry-After
     max_queued_requests: count = 64
     max_body_bytes: count = 32 * 1024 * 1024
+    # KV states of stored conversations kept on disk (LMS_HOME/kv-cache) across restarts and reloads, at most this
+    # many bytes for every model together, least recently used out; 0: none
+    kv_disk_cache_bytes: count = 2 * 1024 ** 3
     threads: count = 0  # 0: one per physical core
     default_port: port = 1234
     default_bind: str = "127.0.0.1"
@@ -177,7 +180,7 @@ APPLIES: dict[str, str] = {
     "jit_loading": LIVE, "jit_ttl_seconds": LIVE, "jit_auto_evict": LIVE, "max_jit_models": LIVE,
     "guardrails": LIVE, "memory_limit_bytes": LIVE, "default_context_length": LIVE, "default_parallel": LIVE,
     "max_queued_requests": LIVE, "max_body_bytes": LIVE, "threads": LIVE, "reasoning_field": LIVE,
-    "allowed_fetch_hosts": LIVE, "cluster_address": LIVE,
+    "allowed_fetch_hosts": LIVE, "cluster_address": LIVE, "kv_disk_cache_bytes": LIVE,
     # `lms server start` reads these itself each time it runs
     "default_port": SERVER, "default_bind": SERVER, "allowed_hosts": SERVER, "cors_origins": SERVER,
     "allow_remote_mcp": SERVER, "allow_mcp_json": SERVER,

@@ -94,6 +94,8 @@ def model(
     draft_model: Annotated[str | None, typer.Option("--draft-model", "--speculative-draft-model",
                                                     help="Speculative-decoding draft model.")] = None,
     draft_max_tokens: Annotated[int | None, typer.Option("--speculative-draft-max-tokens", min=1)] = None,
+    speculative: Annotated[str | None, typer.Option("--speculative", help="ngram (prompt-lookup drafts) or "
+                                                                          "off.")] = None,
     draft_min_probability: Annotated[float | None, typer.Option("--speculative-draft-min-probability", min=0.0,
                                                                 max=1.0)] = None,
     identifier: Annotated[str | None, typer.Option("--identifier", help="The identifier to serve it as.")] = None,
@@ -106,7 +108,7 @@ def model(
     changes = {"context_length": _context_length(context_length), "parallel": parallel, "ttl": ttl,
                "gpu": _gpu(gpu), "kv_cache_type": kv_cache_type, "flash_attention": flash_attention,
                "batch_size": batch_size, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
-               "draft_min_probability": draft_min_probability, "identifier": identifier}
+               "draft_min_probability": draft_min_probability, "identifier": identifier, "speculative": speculative}
     changes = {k: v for k, v in changes.items() if v is not None}
     if show and (changes or reset):
         fail("--show only shows: leave out the settings and --reset.")

@@ -21,15 +21,18 @@ def ls(
     json_: JsonFlag = False,
 ):
     """List the models you have downloaded (and the model files that cannot be read, with the reason)."""
+    from lms.cli.fast import load_defaults_of, ls_json, unreadable_models
     from lms.client import ensure_daemon
 
     if model_key and variants:
         fail("Cannot combine a model key argument with --variants.")
+    if json_ and not model_key:
+        return ls_json({"llm", "embedding"} if llm == embedding else {"llm"} if llm else {"embedding"}, variants)
     client = ensure_daemon()
     entries = client.get("/lms/models")
-    unreadable = _unreadable(client)
+    unreadable = unreadable_models(client)
     if json_:
-        defaults = _load_defaults(client)
+        defaults = load_defaults_of(client)
         for entry in entries:
             entry["loadDefaults"] = defaults.get(entry["modelKey"], {})
     if model_key:
@@ -49,13 +52,6 @@ def ls(
     shown = [e for e in entries if e["type"] in kinds]
     selected = [e for e in shown if e.get("selectedVariant", e["variantKey"]) == e["variantKey"]]
     bad = [] if llm or embedding else unreadable  # an unreadable file's type is not known
-    if json_:
-        if variants:
-            print_json([{"model": _strip(m), "variants": [_strip(v) for v in shown if v["modelKey"] == m["modelKey"]]}
-                        for m in selected] + [{"model": _strip(b), "variants": [_strip(b)]} for b in bad])
-        else:
-            print_json([_strip(e) for e in selected + bad])
-        return
     if not entries and not unreadable:
         print("You have not downloaded any models yet.")
         return
@@ -83,34 +79,6 @@ def ls(
         rows = [[f"✗ {b['modelKey']}", b["path"], file_size(b["sizeBytes"]), b["error"]] for b in bad]
         print(table(["UNREADABLE (cannot be loaded)", "PATH", "SIZE", "REASON"], rows))
         print()
-
-
-def _unreadable(client) -> list[dict]:
-    """The model files the daemon cannot read; none from a daemon that does not list them."""
-    from lms.client import DaemonError
-
-    try:
-        return client.get("/lms/models/unreadable")
-    except DaemonError as exc:
-        if exc.status == 404:
-            return []
-        raise
-
-
-def _load_defaults(client) -> dict:
-    """Each model's load defaults (lms config model); none from a daemon that does not keep them."""
-    from lms.client import DaemonError
-
-    try:
-        return client.get("/lms/config/models")
-    except DaemonError as exc:
-        if exc.status == 404:
-            return {}
-        raise
-
-
-def _strip(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k not in ("loadedInstances", "variantKey")}
 
 
 def _device(info: dict) -> str:
@@ -198,6 +166,10 @@ def load(
     draft_model: Annotated[str | None, typer.Option(
         "--speculative-draft-model", help="Speculative decoding: a smaller model with the same vocabulary that "
                                           "drafts tokens for this one to check.")] = None,
+    speculative: Annotated[str | None, typer.Option(
+        "--speculative", help="ngram: speculative decoding with drafts taken from the prompt and the text so far "
+                              "(no draft model; fast when the answer repeats its input, as in edits); off: none. "
+                              "llama.cpp models.")] = None,
     draft_max_tokens: Annotated[int | None, typer.Option(
         "--speculative-draft-max-tokens", min=1, help="Tokens the draft model proposes per step (default 8).")] = None,
     draft_min_probability: Annotated[float | None, typer.Option(
@@ -231,6 +203,7 @@ def load(
     ratio = _gpu_ratio(gpu) if gpu is not None else None
     context = _context_length(context_length)
     for flag, value, allowed in (("--kv-cache-type", kv_cache_type, ("f16", "q8_0", "q4_0")),
+                                 ("--speculative", speculative, ("ngram", "off")),
                                  ("--flash-attention", flash_attention, ("on", "off", "auto"))):
         if value is not None and value not in allowed:
             fail(f"{flag} must be {', '.join(allowed[:-1])} or {allowed[-1]}.")
@@ -249,6 +222,7 @@ def load(
             "parallel": parallel, "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
             "replicas": replicas, "max_replicas": max_replicas, "stream": True}
     extra = {"draft_min_probability": draft_min_probability, "kv_cache_type": kv_cache_type,
+             "speculative": speculative,
              "flash_attention": flash_attention, "batch_size": batch_size, "gpu": gpu if gpu in ("off", "max")
              else ratio}
     body.update({k: v for k, v in extra.items() if v is not None})  # an older daemon takes a load without them

@@ -83,6 +83,7 @@ class CreateResponse(_Body):
     grammar: str | None = None
     ttl: int | None = Field(None, ge=1)
     draft_model: str | None = None  # LM Studio's speculative decoding draft
+    speculative: Literal["ngram", "off"] | None = None  # prompt-lookup drafts (ngram), or no drafts (off)
     preset: str | None = None  # a preset of LMS_HOME/config-presets: fills in what the request does not say
 
     @field_validator("include")

@@ -179,7 +179,7 @@ class ResponseRun:
             logprobs=(body.top_logprobs or 0) if body.wants_logprobs else None,
             tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls, max_tool_calls=budget,
             reasoning_effort=body.reasoning.effort if body.reasoning else None, draft_model=body.draft_model,
-            ttl=body.ttl, truncate=body.truncation == "auto")
+            speculative=body.speculative, ttl=body.ttl, truncate=body.truncation == "auto", persist=body.store)
 
     async def _prepare(self) -> None:
         """Everything that can fail before the first event: on failure the client gets a plain error."""

@@ -40,6 +40,7 @@ class LoadBody(BaseModel):
     draft_model: str | None = None
     draft_max_tokens: int | None = Field(None, ge=1)
     draft_min_probability: float | None = Field(None, ge=0, le=1)
+    speculative: Literal["ngram", "off"] | None = None
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
     flash_attention: Literal["on", "off", "auto"] | None = None
     batch_size: int | None = Field(None, ge=1)
@@ -141,7 +142,7 @@ async def load(request: Request):
                    parallel=body.parallel, draft_model=body.draft_model, draft_max_tokens=body.draft_max_tokens,
                    replicas=body.replicas, max_replicas=body.max_replicas, kv_cache_type=body.kv_cache_type,
                    flash_attention=body.flash_attention, batch_size=body.batch_size,
-                   draft_min_probability=body.draft_min_probability, gpu=body.gpu)
+                   draft_min_probability=body.draft_min_probability, gpu=body.gpu, speculative=body.speculative)
     if not body.stream:
         model = await manager.load(body.model, **options)
         return JSONResponse({"loadTimeSeconds": round(time.perf_counter() - started, 3), **model.ps_info()})

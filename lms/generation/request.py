@@ -69,6 +69,8 @@ class GenerationRequest:
     template_options: dict = field(default_factory=dict)  # extra chat-template variables (e.g. enable_thinking)
     images: list[str] = field(default_factory=list)  # base64 image bytes, one per IMAGE_MARKER in the messages
     draft_model: str | None = None  # speculative decoding with this model as the draft (a model key)
+    speculative: str | None = None  # "ngram": drafts from the text itself (prompt lookup); "off": no drafts at all
+    persist: bool = False  # a stored conversation: its KV state is kept on disk for a follow-up after a restart
     # set by the manager, not by a surface:
     draft: DraftSpec | None = None  # the draft_model resolved to a file
     echo_prompt: bool = False  # the engine adds the templated prompt (`prompt_text`) to its prompt event

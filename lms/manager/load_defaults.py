@@ -35,6 +35,7 @@ class LoadSettings(BaseModel):
     draft_model: str | None = None
     draft_max_tokens: Annotated[int, Field(ge=1)] | None = None
     draft_min_probability: Annotated[float, Field(ge=0, le=1)] | None = None
+    speculative: Literal["ngram", "off"] | None = None  # "ngram": prompt-lookup drafts, no draft model
     identifier: str | None = None
 
     def given(self) -> dict:
@@ -61,7 +62,8 @@ def _why(name: str) -> str:
             "flash_attention": f"must be one of {', '.join(FLASH_ATTENTION)}",
             "draft_min_probability": "must be a number from 0 to 1",
             "batch_size": "must be an integer from 1 to 65536",
-            "draft_model": "must be a model key", "identifier": "must be a string"}.get(
+            "draft_model": "must be a model key", "identifier": "must be a string",
+            "speculative": "must be ngram or off"}.get(
         name, "must be a positive integer")
 
 

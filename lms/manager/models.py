@@ -64,6 +64,7 @@ class LoadedModel:
     draft_model: str | None = None  # the speculative-decoding draft loaded with the model
     draft_max_tokens: int | None = None
     draft_min_probability: float | None = None
+    speculative: str | None = None  # "ngram": prompt-lookup drafts when a request names no draft model
     kv_cache_type: str | None = None  # llama.cpp chat models: the K and V cache type (f16, q8_0, q4_0)
     flash_attention: str | None = None  # on, off or auto
     batch_size: int | None = None  # tokens per decode step (n_batch)
@@ -90,6 +91,7 @@ class LoadedModel:
             "parallel": self.parallel if self.entry.type == "llm" else None,
             "prefixCacheBytes": self.prefix_cache_bytes if self.entry.type == "llm" else None,
             "draftModel": self.draft_model,
+            "speculative": self.speculative,
             "kvCacheType": self.kv_cache_type,
             "flashAttention": self.flash_attention,
             "batchSize": self.batch_size,
@@ -370,7 +372,8 @@ class ModelManager:
                    progress: Callable[[float], None] | None = None, replicas: int | None = None,
                    max_replicas: int | None = None, kv_cache_type: str | None = None,
                    flash_attention: str | None = None, batch_size: int | None = None,
-                   draft_min_probability: float | None = None, gpu: str | float | None = None) -> LoadedModel:
+                   draft_min_probability: float | None = None, gpu: str | float | None = None,
+                   speculative: str | None = None) -> LoadedModel:
         """Load a model in a new worker (with `replicas`: on the Ray cluster, driven by that worker). What the
         load leaves out comes from the model's load defaults (`lms config model`), else the daemon's settings.
         `context_length="max"`: the longest context the guardrails let load. Cancelling this (a client that gives
@@ -384,7 +387,7 @@ class ModelManager:
                                        "draft_model": draft_model, "draft_max_tokens": draft_max_tokens,
                                        "kv_cache_type": kv_cache_type, "flash_attention": flash_attention,
                                        "batch_size": batch_size, "draft_min_probability": draft_min_probability,
-                                       "gpu": gpu, "identifier": identifier})
+                                       "gpu": gpu, "identifier": identifier, "speculative": speculative})
         options = {**given.given(), **asked.given()}  # the load's own settings win over the model's defaults
         where = cluster.placement(self.settings.cluster_address, replicas, max_replicas)
         runtime_for(entry)  # an engine that is not installed fails here, before anything starts
@@ -402,6 +405,14 @@ class ModelManager:
         draft = self._draft(options["draft_model"], entry, draft_max_tokens) if options.get("draft_model") else None
         if min_probability is not None and entry.format == "gguf" and entry.type == "llm":
             engine_options["draft_min_probability"] = min_probability
+        if options.get("speculative") == "ngram":
+            if entry.format != "gguf" or entry.type != "llm":
+                raise LmsError.invalid("Prompt-lookup speculation (speculative: ngram) is for llama.cpp (GGUF) chat "
+                                       "models.", "speculative", code="model_not_supported")
+            if draft is not None:
+                raise LmsError.invalid("Name a draft model or speculative: ngram, not both.", "speculative",
+                                       code="invalid_load_settings")
+            engine_options["speculative"] = "ngram"
         planned = self.estimate(entry, context_length, parallel=parallel, kv_cache_type=kv_type, defaults=False,
                                 **step)
         if where is None and not planned["passesGuardrails"]:  # a cluster model is held by the cluster's memory
@@ -449,6 +460,9 @@ class ModelManager:
         if runtime == "llama.cpp" and entry.type == "llm":
             options.update(parallel=parallel, draft=asdict(draft) if draft else None,
                            host_cache_bytes=planned["parts"]["prefixCache"], **(engine_options or {}))
+            if where is None:  # a cluster replica's disk is its node's
+                options["disk_cache"] = {"dir": str(config.home() / "kv-cache"),
+                                         "bytes": self.settings.kv_disk_cache_bytes}
         if where is not None:
             options = cluster.worker_options(where, identifier, runtime, options, parallel)
         loaded = None
@@ -474,6 +488,7 @@ class ModelManager:
                             estimated_bytes=local_bytes(planned, where), parallel=parallel,
                             draft_model=draft.name if draft else None, draft_max_tokens=draft_max_tokens,
                             draft_min_probability=(engine_options or {}).get("draft_min_probability"),
+                            speculative=(engine_options or {}).get("speculative"),
                             kv_cache_type=(engine_options or {}).get("kv_cache_type"),
                             flash_attention=(engine_options or {}).get("flash_attention"),
                             batch_size=loaded["info"].get("batch_size") if engine_options else None,

@@ -30,11 +30,13 @@ class ChatInput:
     max_tool_calls: int | None = None
     reasoning_effort: str | None = None  # none turns reasoning off; others reach the template
     draft_model: str | None = None
+    speculative: str | None = None  # ngram or off (GenerationRequest.speculative)
     ttl: int | None = None  # idle seconds before a JIT-loaded model unloads
     preset: str | None = None
     truncate: bool = False  # drop the oldest turns while the conversation does not fit the context
     prompt_progress: bool = False  # prompt_progress events while the prompt is evaluated
     unknown_tool_calls: bool = False  # a call of a tool not offered is still a call (the surface refuses it)
+    persist: bool = False  # a stored conversation: its KV state outlives a restart (the engine's disk cache)
 
 
 @dataclass
@@ -47,5 +49,6 @@ class CompletionInput:
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None
     draft_model: str | None = None
+    speculative: str | None = None
     ttl: int | None = None
     prompt_progress: bool = False

@@ -227,14 +227,16 @@ def chat_request(chat: ChatInput, images: list[str] | None = None) -> tuple[Gene
         format_param="tools" if plan.forced else chat.format_param, logprobs=chat.logprobs,
         reasoning_start=None if effort == "none" else "detect",
         template_options={"enable_thinking": effort != "none"} | ({"reasoning_effort": effort} if effort else {}),
-        images=list(images or []), draft_model=chat.draft_model, prompt_progress=chat.prompt_progress)
+        images=list(images or []), draft_model=chat.draft_model,
+        speculative=chat.speculative, persist=chat.persist, prompt_progress=chat.prompt_progress)
     return request, plan
 
 
 def completion_request(completion: CompletionInput) -> GenerationRequest:
     return GenerationRequest(prompt=completion.prompt, sampling=Sampling.overriding(**completion.sampling),
                              max_tokens=completion.max_tokens, stop=completion.stop, grammar=completion.grammar,
-                             draft_model=completion.draft_model, suffix=completion.suffix,
+                             draft_model=completion.draft_model,
+                             speculative=completion.speculative, suffix=completion.suffix,
                              prompt_progress=completion.prompt_progress)
 
 

@@ -28,8 +28,8 @@ def model_info(model) -> dict:
             "context_length": model.context_length}
 
 
-DRAFT_STATS = ("draft_model", "total_draft_tokens_count", "accepted_draft_tokens_count", "rejected_draft_tokens_count",
-               "ignored_draft_tokens_count")
+DRAFT_STATS = ("draft_model", "speculative", "total_draft_tokens_count", "accepted_draft_tokens_count",
+               "rejected_draft_tokens_count", "ignored_draft_tokens_count")
 
 
 def draft_stats(raw: dict) -> dict:
@@ -45,3 +45,12 @@ def stats(raw: dict, finish_reason: str | None) -> dict:
 
 def native_details(model, raw_stats: dict, finish_reason: str | None) -> dict:
     return {"stats": stats(raw_stats, finish_reason), "model_info": model_info(model), "runtime": runtime()}
+
+
+def details(model, raw_stats: dict, finish_reason: str | None, native: bool) -> dict:
+    """LM Studio's extras of an answer: all of them on /api/v0; on /v1 only the draft counters, when a draft (a
+    model or ngram) was used."""
+    if native:
+        return native_details(model, raw_stats, finish_reason)
+    found = draft_stats(raw_stats or {})
+    return {"stats": found} if found else {}

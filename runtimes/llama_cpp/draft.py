@@ -51,6 +51,9 @@ class DraftModel:
         self.held: dict[int, list[int]] = {}  # per sequence: the tokens its KV holds
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
 
+    def judge(self, seq: int, proposed: int, accepted: int) -> None:
+        """A draft model's guesses need no verdicts: its own confidence (min_probability) stops them."""
+
     def propose(self, seq: int, tokens: list[int], count: int, pick, min_probability: float = 0.0) -> list[int]:
         """Up to `count` guesses of what follows `tokens`: `pick(logits, guesses so far)` chooses each (the request's
         own greedy choice: logit bias and penalties applied). With `min_probability`, the guesses stop before the

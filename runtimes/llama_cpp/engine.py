@@ -12,6 +12,7 @@ import codecs
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import llama_cpp
 
@@ -31,8 +32,11 @@ from runtimes.common import (
     start_of_empty_prompt,
     text_event,
 )
+from runtimes.llama_cpp.disk_cache import DiskCache, fingerprint
 from runtimes.llama_cpp.draft import DraftModel, check_vocabularies
 from runtimes.llama_cpp.loading import load_model, new_context
+from runtimes.llama_cpp.ngram import MAX_LENGTH as NGRAM_MAX_TOKENS
+from runtimes.llama_cpp.ngram import PromptLookup
 from runtimes.llama_cpp.prefix_cache import HostCache
 from runtimes.llama_cpp.sampling import SamplerChain, logprobs_entry, token_pieces
 from runtimes.llama_cpp.scheduler import Job, Scheduler
@@ -55,10 +59,13 @@ class LlamaCppEngine:
                  chat_template: str | None = None, progress: Progress | None = None, projector: str | None = None,
                  parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None,
                  kv_cache_type: str = "f16", flash_attention: str = "auto", batch_size: int | None = None,
-                 draft_min_probability: float = 0.0):
+                 draft_min_probability: float = 0.0, speculative: str | None = None,
+                 disk_cache: dict | None = None):
         """`draft`: the draft model the load named, as DraftSpec's fields; `kv_cache_type`: f16, q8_0 or q4_0 (K
         and V); `flash_attention`: on, off or auto; `batch_size`: tokens per decode step (n_batch);
-        `draft_min_probability`: a draft stops proposing at a token its own top probability is below."""
+        `draft_min_probability`: a draft stops proposing at a token its own top probability is below;
+        `speculative`: "ngram" drafts from the text itself (prompt lookup) when no draft model is named;
+        `disk_cache`: {"dir", "bytes"}, where stored conversations' KV states are kept across restarts."""
         self.threads = threads or physical_cores()
         self.model = load_model(path, progress)
         self.vocab = self.model.vocab
@@ -81,12 +88,18 @@ class LlamaCppEngine:
         self._turn_starts = self._single_tokens(TURN_START_MARKERS)
         self.host_cache = HostCache(host_cache_bytes)
         n_swa = llama_cpp.llama_model_n_swa(self.model.model) if hasattr(llama_cpp, "llama_model_n_swa") else 0
-        self.scheduler = Scheduler(self.ctx, self.n_slots, self.n_batch, self.max_outputs, self.host_cache, n_swa)
+        self.disk_cache = DiskCache(Path(disk_cache["dir"]), fingerprint(path, kv_cache_type, self.n_ctx,
+                                                                         flash_attention), int(disk_cache["bytes"])) \
+            if disk_cache and disk_cache.get("bytes") else None
+        self.scheduler = Scheduler(self.ctx, self.n_slots, self.n_batch, self.max_outputs, self.host_cache, n_swa,
+                                   self.disk_cache)
         self.drafts: dict[str, DraftModel] = {}
         self._draft_lock = threading.Lock()
         spec = DraftSpec(**draft) if draft else None
         self.default_draft = self._draft(spec) if spec else None
         self.default_draft_tokens = (spec.max_tokens if spec else None) or DEFAULT_DRAFT_TOKENS
+        self.lookup = PromptLookup()  # one for every slot: it keeps each sequence's index apart
+        self.speculative = speculative if speculative == "ngram" else None
 
     # --- model facts ----------------------------------------------------------------------------------------
 
@@ -116,7 +129,8 @@ class LlamaCppEngine:
         return {"context_length": self.n_ctx, "engine": self.name, "engine_version": self.version,
                 "embedding": False, "n_vocab": self.n_vocab, "parallel": self.n_slots, "batch_size": self.n_batch,
                 "kv_cache_type": self.kv_cache_type,
-                "draft_model": self.default_draft.name if self.default_draft else None}
+                "draft_model": self.default_draft.name if self.default_draft else None,
+                "speculative": self.speculative}
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         """Special tokens written in the text are parsed as such; `add_special`: BOS (and EOS) where the model wants
@@ -213,6 +227,22 @@ class LlamaCppEngine:
             for bitmap in bitmaps:
                 mtmd_cpp.mtmd_bitmap_free(bitmap)
 
+    def close(self) -> None:
+        """The worker is stopping: stored conversations copied out but not yet on disk are written first."""
+        if self.disk_cache is not None:
+            self.disk_cache.flush(timeout=4.0)
+
+    def _drafter(self, request: GenerationRequest) -> tuple[DraftModel | PromptLookup | None, int]:
+        """Who drafts for a request, and how many tokens at most: the draft model it names, else what its
+        `speculative` says (ngram or off), else the load's draft model, else the load's `speculative`."""
+        if request.draft:
+            return self._draft(request.draft), request.draft.max_tokens or self.default_draft_tokens
+        if request.speculative == "off":
+            return None, 0
+        if request.speculative == "ngram" or (self.default_draft is None and self.speculative == "ngram"):
+            return self.lookup, NGRAM_MAX_TOKENS
+        return self.default_draft, self.default_draft_tokens
+
     def generate(self, request: GenerationRequest, emit: Emit, cancelled: Cancelled) -> None:
         """Queue one generation; its events are emitted from the scheduler thread as it runs."""
         started = time.perf_counter()
@@ -224,9 +254,7 @@ class LlamaCppEngine:
         # With images the tokens are known once the projector has split the prompt; the text alone sizes the limit.
         tokens = self.tokenize(text) or ([] if images else start_of_empty_prompt(llama_cpp.llama_vocab_bos(self.vocab)))
         limit, seed = generation_limits(request, len(tokens), self.n_ctx)
-        spec = request.draft
-        draft = self._draft(spec) if spec else self.default_draft
-        draft_tokens = (spec.max_tokens if spec else None) or self.default_draft_tokens
+        draft, draft_tokens = self._drafter(request)
         if limit <= 0:
             emit(done_event("length", len(tokens), 0, 0, 0, started, None, time.perf_counter()))
             return
@@ -235,7 +263,7 @@ class LlamaCppEngine:
         job = Job(tokens, limit, cancelled, stream.fail, stream.on_token, stream.on_cancel, sampler,
                   prepare=self._media_preparer(text, images) if images else None, draft=draft, draft_max=draft_tokens,
                   on_progress=stream.on_progress if request.prompt_progress else None,
-                  draft_min_probability=self.draft_min_probability)
+                  draft_min_probability=self.draft_min_probability, persist=request.persist)
         stream.job = job
         self.scheduler.submit(job)
 
@@ -349,7 +377,8 @@ class _Stream:
                           self.reasoning.tokens, self.started, self.first_token_at, time.perf_counter())
         if self.draft is not None:
             stats = job.draft_stats
-            done["stats"].update({"draft_model": self.draft.name, "total_draft_tokens_count": stats["total"],
+            drafter = {"speculative": "ngram"} if self.draft is self.engine.lookup else {"draft_model": self.draft.name}
+            done["stats"].update({**drafter, "total_draft_tokens_count": stats["total"],
                                   "accepted_draft_tokens_count": stats["accepted"],
                                   "rejected_draft_tokens_count": stats["rejected"],
                                   "ignored_draft_tokens_count": stats["ignored"]})

@@ -6,7 +6,8 @@ requests beyond N wait in arrival order. A prompt longer than the batch is evalu
 so the streams already running keep flowing.
 
 Prefix reuse: a new request starts from the longest token prefix it shares with any slot (its own, copied from
-another slot's sequence, or restored from the host cache of finished sequences), and only the rest is evaluated.
+another slot's sequence, restored from the host cache of finished sequences, or from the disk cache of stored
+conversations), and only the rest is evaluated. A request marked `persist` leaves its sequence in the disk cache.
 Each slot has its own KV stream of the whole context, and requests are limited to that context when they start,
 so no step can run out of KV room.
 """
@@ -23,9 +24,13 @@ from dataclasses import dataclass, field
 import llama_cpp
 
 from lms.errors import LmsError
+from runtimes.llama_cpp.disk_cache import DiskCache
 from runtimes.llama_cpp.prefix_cache import HostCache, common_prefix
 
 SAVE_AT_LEAST = 32  # a sequence that would lose fewer cached tokens than this is not worth a host-cache copy
+# An idle scheduler that gets a request waits this long for others arriving with it (clients that fire several at
+# once): they are admitted into one first step instead of queueing behind the first one's prompt.
+ADMISSION_WINDOW_SECONDS = 0.004
 
 
 @dataclass
@@ -45,7 +50,8 @@ class Job:
     def __init__(self, tokens: list[int], limit: int, cancelled: Callable[[], bool], fail: Callable[[Exception], None],
                  on_token: Callable[[Job, int, int], bool], on_cancel: Callable[[Job], None], sampler,
                  prepare: Callable[[Job, int], None] | None = None, draft=None, draft_max: int = 0,
-                 on_progress: Callable[[Job], None] | None = None, draft_min_probability: float = 0.0):
+                 on_progress: Callable[[Job], None] | None = None, draft_min_probability: float = 0.0,
+                 persist: bool = False):
         self.tokens = tokens
         self.limit = limit  # tokens it may still generate
         self.cancelled, self.fail, self.on_token, self.on_cancel = cancelled, fail, on_token, on_cancel
@@ -54,6 +60,7 @@ class Job:
         self.on_progress = on_progress  # told after each prompt chunk but the last
         self.draft, self.draft_max = draft, draft_max
         self.draft_min_probability = draft_min_probability  # the draft stops at a guess it is less sure of
+        self.persist = persist  # a stored conversation: its sequence goes to the disk cache when it ends
         self.prompt_length = len(tokens)
         self.evaluated = 0
         self.cached = 0
@@ -71,13 +78,15 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, ctx, n_slots: int, n_batch: int, max_outputs: int, host_cache: HostCache, n_swa: int = 0):
+    def __init__(self, ctx, n_slots: int, n_batch: int, max_outputs: int, host_cache: HostCache, n_swa: int = 0,
+                 disk_cache: DiskCache | None = None):
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.n_batch = n_batch
         self.max_outputs = max_outputs  # logits rows per step (the context's output buffer)
         self.slots = [Slot(seq) for seq in range(n_slots)]
         self.host_cache = host_cache
+        self.disk_cache = disk_cache
         self.sliding_window = n_swa > 0  # sliding-window caches forget old positions: only in-place reuse
         self.waiting: collections.deque[Job] = collections.deque()
         self.wake = threading.Condition()
@@ -98,8 +107,11 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self.wake:
-                while not self.waiting and not any(s.job for s in self.slots):
+                idle = not any(s.job for s in self.slots)
+                while not self.waiting and idle:
                     self.wake.wait()
+                if idle:
+                    self._gather(len(self.slots))
             try:
                 self._admit()
                 self._step()
@@ -109,6 +121,12 @@ class Scheduler:
                     if slot.job:
                         self._release(slot, error=exc)
             self.step_end()
+
+    def _gather(self, room: int) -> None:
+        """Called holding `wake`: wait out the admission window while fewer requests wait than slots are free."""
+        deadline = time.perf_counter() + ADMISSION_WINDOW_SECONDS
+        while len(self.waiting) < room and (left := deadline - time.perf_counter()) > 0:
+            self.wake.wait(left)
 
     def _admit(self) -> None:
         with self.wake:
@@ -157,11 +175,22 @@ class Scheduler:
                         donor, shared = other, length
         saved, stored = self.host_cache.best(job.tokens) if not self.sliding_window else (None, 0)
         stored = min(stored, want)
-        if donor is None and stored <= shared:
+        on_disk, disk_length = self.disk_cache.best(job.tokens) if self.disk_cache and not self.sliding_window \
+            else (None, 0)
+        disk_length = min(disk_length, want)
+        if donor is None and max(stored, disk_length) <= shared:
             self._truncate(slot, job, own)
             return
         self._keep_in_host_cache(slot, own)
         self._clear(slot)
+        if disk_length > max(shared, stored):  # a stored conversation from before a restart or a reload
+            restored = self.disk_cache.restore(on_disk, self.ctx, slot.seq)
+            if restored is not None:
+                self._truncate(slot, job, min(common_prefix(restored, job.tokens), want))
+                return
+            self._clear(slot)
+            if donor is None and stored <= 0:
+                return
         if donor is not None and shared >= stored:
             # sequences in separate KV streams can only be copied whole; the tail is trimmed after
             llama_cpp.llama_memory_seq_cp(self.memory, donor.seq, slot.seq, -1, -1)
@@ -201,6 +230,8 @@ class Scheduler:
             return
         slot.tokens = job.tokens[: job.evaluated]
         llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, job.evaluated, -1)  # rejected draft positions
+        if job.persist and self.disk_cache is not None:
+            self.disk_cache.save(self.ctx, slot.seq, slot.tokens)
 
     def _step(self) -> None:
         running = [s for s in self.slots if s.job]
@@ -256,7 +287,9 @@ class Scheduler:
                 continue
             try:
                 if drafts:
+                    accepted = job.draft_stats["accepted"]
                     self._verify(slot, job, row, drafts)
+                    job.draft.judge(slot.seq, len(drafts), job.draft_stats["accepted"] - accepted)
                 else:
                     job.evaluated += count
                     self._sample(slot, job, row + count - 1)

@@ -33,7 +33,7 @@ from lms.pipeline import ChatInput
 
 REASONING = {"off": "none", "on": "medium", "low": "low", "medium": "medium", "high": "high"}
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_output_tokens", "store",
-            "previous_response_id")
+            "previous_response_id", "draft_model", "speculative")
 INVALID_ARGUMENTS_CODE = -32602  # JSON-RPC's invalid params, as an MCP server answers such a call
 
 

@@ -51,7 +51,7 @@ def instance_config(model) -> dict:
             "batch_size": model.batch_size, "flash_attention": model.flash_attention not in (None, "off"),
             "kv_cache_type": model.kv_cache_type, "ttl": model.ttl_seconds, "identifier": model.identifier,
             "draft_model": model.draft_model, "draft_max_tokens": model.draft_max_tokens,
-            "draft_min_probability": model.draft_min_probability}
+            "draft_min_probability": model.draft_min_probability, "speculative": model.speculative}
 
 
 def _v1_model(request: Request, entry: ModelEntry, variants: list[ModelEntry]) -> dict:
@@ -83,7 +83,7 @@ async def v1_models(request: Request):
 # the load settings /api/v1/models/load takes besides LM Studio's own (context_length, eval_batch_size,
 # flash_attention): the same as `lms load`'s, checked by the manager
 V1_LOAD_SETTINGS = ("parallel", "ttl", "identifier", "kv_cache_type", "batch_size", "draft_model", "draft_max_tokens",
-                    "draft_min_probability")
+                    "draft_min_probability", "speculative")
 
 
 def _v1_load_settings(body: dict) -> dict:

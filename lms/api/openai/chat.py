@@ -17,21 +17,13 @@ from lms.errors import LmsError
 from lms.generation.ids import new_id
 from lms.manager.models import LoadedModel
 from lms.pipeline import Usage
-from lms.pipeline.stats import draft_stats, native_details
+from lms.pipeline.stats import details
 
 
 def _tool_call(event: dict, index: int | None = None) -> dict:
     call = {"id": event["call_id"], "type": "function",
             "function": {"name": event["name"], "arguments": event["arguments"]}}
     return call if index is None else {"index": index, **call}
-
-
-def _details(model: LoadedModel, raw_stats: dict, finish_reason: str, native: bool) -> dict:
-    """LM Studio's extras: all of them on /api/v0; on /v1 only the draft counters, when there was a draft."""
-    if native:
-        return native_details(model, raw_stats, finish_reason)
-    found = draft_stats(raw_stats or {})
-    return {"stats": found} if found else {}
 
 
 async def chat_completions(request: Request, native: bool = False):
@@ -55,7 +47,7 @@ async def chat_completions(request: Request, native: bool = False):
                      "logprobs": {"content": outcome.logprobs} if body.logprobs else None,
                      "finish_reason": outcome.finish_reason}],
         "usage": openai_usage(outcome.usage),
-        **_details(model, outcome.stats, outcome.finish_reason, native),
+        **details(model, outcome.stats, outcome.finish_reason, native),
     })
 
 
@@ -92,7 +84,7 @@ async def _stream(completion_id: str, loaded: LoadedModel, events, body: ChatCom
                 calls += 1
             elif kind == "done":
                 last = chunk({}, event["finish_reason"])
-                last.update(_details(loaded, event.get("stats") or {}, event["finish_reason"], native))
+                last.update(details(loaded, event.get("stats") or {}, event["finish_reason"], native))
                 yield last
                 if include_usage:
                     yield {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,

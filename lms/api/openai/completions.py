@@ -15,7 +15,7 @@ from lms.api.openai.usage import openai_usage
 from lms.errors import LmsError
 from lms.generation.ids import new_id
 from lms.pipeline import Usage
-from lms.pipeline.stats import native_details
+from lms.pipeline.stats import details
 
 
 def _body(completion_id: str, model: str, created: int, text: str, finish_reason: str | None) -> dict:
@@ -36,8 +36,7 @@ async def completions(request: Request, native: bool = False):
     model = generation.model
     result = _body(completion_id, model.identifier, outcome.created, echo + outcome.text, outcome.finish_reason)
     result["usage"] = openai_usage(outcome.usage)
-    if native:
-        result.update(native_details(model, outcome.stats, outcome.finish_reason))
+    result.update(details(model, outcome.stats, outcome.finish_reason, native))
     return JSONResponse(result)
 
 
@@ -56,8 +55,7 @@ async def _stream(completion_id: str, loaded, events, include_usage: bool, echo:
                 yield _body(completion_id, model, created, event["text"], None)
             elif event["type"] == "done":
                 last = _body(completion_id, model, created, "", event["finish_reason"])
-                if native:
-                    last.update(native_details(loaded, event.get("stats") or {}, event["finish_reason"]))
+                last.update(details(loaded, event.get("stats") or {}, event["finish_reason"], native))
                 yield last
                 if include_usage:
                     yield {"id": completion_id, "object": "text_completion", "created": created, "model": model,

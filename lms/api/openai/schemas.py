@@ -41,6 +41,8 @@ class SamplingBody(_Body):
     n: int | None = Field(None, ge=1, le=1, description="only one choice per request is supported")
     ttl: int | None = Field(None, ge=1, description="idle seconds before a JIT-loaded model unloads")
     draft_model: str | None = Field(None, description="a smaller same-vocabulary model: speculative decoding")
+    speculative: Literal["ngram", "off"] | None = Field(
+        None, description="ngram: speculative decoding with drafts from the prompt and the text so far; off: none")
 
     @field_validator("stop")
     @classmethod
@@ -184,7 +186,7 @@ class ChatCompletionBody(SamplingBody):
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             tools=self.function_tools(), tool_choice=self.normalized_tool_choice(),
             parallel_tool_calls=self.parallel_tool_calls, reasoning_effort=self.reasoning_effort,
-            draft_model=self.draft_model, ttl=self.ttl, preset=self.preset)
+            draft_model=self.draft_model, speculative=self.speculative, ttl=self.ttl, preset=self.preset)
 
 
 class CompletionBody(SamplingBody):
@@ -201,7 +203,7 @@ class CompletionBody(SamplingBody):
             prompt = prompt[0]
         return CompletionInput(model=self.model, prompt=prompt, suffix=self.suffix, sampling=self.given_sampling(),
                                max_tokens=self.max_new_tokens(), stop=self.stops(), grammar=self.grammar,
-                               draft_model=self.draft_model, ttl=self.ttl)
+                               draft_model=self.draft_model, speculative=self.speculative, ttl=self.ttl)
 
 
 class EmbeddingBody(_Body):

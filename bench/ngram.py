@@ -1,0 +1,150 @@
+"""Prompt-lookup speculation (`speculative: ngram`) side by side with llama-server's n-gram speculation, in one run.
+
+Two workloads, greedy (temperature 0), the bundled SmolLM2 with one slot on both servers:
+- edit: the model rewrites a ~300-token block of code with one small change (a rename): most of its answer is in
+  the prompt, which is where drafts from the text pay;
+- chat: a free-form story, where little repeats: drafts should cost nothing (lms backs off when they fail).
+For each, decode tok/s (client-side, first token to last) without and with n-gram drafts, medians of ROUNDS runs
+alternated, and whether the texts are identical. llama-server runs twice: plain and `--spec-type ngram-simple`.
+
+    python bench/ngram.py        (also part of `make bench`)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import _common as common  # noqa: E402
+from bench import llama_server  # noqa: E402
+from bench.engine import stream, wait_ready  # noqa: E402
+from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
+
+ROUNDS = 3
+CONTEXT = 4096
+CODE = '''def parse_config(path):
+    """Read a configuration file and return its settings as a dictionary."""
+    settings = {}
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "=" not in line:
+                raise ValueError(f"line {number}: expected key = value")
+            key, value = line.split("=", 1)
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def save_config(path, settings):
+    """Write the settings back, one key = value per line, sorted by key."""
+    with open(path, "w") as handle:
+        for key in sorted(settings):
+            handle.write(f"{key} = {settings[key]}\\n")
+
+
+def merge_configs(base, override):
+    """Settings of base, with those of override replacing them."""
+    merged = dict(base)
+    merged.update(override)
+    return merged
+'''
+EDIT = [{"role": "system", "content": "You edit code. Answer with the whole edited code and nothing else."},
+        {"role": "user", "content": "Rename the function parse_config to read_config. Keep everything else "
+                                    "exactly as it is.\n\n" + CODE}]
+CHAT = [{"role": "user", "content": "Write a story about a lighthouse keeper who finds a message in a bottle."}]
+WORKLOADS = {"edit": (EDIT, 400), "chat": (CHAT, 256)}
+
+
+def body(messages: list[dict], tokens: int) -> dict:
+    return {"messages": messages, "max_tokens": tokens, "temperature": 0, "repeat_penalty": 1.0}
+
+
+def compare(port: int, model: str | None, plain: dict, drafted: dict, drafted_port: int | None = None) -> dict:
+    """Each workload without and with drafts, alternated over the rounds."""
+    results = {}
+    for name, (messages, tokens) in WORKLOADS.items():
+        runs = {"plain": [], "ngram": []}
+        for _ in range(ROUNDS):
+            runs["plain"].append(stream(port, {**body(messages, tokens), **plain}, model))
+            runs["ngram"].append(stream(drafted_port or port, {**body(messages, tokens), **drafted}, model))
+        plain_tps = statistics.median(r["decode"] for r in runs["plain"])
+        ngram_tps = statistics.median(r["decode"] for r in runs["ngram"])
+        results[name] = {"plain": plain_tps, "ngram": ngram_tps, "speedup": ngram_tps / plain_tps,
+                         "tokens": runs["plain"][0]["tokens"],
+                         "identical": sum(a["text"] == b["text"] for a, b in zip(runs["plain"], runs["ngram"]))}
+    return results
+
+
+def measure_lms() -> dict:
+    home = common.temp_folder("lms-bench-ngram-")
+    env = common.lms_env(home, LMS_THREADS=str(common.threads()))
+    port = common.free_port()
+    try:
+        common.lms_cli(env, "server", "start", "-p", str(port), via=common.LMS_SCRIPT)
+        common.lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "--parallel", "1", "-y", via=common.LMS_SCRIPT)
+        stream(port, body(CHAT, 16), BUNDLED_KEY)  # warm-up
+        return compare(port, BUNDLED_KEY, {"speculative": "off"}, {"speculative": "ngram"})
+    finally:
+        common.daemon_down(env, via=common.LMS_SCRIPT)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def start_llama_server(model: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    port = common.free_port()
+    process = subprocess.Popen([str(llama_server.binary()), "-m", str(model), "-c", str(CONTEXT), "-np", "1",
+                                "-t", str(common.threads()), "-tb", str(common.threads()), "--host", "127.0.0.1",
+                                "--port", str(port), "--no-webui", *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, process)
+    return process, port
+
+
+def measure_llama_server() -> dict:
+    model = bundled_model_file()
+    plain, plain_port = start_llama_server(model)
+    try:
+        drafted, drafted_port = start_llama_server(model, "--spec-type", "ngram-simple")
+        try:
+            for port in (plain_port, drafted_port):
+                stream(port, body(CHAT, 16))  # warm-up
+            return compare(plain_port, None, {}, {}, drafted_port)
+        finally:
+            drafted.terminate()
+            drafted.wait(30)
+    finally:
+        plain.terminate()
+        plain.wait(30)
+
+
+def measure() -> dict:
+    return {"lms": measure_lms(), "llama_server": measure_llama_server()}
+
+
+def rows(results: dict) -> list[tuple[str, str, str]]:
+    ours, theirs = results["lms"], results["llama_server"]
+    table = []
+    for name, target in (("edit", ">= 1.5"), ("chat", ">= 0.97")):
+        mine, server = ours[name], theirs[name]
+        table.append((f"ngram: {name} tok/s plain / ngram, lms | llama-server",
+                      f"{mine['plain']:.0f} / {mine['ngram']:.0f} | {server['plain']:.0f} / {server['ngram']:.0f}",
+                      ""))
+        table.append((f"ngram: {name} speedup lms (llama-server)", f"{mine['speedup']:.2f} ({server['speedup']:.2f})",
+                      target))
+        table.append((f"ngram: {name} identical texts lms (llama-server), {mine['tokens']} tokens",
+                      f"{mine['identical']}/{ROUNDS} ({server['identical']}/{ROUNDS})",
+                      "all" if name == "edit" else ""))
+    return table
+
+
+if __name__ == "__main__":
+    measured = measure()
+    common.print_rows(rows(measured), 64, 22, gap=" ")
+    (common.REPO / "bench" / "ngram-results.json").write_text(json.dumps(measured, indent=2))
