@@ -28,6 +28,7 @@ def test_ngram_speculation_at_load_and_per_request(lms):
     lms.run("load", CHAT_MODEL, "--speculative", "ngram", "--parallel", "1", "-c", "2048", "-y")
     [model] = lms.json("ps")
     assert model["speculative"] == "ngram"
+    assert model["flashAttention"] == "off"  # chosen for exact checks of drafts, the load having left it to lms
 
     drafted = chat(lms.base_url)
     stats = drafted["stats"]

@@ -393,8 +393,16 @@ class ModelManager:
         runtime_for(entry)  # an engine that is not installed fails here, before anything starts
         parallel = self._parallel(entry, options.get("parallel"))
         kv_type = self._kv_cache_type(entry, options.get("kv_cache_type"))
-        engine_options = self._llama_options(entry, kv_type, options.get("flash_attention"),
-                                             options.get("batch_size"))
+        flash_attention = options.get("flash_attention")
+        speculates = options.get("draft_model") or options.get("speculative") == "ngram"
+        if speculates and flash_attention in (None, "auto") and kv_type == "f16" and entry.format == "gguf" \
+                and entry.type == "llm":
+            # llama.cpp's CPU flash attention sums a one-token step in another order than a batch: checking drafts
+            # in a batch could then pick another token than decoding alone. Without it the text is exact.
+            flash_attention = "off"
+        engine_options = self._llama_options(entry, kv_type, flash_attention, options.get("batch_size"))
+        if speculates and engine_options:
+            engine_options["batch_invariant"] = True
         context_length = options.get("context_length")
         chosen_max = context_length == "max"
         step = {key: engine_options.get(key) for key in ("batch_size", "flash_attention")}

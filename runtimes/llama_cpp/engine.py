@@ -60,14 +60,16 @@ class LlamaCppEngine:
                  parallel: int = 4, host_cache_bytes: int = 0, draft: dict | None = None,
                  kv_cache_type: str = "f16", flash_attention: str = "auto", batch_size: int | None = None,
                  draft_min_probability: float = 0.0, speculative: str | None = None,
-                 disk_cache: dict | None = None):
+                 disk_cache: dict | None = None, batch_invariant: bool = False):
         """`draft`: the draft model the load named, as DraftSpec's fields; `kv_cache_type`: f16, q8_0 or q4_0 (K
         and V); `flash_attention`: on, off or auto; `batch_size`: tokens per decode step (n_batch);
         `draft_min_probability`: a draft stops proposing at a token its own top probability is below;
         `speculative`: "ngram" drafts from the text itself (prompt lookup) when no draft model is named;
-        `disk_cache`: {"dir", "bytes"}, where stored conversations' KV states are kept across restarts."""
+        `disk_cache`: {"dir", "bytes"}, where stored conversations' KV states are kept across restarts;
+        `batch_invariant`: weights in the kernels that give a token the same logits alone or in a batch (a model
+        that checks drafts then writes exactly the text it writes without them)."""
         self.threads = threads or physical_cores()
-        self.model = load_model(path, progress)
+        self.model = load_model(path, progress, repack=not batch_invariant)
         self.vocab = self.model.vocab
         self.n_slots = max(1, parallel)
         self.max_outputs = self.n_slots + DRAFT_OUTPUTS

@@ -36,11 +36,14 @@ def reporting_progress(progress: Progress | None):
         library.llama_model_default_params = original
 
 
-def load_model(path: str, progress: Progress | None = None):
-    """The model's weights and vocabulary (llama-cpp-python's thin `LlamaModel` wrapper, freed with the process)."""
+def load_model(path: str, progress: Progress | None = None, repack: bool = True):
+    """The model's weights and vocabulary (llama-cpp-python's thin `LlamaModel` wrapper, freed with the process).
+    `repack=False` keeps the weights as the file has them: the CPU backend's repacked layouts have one kernel for
+    a single token and another for a batch, which sum in different orders."""
     from llama_cpp._internals import LlamaModel
 
     params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = repack
     if progress is not None:
         callback = llama_cpp.llama_progress_callback(lambda value, _data: bool(progress(value)))
         params.progress_callback = callback
