@@ -154,18 +154,10 @@ def main() -> int:
     rows += mlx_bench.rows(mlx)
     engine = engine_bench.measure()
     rows += engine_bench.rows(engine)
-    cli_latency = cli_latency_bench.measure()
-    results["cli_latency"] = cli_latency
-    rows += cli_latency_bench.rows(cli_latency)
-    disk_cache = disk_cache_bench.measure()
-    results["disk_cache"] = disk_cache
-    rows += disk_cache_bench.rows(disk_cache)
-    ngram = ngram_bench.measure()
-    results["ngram"] = ngram
-    rows += ngram_bench.rows(ngram)
-    kv_cache = kv_cache_bench.measure()
-    results["kv_cache"] = kv_cache
-    rows += kv_cache_bench.rows(kv_cache)
+    for name, module in (("cli_latency", cli_latency_bench), ("disk_cache", disk_cache_bench),
+                         ("ngram", ngram_bench), ("kv_cache", kv_cache_bench)):
+        results[name] = module.measure()
+        rows += module.rows(results[name])
     if importlib.util.find_spec("ray") is not None:  # the cluster extra
         from bench import cluster as cluster_bench
 

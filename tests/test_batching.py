@@ -160,7 +160,13 @@ def test_speculative_decoding_gives_the_same_text_with_draft_stats(batching):
                     pieces.append(chunk["choices"][0]["delta"]["content"])
                 if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
                     last = chunk
-    assert "".join(pieces) == text_of(alone)
+    # A speculative load runs the kernels that check drafts exactly (engine.md): its text with drafts is its own
+    # text without them.
+    assert {m["identifier"]: m["flashAttention"] for m in batching.json("ps")}["drafted"] == "off"
+    undrafted = httpx.post(f"{batching.base_url}/v1/chat/completions", timeout=300,
+                           json={**body, "stream": False, "speculative": "off"}).json()
+    assert "stats" not in undrafted
+    assert "".join(pieces) == text_of(undrafted)
     assert last["stats"]["draft_model"] == CHAT_MODEL and last["stats"]["accepted_draft_tokens_count"] > 0
     batching.run("unload", "drafted")
     batching.run("unload", TARGET)
