@@ -230,7 +230,7 @@ class Scheduler:
             return
         slot.tokens = job.tokens[: job.evaluated]
         llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, job.evaluated, -1)  # rejected draft positions
-        if job.persist and self.disk_cache is not None:
+        if job.persist and self.disk_cache is not None and not self.sliding_window:  # a window forgets the start
             self.disk_cache.save(self.ctx, slot.seq, slot.tokens)
 
     def _step(self) -> None:
