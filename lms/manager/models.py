@@ -116,6 +116,11 @@ class LoadedModel:
         return now - reference >= self.ttl_seconds * 1000
 
 
+def _flash_attention(kv_cache_type: str, wanted: str | None) -> str:
+    """llama.cpp reads a quantized V cache only with flash attention: such a cache turns it on."""
+    return "on" if kv_cache_type != "f16" else wanted or "auto"
+
+
 def local_bytes(planned: dict, where: cluster.Placement | None) -> int:
     """The memory of this machine a load takes: none when the model is placed on the cluster."""
     return 0 if where is not None else planned["memory"]["totalBytes"]
@@ -258,7 +263,7 @@ class ModelManager:
         parallel = self._parallel(entry, parallel or given.get("parallel"))
         kv_cache_type = self._kv_cache_type(entry, kv_cache_type or given.get("kv_cache_type"))
         step = {"batch_size": batch_size or given.get("batch_size"),
-                "flash_attention": "on" if kv_cache_type != "f16" else flash_attention or given.get("flash_attention")}
+                "flash_attention": _flash_attention(kv_cache_type, flash_attention or given.get("flash_attention"))}
         chosen_max = context_length == "max"
         if chosen_max:
             context_length = self._max_context(entry, parallel, kv_cache_type, **step)
@@ -336,9 +341,7 @@ class ModelManager:
             raise LmsError.invalid(f"A {kv_cache_type} KV cache needs flash attention in llama.cpp (its quantized V "
                                    "cache is read by the flash-attention kernel only): use --flash-attention on or "
                                    "auto, or an f16 KV cache.", "flash_attention", code="invalid_load_settings")
-        if kv_cache_type != "f16":
-            flash_attention = "on"
-        return {"kv_cache_type": kv_cache_type, "flash_attention": flash_attention or "auto",
+        return {"kv_cache_type": kv_cache_type, "flash_attention": _flash_attention(kv_cache_type, flash_attention),
                 **({"batch_size": batch_size} if batch_size else {})}
 
     def _draft(self, name: str, model_entry: ModelEntry, max_tokens: int | None) -> DraftSpec:
