@@ -17,6 +17,8 @@ Prints a table and writes bench/results.json. Targets (from the foundation issue
   of cold, cached tokens >= 90% of the previous turn
 - prompt-lookup speculation against none and against llama-server's ngram-simple (bench/ngram.py): edit workload
   >= 1.5x with identical text, free-form chat >= 0.97x
+- a running stream while a ~1,000-token prompt arrives (bench/stall.py): its longest gap and p99 gap against
+  llama-server's, and the newcomer's TTFT
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from bench import estimate as estimate_bench  # noqa: E402
 from bench import kv_cache as kv_cache_bench  # noqa: E402
 from bench import mlx_stream as mlx_bench  # noqa: E402
 from bench import ngram as ngram_bench  # noqa: E402
+from bench import stall as stall_bench  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
 TOKENS = 256
@@ -155,7 +158,7 @@ def main() -> int:
     engine = engine_bench.measure()
     rows += engine_bench.rows(engine)
     for name, module in (("cli_latency", cli_latency_bench), ("disk_cache", disk_cache_bench),
-                         ("ngram", ngram_bench), ("kv_cache", kv_cache_bench)):
+                         ("ngram", ngram_bench), ("kv_cache", kv_cache_bench), ("stall", stall_bench)):
         results[name] = module.measure()
         rows += module.rows(results[name])
     if importlib.util.find_spec("ray") is not None:  # the cluster extra

@@ -3,12 +3,14 @@ speed, load durations, and, read when scraped, queue depth, loaded models and wo
 
 from __future__ import annotations
 
-import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lms.manager.worker import resident_bytes
+from lms.recent_metrics import RecentMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -29,6 +31,7 @@ class Metrics:
         self.load_seconds = Histogram("lms_model_load_seconds", "Model load duration", ["model"],
                                       buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=self.registry)
         self.manager = None
+        self.recent = RecentMetrics()  # the last minutes, for the dashboard's plots
 
     def attach(self, manager) -> None:
         """Live values (queue depth, loaded models, worker memory) are read from the manager when scraped."""
@@ -36,6 +39,7 @@ class Metrics:
         self.registry.register(_LiveCollector(manager))
 
     def generation_done(self, model: str, done: dict) -> None:
+        self.recent.generation_done(done)
         usage, stats = done.get("usage") or {}, done.get("stats") or {}
         self.prompt_tokens.labels(model).inc(usage.get("prompt_tokens", 0))
         self.generated_tokens.labels(model).inc(usage.get("completion_tokens", 0))
@@ -59,10 +63,8 @@ class _LiveCollector:
                                    labels=["model"])
         for model in loaded:
             queue.add_metric([model.identifier], model.active)
-            try:
-                memory.add_metric([model.identifier], psutil.Process(model.worker.pid).memory_info().rss)
-            except (psutil.Error, TypeError):
-                continue
+            if (resident := resident_bytes(model.worker.pid)) is not None:
+                memory.add_metric([model.identifier], resident)
         yield GaugeMetricFamily("lms_loaded_models", "Models loaded now", value=len(loaded))
         yield queue
         yield memory
@@ -93,6 +95,7 @@ class CountRequests:
             # the router records the route it matched in the (shared) scope: no second matching here
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.recent.request_done()
 
 
 async def metrics_endpoint(request: Request):

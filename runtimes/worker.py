@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import inspect
 import json
 import os
@@ -82,6 +83,10 @@ class Connection:
         for line in self.reader:
             if line.strip():
                 yield json.loads(line)
+
+
+# What a spare worker imports ahead of its load (lms/manager/spare.py): the engine module of each runtime.
+PRELOADS = {"llama.cpp": "runtimes.llama_cpp.engine"}
 
 
 def load_engine(runtime: str, options: dict, progress: Callable[[float], bool] | None = None) -> Engine:
@@ -245,7 +250,12 @@ def serve(conn: Connection) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="lms model worker (started by the daemon)")
     parser.add_argument("--fd", type=int, required=True, help="file descriptor of the socket to the daemon")
+    parser.add_argument("--preload", choices=sorted(PRELOADS), help="import this engine now: a spare worker, "
+                                                                    "started before the load it will serve")
     args = parser.parse_args(argv)
+    if args.preload:
+        with contextlib.suppress(Exception):  # the load itself reports an engine that cannot be imported
+            importlib.import_module(PRELOADS[args.preload])
     sock = socket.socket(fileno=args.fd)
     try:
         serve(Connection(sock))

@@ -261,3 +261,7 @@ def lms_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "lms-home"
     monkeypatch.setenv("LMS_HOME", str(home))
     return home
+
+
+# The dashboard's browser tests (tests/test_ui_*.py): one browser for the session, shared by every module.
+from tests.ui_fixtures import browser, dashboard, page  # noqa: E402, F401

@@ -36,9 +36,13 @@ def _token(server, scope: str) -> str:
 
 
 def test_without_an_admin_token_the_control_api_is_closed(server, remote):
-    refused = remote.run("ps", "--json", check=False)  # the server has no token at all
+    # The server has no token at all: what the public API allows anyone anyway (listing, loading) is open, as it
+    # is for the dashboard; settings and tokens are not.
+    assert remote.json("ps") == []
+    assert httpx.get(f"{server.base_url}/lms/ps").status_code == 200
+    refused = remote.run("config", "set", "jit_ttl_seconds", "60", check=False)
     assert refused.returncode == 1 and "admin API token" in refused.stderr
-    assert httpx.get(f"{server.base_url}/lms/ps").status_code == 403
+    assert httpx.get(f"{server.base_url}/lms/tokens").json()["error"]["code"] == "admin_token_required"
     inference = _token(server, "inference")
     remote.settings["LMS_API_TOKEN"] = inference
     refused = remote.run("ps", "--json", check=False)

@@ -24,6 +24,7 @@ from lms.api.openai.routes import openai_routes
 from lms.api.openapi import openapi_json
 from lms.api.responses.routes import routes as responses_routes
 from lms.api.tokenize import routes as tokenize_routes
+from lms.api.ui import BrowsersToThePage, ui_routes
 from lms.metrics import CountRequests, metrics_endpoint
 from lms.pipeline import Pipeline
 
@@ -95,20 +96,24 @@ class LogRequests:
 
 
 def build_public_app(state, *, bind: str = "127.0.0.1", cors: bool = False, cors_origins: tuple[str, ...] = (),
-                     allow_remote_mcp: bool = False, control_routes: list[Route] | None = None) -> Starlette:
-    """The public server: every API surface, and (with `control_routes`) the control API for admin tokens."""
+                     allow_remote_mcp: bool = False, control_routes: list[Route] | None = None,
+                     ui: bool = True) -> Starlette:
+    """The public server: every API surface, (with `control_routes`) the control API over HTTP, and (unless `ui`
+    is False) the dashboard's files."""
     allowed_hosts = {host.strip() for host in state.settings.allowed_hosts.split(",") if host.strip()}
     middleware = [Middleware(CountRequests, metrics=state.metrics), Middleware(CatchUnexpected),
                   Middleware(BrowserGuard, bind=bind, allowed_hosts=allowed_hosts, cors_all=cors,
                              cors_origins=set(cors_origins)),
                   Middleware(LogRequests)]
+    if ui:
+        middleware.append(Middleware(BrowsersToThePage))
     if cors or cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=["*"] if cors else list(cors_origins),
                                      allow_methods=["*"], allow_headers=["*"]))
     # Checked on every request, so a token created while the server runs takes effect at once.
     middleware.append(Middleware(RequireToken, authenticator=state.authenticator))
-    app = Starlette(routes=[*api_routes(), *(control_routes or [])], middleware=middleware,
-                    exception_handlers=EXCEPTION_HANDLERS)
+    routes = [*api_routes(), *(control_routes or []), *(ui_routes() if ui else [])]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
     app.state.daemon = state  # what the control routes work on
     # mcp.json servers run programs on this machine: over HTTP only for admin tokens (lms/api/context.py)
     share_state(app, state, allow_remote_mcp=allow_remote_mcp or state.settings.allow_remote_mcp,

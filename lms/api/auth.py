@@ -17,6 +17,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lms.api.errors import refusal_response
+from lms.api.ui import is_ui_path
 from lms.errors import LmsError
 from lms.tokens import Authenticator, Caller
 
@@ -71,6 +72,17 @@ def admin_only(endpoint):
             raise LmsError.forbidden("Controlling lms over HTTP needs an admin API token, and this server has none: "
                                      "create one on it with `lms server token create NAME --scope admin`.",
                                      code="admin_token_required")
+        require_admin(request.scope, f"{request.method} {request.url.path}")
+        return await endpoint(request)
+
+    return guarded
+
+
+def as_public_api(endpoint):
+    """A control route with the public API's rule over HTTP: open while the server needs no token, and for an
+    admin token once it does."""
+
+    async def guarded(request):
         require_admin(request.scope, f"{request.method} {request.url.path}")
         return await endpoint(request)
 
@@ -143,6 +155,8 @@ class RequireToken:
     def _guarded(scope: Scope) -> bool:
         if scope["type"] == "websocket":
             return True
+        if scope["method"] in ("GET", "HEAD") and is_ui_path(scope["path"]):
+            return False  # the dashboard's files: no data in them, and the page must load to ask for a token
         return scope["method"] != "OPTIONS" and (scope["method"], scope["path"]) not in OPEN_ROUTES
 
     @staticmethod

@@ -243,17 +243,9 @@ def load(
         raise typer.Exit(1) from None
     if loaded is None:
         fail("The daemon ended the load without an answer.")
-    elapsed = time.perf_counter() - started
-    if json_:
-        print_json({k: v for k, v in loaded.items() if k != "pid"})
-        return
-    from lms.cli.output import memory_size
+    from lms.cli.fast import report_load
 
-    info(f"Model loaded successfully in {elapsed:.2f}s.")
-    if loaded.get("contextLengthChosen"):
-        info(loaded["contextLengthChosen"][0].upper() + loaded["contextLengthChosen"][1:] + ".")
-    info(f"({memory_size(loaded['sizeBytes'])})")
-    info(f'To use the model in the API/SDK, use the identifier "{loaded["identifier"]}".')
+    report_load(loaded, time.perf_counter() - started, json_)
 
 
 def _context_length(value: str | None) -> int | str | None:

@@ -27,6 +27,13 @@ def _greets(port: int, bind: str) -> bool:
         return False
 
 
+def _browsable(bind: str) -> str:
+    """The host part of a URL a browser on this machine can open for a server bound to `bind`."""
+    if bind in ("0.0.0.0", "::", ""):
+        return "localhost"
+    return f"[{bind}]" if ":" in bind else bind
+
+
 @server_app.command("start")
 def start(
     port: Annotated[int | None, typer.Option("-p", "--port", min=0, max=65535,
@@ -45,9 +52,12 @@ def start(
         "--ollama-port", min=0, max=65535,
         help="Also listen on this port (Ollama's is 11434), for clients that only know Ollama's address. Every "
              "route, Ollama's API included, is served on the main port too.")] = None,
+    no_ui: Annotated[bool, typer.Option(
+        "--no-ui", help="Do not serve the web dashboard (/ui); a browser opening / then gets Ollama's "
+                        "answer.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
-    """Start the HTTP server (and the daemon, if it is not running)."""
+    """Start the HTTP server (and the daemon, if it is not running), with the web dashboard at /ui."""
     from lms.client import ensure_daemon, this_machine_only
     from lms.daemon.http_server import is_loopback
     from lms.settings import Settings, SettingsError
@@ -74,7 +84,7 @@ def start(
     result = ensure_daemon().post("/lms/server/start", {"port": port, "bind": bind, "cors": cors,
                                                         "cors_origins": origins,
                                                         "allow_remote_mcp": allow_remote_mcp, "no_auth": no_auth,
-                                                        "ollama_port": ollama_port})
+                                                        "ollama_port": ollama_port, "ui": not no_ui})
     for _ in range(5):
         if _greets(result["port"], bind):
             break
@@ -85,6 +95,8 @@ def start(
         print_json(result)
     else:
         info(f"Success! Server is now running on port {result['port']}")
+        if result.get("ui"):
+            info(f"Dashboard: http://{_browsable(bind)}:{result['port']}/ui")
         if result.get("ollama_port") is not None:
             info(f"Ollama's clients can use port {result['ollama_port']} as well.")
 

@@ -21,13 +21,20 @@ from starlette.routing import Route
 
 from lms import __version__, config
 from lms.api.app import api_routes, share_state
-from lms.api.auth import admin_only
+from lms.api.auth import admin_only, as_public_api
 from lms.api.errors import EXCEPTION_HANDLERS, CatchUnexpected
 from lms.api.http import read_json
-from lms.daemon import control_cluster, control_config, control_models, control_upstream
+from lms.daemon import (
+    control_cluster,
+    control_config,
+    control_events,
+    control_models,
+    control_tokens,
+    control_upstream,
+    listings,
+)
 from lms.errors import LmsError
 from lms.logs import SOURCES
-from lms.manager.cluster import replica_status
 
 
 class LoadBody(BaseModel):
@@ -58,6 +65,7 @@ class ServerStartBody(BaseModel):
     allow_remote_mcp: bool = False
     no_auth: bool = False  # serve a network address without an API token, knowingly
     ollama_port: int | None = Field(None, ge=0, le=65535)  # a second listener for Ollama's clients (11434)
+    ui: bool = True  # the web dashboard at /ui
 
 
 def _state(request: Request):
@@ -68,7 +76,7 @@ async def status(request: Request):
     daemon = _state(request)
     return JSONResponse({"status": "running", "pid": os.getpid(), "isDaemon": True, "version": __version__,
                          "home": str(config.home()), "server": daemon.http.status(),
-                         "loaded": len(daemon.manager.loaded)})
+                         "loaded": len(daemon.manager.loaded), "spareWorkerPid": daemon.manager.spare.pid})
 
 
 async def shutdown(request: Request):
@@ -77,17 +85,7 @@ async def shutdown(request: Request):
 
 
 async def list_downloaded(request: Request):
-    manager = _state(request).manager
-    counts: dict[str, int] = {}
-    for model in manager.loaded.values():
-        counts[model.entry.model_key] = counts.get(model.entry.model_key, 0) + 1
-    result = []
-    for entry in manager.entries():
-        info = entry.info()
-        info["loadedInstances"] = counts.get(entry.model_key, 0) if entry.variant_key == entry.selected_variant else 0
-        info["variantKey"] = entry.variant_key
-        result.append(info)
-    return JSONResponse(result)
+    return JSONResponse(listings.downloaded(_state(request).manager))
 
 
 async def resolve(request: Request):
@@ -97,14 +95,7 @@ async def resolve(request: Request):
 
 
 async def list_loaded(request: Request):
-    manager = _state(request).manager
-    models = sorted(manager.loaded.values(), key=lambda m: m.identifier)
-    infos = [m.ps_info() for m in models]
-    on_cluster = [(info, m) for info, m in zip(infos, models, strict=True) if m.placement]
-    statuses = await asyncio.gather(*(replica_status(m.worker) for _info, m in on_cluster))
-    for (info, _model), status in zip(on_cluster, statuses, strict=True):
-        info.update(replicas=status["replicas"], clusterStatus=status["status"])
-    return JSONResponse(infos)
+    return JSONResponse(await listings.loaded(_state(request).manager))
 
 
 async def estimate(request: Request):
@@ -191,7 +182,7 @@ async def server_start(request: Request):
     body = ServerStartBody.model_validate(await read_json(request))
     result = await _state(request).http.start(body.port, body.bind, body.cors, body.allow_remote_mcp,
                                               cors_origins=tuple(body.cors_origins), no_auth=body.no_auth,
-                                              ollama_port=body.ollama_port)
+                                              ollama_port=body.ollama_port, ui=body.ui)
     config.write_json(config.server_config_path(), {"port": result["port"], "networkInterface": body.bind,
                                                     "cors": body.cors, "allowRemoteMcp": body.allow_remote_mcp})
     return JSONResponse(result)
@@ -229,6 +220,14 @@ async def log_stream(request: Request):
 # Control routes a remote CLI (`lms --host`) may not use: starting, stopping or shutting down the very server it
 # talks through is done on the machine itself.
 LOCAL_ONLY = frozenset({"/lms/shutdown", "/lms/server/start", "/lms/server/stop"})
+# Control routes that do over HTTP what the public API already lets a caller do (list and load models, download,
+# delete, watch): they keep the public API's rule, open while the server has no token and admin once it has one,
+# so the dashboard works on a fresh server. The others (settings, tokens, the cluster, upstreams) reconfigure the
+# server or run code, and always need an admin token over HTTP.
+AS_PUBLIC_API = frozenset({
+    "/lms/status", "/lms/models", "/lms/ps", "/lms/server/status", "/lms/resolve", "/lms/load", "/lms/estimate",
+    "/lms/unload", "/lms/log/stream", "/lms/events", "/lms/hub/search", "/lms/hub/variants", "/lms/downloads",
+    "/lms/downloads/{job_id}", "/lms/downloads/{job_id}/cancel", "/lms/models/remove", "/lms/models/unreadable"})
 
 
 def control_routes() -> list[Route]:
@@ -240,13 +239,14 @@ def control_routes() -> list[Route]:
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in actions.items()),
             Route("/lms/log/stream", log_stream, methods=["GET", "POST"]),
             *control_models.routes(), *control_cluster.routes(), *control_upstream.routes(),
-            *control_config.routes()]
+            *control_config.routes(), *control_events.routes(), *control_tokens.routes()]
 
 
 def remote_control_routes() -> list[Route]:
-    """The control API on the HTTP server, for the CLI on another machine: admin tokens only (lms/api/auth.py)."""
-    return [Route(route.path, admin_only(route.endpoint), methods=route.methods) for route in control_routes()
-            if route.path not in LOCAL_ONLY]
+    """The control API on the HTTP server, for the dashboard and the CLI on another machine (lms/api/auth.py)."""
+    return [Route(route.path, (as_public_api if route.path in AS_PUBLIC_API else admin_only)(route.endpoint),
+                  methods=route.methods)
+            for route in control_routes() if route.path not in LOCAL_ONLY]
 
 
 def build_control_app(daemon) -> Starlette:

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from lms.api.http import read_json
+from lms.daemon import listings
 from lms.errors import LmsError
 from lms.store import catalog, hub, removal
 from lms.store.get import download, formats_of, variants
@@ -45,7 +46,7 @@ async def start_job(request: Request):
 
 
 async def list_jobs(request: Request):
-    return JSONResponse([job.status_dict() for job in request.app.state.downloads.jobs.values()])
+    return JSONResponse(listings.downloads(request.app.state.downloads))
 
 
 async def job_status(request: Request):

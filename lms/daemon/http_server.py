@@ -75,6 +75,7 @@ class RunningServer:
     cors_origins: tuple[str, ...] = ()
     ollama_port: int | None = None
     sdk_port: int | None = None  # where LM Studio's SDKs find the server with no host given (loopback only)
+    ui: bool = True  # the dashboard at /ui
 
 
 class HTTPServerController:
@@ -92,10 +93,12 @@ class HTTPServerController:
         return {"running": True, "port": self.running.port, "bind": self.running.bind, "cors": self.running.cors,
                 "cors_origins": list(self.running.cors_origins), "allow_remote_mcp": self.running.allow_remote_mcp,
                 "token_required": token_required, "ollama_port": self.running.ollama_port,
-                "sdk_port": self.running.sdk_port}
+                "sdk_port": self.running.sdk_port, "ui": self.running.ui,
+                "allowed_hosts": [h.strip() for h in self.state.settings.allowed_hosts.split(",") if h.strip()]}
 
     async def start(self, port: int, bind: str, cors: bool, allow_remote_mcp: bool = False,
-                    cors_origins: tuple[str, ...] = (), no_auth: bool = False, ollama_port: int | None = None) -> dict:
+                    cors_origins: tuple[str, ...] = (), no_auth: bool = False, ollama_port: int | None = None,
+                    ui: bool = True) -> dict:
         if not is_loopback(bind) and not self.state.authenticator.required() and not no_auth:
             raise LmsError.forbidden(
                 f"Refusing to serve the API on {bind} without an API token: anyone on the network could use it. "
@@ -104,7 +107,7 @@ class HTTPServerController:
         allow_remote_mcp = allow_remote_mcp or self.state.settings.allow_remote_mcp
         if self.running:
             wanted = RunningServer(self.running.server, self.running.task, port, bind, cors, allow_remote_mcp,
-                                   cors_origins, ollama_port, self.running.sdk_port)
+                                   cors_origins, ollama_port, self.running.sdk_port, ui)
             if wanted == self.running:
                 return self.status()
             await self.stop()
@@ -127,7 +130,7 @@ class HTTPServerController:
         from lms.daemon.control import remote_control_routes  # the control module starts this server
 
         app = build_public_app(self.state, bind=bind, cors=cors, cors_origins=cors_origins,
-                               allow_remote_mcp=allow_remote_mcp, control_routes=remote_control_routes())
+                               allow_remote_mcp=allow_remote_mcp, control_routes=remote_control_routes(), ui=ui)
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=2, ws="websockets-sansio", http=HTTP_PROTOCOL)
         server = uvicorn.Server(config)
@@ -140,13 +143,15 @@ class HTTPServerController:
         if task.done():
             raise LmsError.internal(f"The HTTP server failed to start: {task.exception()}")
         self.running = RunningServer(server, task, port, bind, cors, allow_remote_mcp, cors_origins, ollama_port,
-                                     sdk_port)
+                                     sdk_port, ui)
         log.info("Success! HTTP server listening on %s:%d%s%s", bind, port, " (CORS enabled)" if cors else "",
                  " (remote MCP allowed)" if allow_remote_mcp else "")
         if ollama_port is not None:
             log.info("Ollama's API (and every other route) is also served on %s:%d", bind, ollama_port)
         if sdk_port is not None and sdk_port != port:
             log.info("LM Studio's SDKs find this server on 127.0.0.1:%d (no host needed)", sdk_port)
+        if ui:
+            log.info("Dashboard: http://%s:%d/ui", "127.0.0.1" if bind in ("0.0.0.0", "::") else bind, port)
         log.info("Supported endpoints:\n%s", "\n".join(_endpoint_lines(app)))
         if self.state.settings.jit_loading:
             log.info("Just-in-time model loading active.")

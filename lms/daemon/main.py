@@ -58,12 +58,14 @@ class Daemon:
         logging.getLogger().addHandler(BusHandler(self.bus))
         self.manager.start()
         self.downloads.start()
+        sampler = asyncio.create_task(self.metrics.recent.run(self.manager))
         app = build_control_app(self)
         self.control = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                                      timeout_graceful_shutdown=2, ws="none", http=HTTP_PROTOCOL))
         log.info("daemon %d ready on %s", os.getpid(), config.socket_path())
         await self.control.serve(sockets=[control_socket])  # returns on SIGTERM/SIGINT or /lms/shutdown
         log.info("shutting down")
+        sampler.cancel()
         if self.http.running:
             await self.http.stop()
         await self.manager.close()

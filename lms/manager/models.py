@@ -22,7 +22,8 @@ from lms.generation.finish import lmstudio_stop_reason
 from lms.generation.request import DraftSpec, EmbeddingRequest, GenerationRequest
 from lms.logs import LogBus
 from lms.manager import cluster, load_defaults
-from lms.manager.worker import WorkerHandle
+from lms.manager.spare import SpareWorker
+from lms.manager.worker import WorkerHandle, resident_bytes
 from lms.settings import Settings
 from lms.store import catalog, runtimes
 from lms.store.catalog import ModelEntry
@@ -88,6 +89,8 @@ class LoadedModel:
             "status": self.status,
             # requests waiting for one of the model's parallel slots
             "queued": max(self.active - self.parallel, 0),
+            "slotsInUse": min(self.active, self.parallel),
+            "memoryBytes": resident_bytes(self.worker.pid),  # the worker process's resident memory
             "parallel": self.parallel if self.entry.type == "llm" else None,
             "prefixCacheBytes": self.prefix_cache_bytes if self.entry.type == "llm" else None,
             "draftModel": self.draft_model,
@@ -179,6 +182,9 @@ class ModelManager:
         self.bus = bus or LogBus()
         self.metrics = metrics
         self._spawn_worker: SpawnWorker = spawn_worker or WorkerHandle.spawn
+        # a worker started ahead of the next load (not with a stand-in spawn: those are tests of this layer)
+        self.spare = SpareWorker(self._spawn_worker, self._on_worker_exit,
+                                 lambda: spawn_worker is None and self.settings.spare_worker)
         self.loaded: dict[str, LoadedModel] = {}
         # Memory promised to loads under way: the guardrail check of the next load counts it, so two loads
         # started at once cannot both pass a check only one of them fits in.
@@ -202,6 +208,7 @@ class ModelManager:
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_expired())
         self._upstream_refresher = asyncio.create_task(self.upstreams.keep_fresh())
+        self.spare.fill()
 
     # --- lookup -------------------------------------------------------------------------------------
 
@@ -462,8 +469,10 @@ class ModelManager:
         log.info("loading %s as %s (context %d)", entry.rel_path, identifier, context_length)
         started = time.perf_counter()
         runtime = runtime_for(entry)
-        worker = await self._spawn_worker(config.logs_dir() / "workers.log", self._on_worker_exit,
-                                          runtimes.import_path(runtimes.engine(runtime)))
+        import_path = runtimes.import_path(runtimes.engine(runtime))
+        worker = None if where else await self.spare.take(runtime, import_path)
+        if worker is None:
+            worker = await self._spawn_worker(config.logs_dir() / "workers.log", self._on_worker_exit, import_path)
         options = {"path": str(entry.path), "context_length": context_length,
                    "embedding": entry.type == "embedding", "threads": self.settings.threads,
                    "chat_template": entry.chat_template,
@@ -623,6 +632,7 @@ class ModelManager:
             if task:
                 task.cancel()
         await self.unload_all()
+        await self.spare.close()
         await self.upstreams.close()
 
     # --- work -----------------------------------------------------------------------------------------

@@ -18,10 +18,22 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psutil
+
 from lms import config
 from lms.errors import Kind, LmsError
 
 log = logging.getLogger("lms.worker")
+
+
+def resident_bytes(pid: int | None) -> int | None:
+    """A worker process's resident memory, or None when there is no such process (it ended; an upstream model)."""
+    try:
+        return psutil.Process(pid).memory_info().rss if pid else None
+    except psutil.Error:
+        return None
+
+
 _ids = itertools.count(1)
 _STREAM_LIMIT = 64 * 1024 * 1024  # one embedding result can be a large line
 
@@ -50,8 +62,9 @@ class WorkerHandle:
 
     @classmethod
     async def spawn(cls, log_path: Path, on_exit: Callable[[WorkerHandle], None],
-                    import_path: Path | None = None) -> WorkerHandle:
-        """A new worker process; `import_path` goes first on its module path (a selected engine version)."""
+                    import_path: Path | None = None, preload: str | None = None) -> WorkerHandle:
+        """A new worker process; `import_path` goes first on its module path (a selected engine version);
+        `preload` names a runtime whose engine it imports before its first request (a spare worker)."""
         parent, child = socket.socketpair()
         log_file = config.open_private(log_path, "ab")  # engines log prompts on errors
         env = dict(os.environ)
@@ -60,6 +73,7 @@ class WorkerHandle:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "runtimes.worker", "--fd", str(child.fileno()),
+                *(["--preload", preload] if preload else []),
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file, stderr=log_file, cwd=str(Path(__file__).resolve().parents[2]), env=env,
             )

@@ -3,7 +3,8 @@
 Every step puts each generating sequence's next token and as much pending prompt as the batch has room for into one
 `llama_decode`, then samples every sequence that produced logits. New requests take a free slot between steps;
 requests beyond N wait in arrival order. A prompt longer than the batch is evaluated in chunks over several steps,
-so the streams already running keep flowing.
+and while other sequences generate a step takes at most PROMPT_ROWS_WHILE_GENERATING prompt tokens, so the streams
+already running keep flowing.
 
 Prefix reuse: a new request starts from the longest token prefix it shares with any slot (its own, copied from
 another slot's sequence, restored from the host cache of finished sequences, or from the disk cache of stored
@@ -31,6 +32,10 @@ SAVE_AT_LEAST = 32  # a sequence that would lose fewer cached tokens than this i
 # An idle scheduler that gets a request waits this long for others arriving with it (clients that fire several at
 # once): they are admitted into one first step instead of queueing behind the first one's prompt.
 ADMISSION_WINDOW_SECONDS = 0.004
+# Prompt tokens a step takes while other sequences are generating: a whole batch of prompt (512 tokens, seconds on
+# a small CPU) would stall every running stream for that long; smaller chunks keep them flowing, at a small cost
+# in prompt speed. With nothing generating, a prompt takes the whole batch.
+PROMPT_ROWS_WHILE_GENERATING = 128
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Scheduler:
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.n_batch = n_batch
+        self.prompt_rows_while_generating = PROMPT_ROWS_WHILE_GENERATING
         self.max_outputs = max_outputs  # logits rows per step (the context's output buffer)
         self.slots = [Slot(seq) for seq in range(n_slots)]
         self.host_cache = host_cache
@@ -262,6 +268,8 @@ class Scheduler:
             self._fill(rows, tokens, job.evaluated, slot.seq, logits=True)
             plan.append((slot, rows, len(tokens), drafts, True))
             rows += len(tokens)
+        if rows:  # streams are generating: prompts get a small share of the step (see PROMPT_ROWS_WHILE_GENERATING)
+            budget = min(budget, rows + self.prompt_rows_while_generating)
         for slot in running:  # then prompts, oldest first, in chunks of what is left
             job = slot.job
             if job.pending <= 1 or rows >= budget:

@@ -1,0 +1,1 @@
+"""The web dashboard: static files in static/, served by lms/api/ui.py."""
