@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as common  # noqa: E402
 from bench import llama_server  # noqa: E402
-from bench.engine import long_prefix, stream, wait_ready  # noqa: E402
+from bench.engine import greedy, long_prefix, stream, wait_ready  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
-ROUNDS, SLOTS, CONTEXT, RUNNING_TOKENS, JOIN_AFTER = 3, 2, 4096, 160, 20
+ROUNDS, SLOTS, CONTEXT, RUNNING_TOKENS, JOIN_AFTER = 3, 2, 4096, 400, 20
 
 
 def token_times(port: int, body: dict, model: str | None, started_at: list[float]) -> list[float]:
@@ -42,11 +42,11 @@ def token_times(port: int, body: dict, model: str | None, started_at: list[float
     return times
 
 
-def one_round(port: int, model: str | None, nonce: str) -> dict:
-    running = {"messages": common.story(f"stall {nonce}"), "max_tokens": RUNNING_TOKENS, "temperature": 0}
-    long = {"messages": [{"role": "system", "content": long_prefix(nonce)},
-                         {"role": "user", "content": "Which hour is the lamp logged?"}],
-            "max_tokens": 8, "temperature": 0}
+def one_round(port: int, model: str | None, nonce: str, eos: int) -> dict:
+    # the running stream cannot end early (its end of text is banned): it is still streaming when the prompt lands
+    running = greedy(common.story(f"stall {nonce}"), eos, RUNNING_TOKENS)
+    long = greedy([{"role": "system", "content": long_prefix(nonce)},
+                   {"role": "user", "content": "Which hour is the lamp logged?"}], eos, 8)
     times: list[float] = []
     started: list[float] = []
     runner = threading.Thread(target=lambda: times.extend(token_times(port, running, model, started)))
@@ -54,7 +54,9 @@ def one_round(port: int, model: str | None, nonce: str) -> dict:
     while len(times) < JOIN_AFTER and runner.is_alive():
         time.sleep(0.005)
     newcomer = stream(port, long, model)
+    answered = time.perf_counter()
     runner.join()
+    assert times[-1] > answered, "the running stream ended before the newcomer's first token: raise RUNNING_TOKENS"
     gaps = [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
     return {"max_gap_ms": max(gaps), "p99_gap_ms": sorted(gaps)[min(len(gaps) - 1, round(0.99 * (len(gaps) - 1)))],
             "newcomer_ttft_ms": newcomer["ttft"] * 1000, "running_tokens": len(times)}
@@ -65,6 +67,9 @@ def median_of(rounds: list[dict]) -> dict:
 
 
 def measure() -> dict:
+    from llama_cpp import Llama
+
+    eos = Llama(model_path=str(bundled_model_file()), n_ctx=64, verbose=False, vocab_only=True).token_eos()
     home = common.temp_folder("lms-bench-stall-")
     env = common.lms_env(home, LMS_THREADS=str(common.threads()))
     lms_port, server_port = common.free_port(), common.free_port()
@@ -79,11 +84,11 @@ def measure() -> dict:
                        via=common.LMS_SCRIPT)
         wait_ready(server_port, server)
         for side_port, model in ((lms_port, BUNDLED_KEY), (server_port, None)):
-            stream(side_port, {"messages": common.story("warm-up"), "max_tokens": 8, "temperature": 0}, model)
+            stream(side_port, greedy(common.story("warm-up"), eos, 8), model)
         for round_ in range(ROUNDS):
             nonce = f"{time.time_ns()}-{round_}"
-            ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce))
-            theirs.append(one_round(server_port, None, "server " + nonce))
+            ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce, eos))
+            theirs.append(one_round(server_port, None, "server " + nonce, eos))
     finally:
         server.terminate()
         server.wait(30)

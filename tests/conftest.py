@@ -263,5 +263,5 @@ def lms_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-# The dashboard's browser tests (tests/test_ui_*.py): one browser for the session, shared by every module.
+# The dashboard's browser tests (tests/test_ui_*.py): a browser, a daemon and a page, for every module that asks.
 from tests.ui_fixtures import browser, dashboard, page  # noqa: E402, F401

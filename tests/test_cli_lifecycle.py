@@ -52,7 +52,7 @@ def test_server_start_status_stop(lms):
     assert started.stdout == ""  # messages go to stderr
     status = lms.json("server", "status")
     assert status.pop("sdkPort", None) in (None, *SDK_DISCOVERY_PORTS)  # LM Studio's SDKs find it there
-    assert status == {"running": True, "port": lms.port, "tokenRequired": False}
+    assert status == {"running": True, "port": lms.port, "tokenRequired": False, "ui": True}
     assert httpx.get(lms.base_url + "/lmstudio-greeting").json() == {"lmstudio": True}
     assert "access-control-allow-origin" not in httpx.options(
         lms.base_url + "/v1/models", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}

@@ -347,7 +347,7 @@ def test_activity_shows_live_logs_and_plots(page, dashboard, loaded):  # noqa: F
     expect()(page.get_by_test_id("plot-value-tokens-per-second")).to_have_text(re.compile(r"^\d+(\.\d+)? tok/s$"),
                                                                                timeout=LONG)
     expect()(page.get_by_test_id("plot-value-ttft")).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
-    expect()(page.get_by_test_id("plot-value-memory")).to_have_text(re.compile(r"^\d+(\.\d+)? (B|KiB|MiB|GiB)$"))
+    expect()(page.get_by_test_id("plot-value-memory")).to_have_text(re.compile(r"^\d+(\.\d+)? (B|KB|MB|GB)$"))
     shot(page, "activity")
 
     # filters: by type and by text

@@ -36,8 +36,10 @@ def _chromium() -> str:
     return shutil.which("chromium") or CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Per module, not per session: Playwright's sync API keeps an event loop running on the main thread while it
+    is open, and the tests after these (asyncio.run in the unit tests) need it gone."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -70,6 +70,21 @@ export function describeError(error) {
   return message;
 }
 
+// Unload one loaded instance from a button: the button shows the work, a toast the outcome (the lists update
+// themselves from the live feed).
+export async function unloadInstance(identifier, button) {
+  button.disabled = true;
+  button.textContent = "Unloading…";
+  try {
+    await api("/lms/unload", { identifier });
+    toast(`Unloaded ${identifier}.`, "success");
+  } catch (error) {
+    button.disabled = false;
+    button.textContent = "Unload";
+    toast(`Could not unload ${identifier}: ${describeError(error)}`, "error");
+  }
+}
+
 // --- live feed ---------------------------------------------------------------------------------------------------
 
 const handlers = new Map(LIVE_EVENTS.map((name) => [name, new Set()]));

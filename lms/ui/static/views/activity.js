@@ -2,6 +2,8 @@
 // filtered and pausable, newest at the bottom; and plots of the last minutes of metrics drawn on <canvas>.
 // Log text only ever reaches the page through textContent.
 
+import { el, formatBytes } from "../app.js";
+
 const MAX_ROWS = 500;
 const WINDOW_MS = 5 * 60 * 1000; // what the plots show
 const TEXT_PREVIEW = 600; // characters of a long entry shown before it is expanded
@@ -13,40 +15,12 @@ const TYPES = [
   { type: "runtime.log", label: "Runtime", short: "runtime" },
 ];
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value === true) node.setAttribute(key, "");
-    else node.setAttribute(key, String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
 function clock(ms) {
   const date = new Date(ms);
   const pad = (n, width = 2) => String(n).padStart(width, "0");
   return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
 }
 
-function bytes(value) {
-  if (value === null || value === undefined) return "—";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let amount = value;
-  let unit = 0;
-  while (amount >= 1024 && unit < units.length - 1) {
-    amount /= 1024;
-    unit += 1;
-  }
-  return `${amount >= 100 || unit === 0 ? Math.round(amount) : amount.toFixed(1)} ${units[unit]}`;
-}
 
 function round(value, digits = 1) {
   return Number(value).toFixed(value >= 100 ? 0 : digits);
@@ -89,7 +63,7 @@ const PLOTS = [
     format: (v) => (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${Math.round(v)} ms`), lastKnown: true },
   { name: "requests", title: "Requests", key: "requests", kind: "bars", format: (v) => `${v} / min`,
     perMinute: true },
-  { name: "memory", title: "Worker memory", key: "memory_bytes", kind: "line", format: bytes },
+  { name: "memory", title: "Worker memory", key: "memory_bytes", kind: "line", format: formatBytes },
 ];
 
 export function mount(root, ctx) {

@@ -3,6 +3,8 @@
 // this browser's localStorage, and a conversation reopened later is rebuilt from the server by walking that chain.
 // Model and user text only ever reach the page through textContent (never innerHTML).
 
+import { el } from "../app.js";
+
 const CONVERSATIONS_KEY = "lms.chat.conversations";
 const PRESETS_KEY = "lms.chat.presets";
 const MAX_CONVERSATIONS = 100;
@@ -10,24 +12,6 @@ const MAX_CHAIN = 500; // turns walked back when a conversation is reopened
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
 
 // --- small DOM helpers ------------------------------------------------------------------------------------------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value === true) node.setAttribute(key, "");
-    else node.setAttribute(key, String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 let uniqueCounter = 0;
 function uid(prefix) {

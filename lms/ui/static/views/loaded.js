@@ -1,7 +1,7 @@
 // Loaded: each loaded model, live from the `state` event: status, context, slots, queue, TTL left (counted down
 // here between updates), its worker's memory, engine and place; Unload.
 
-import { el, waitForState, formatBytes, formatDuration, formatNumber, describeError } from "../app.js";
+import { el, waitForState, formatBytes, formatDuration, formatNumber, describeError, unloadInstance } from "../app.js";
 
 const STATUS_TEXT = {
   idle: "idle",
@@ -89,18 +89,7 @@ function loadedRow(identifier, ctx) {
   let ttlRuns = false;
   let receivedAt = 0;
 
-  button.addEventListener("click", async () => {
-    button.disabled = true;
-    button.textContent = "Unloading…";
-    try {
-      await ctx.api("/lms/unload", { identifier });
-      ctx.toast(`Unloaded ${identifier}.`, "success");
-    } catch (error) {
-      button.disabled = false;
-      button.textContent = "Unload";
-      ctx.toast(`Could not unload ${identifier}: ${describeError(error)}`, "error");
-    }
-  });
+  button.addEventListener("click", () => unloadInstance(identifier, button));
 
   function ttlText() {
     if (ttlLeftMs === null) return "none";

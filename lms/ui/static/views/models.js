@@ -2,7 +2,7 @@
 // has a Load form whose memory estimate (POST /lms/estimate) is shown before loading, Unload for its loaded
 // instances, and Delete.
 
-import { el, waitForState, formatBytes, formatNumber, describeError } from "../app.js";
+import { el, waitForState, formatBytes, formatNumber, describeError, unloadInstance } from "../app.js";
 
 const ESTIMATE_DELAY_MS = 350;
 
@@ -294,19 +294,6 @@ function modelCard(modelKey, ctx) {
     }
   });
 
-  async function unload(identifier, button) {
-    button.disabled = true;
-    button.textContent = "Unloading…";
-    try {
-      await ctx.api("/lms/unload", { identifier });
-      ctx.toast(`Unloaded ${identifier}.`, "success");
-    } catch (error) {
-      button.disabled = false;
-      button.textContent = "Unload";
-      ctx.toast(`Could not unload ${identifier}: ${describeError(error)}`, "error");
-    }
-  }
-
   function renderInstances() {
     const signature = loadedHere.map((m) => `${m.identifier}:${m.status}:${m.contextLength}`).join("|");
     if (signature === instanceSignature) return;
@@ -315,7 +302,7 @@ function modelCard(modelKey, ctx) {
       const button = el("button", { type: "button", class: "small", dataset: { testid: "unload-button",
                                                                                identifier: model.identifier },
                                     text: "Unload" });
-      button.addEventListener("click", () => unload(model.identifier, button));
+      button.addEventListener("click", () => unloadInstance(model.identifier, button));
       return el("li", { dataset: { testid: "model-instance", identifier: model.identifier } },
         el("span", { class: "badge ok", text: "loaded" }),
         el("span", { class: "mono", text: model.identifier }),
