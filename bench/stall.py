@@ -24,39 +24,37 @@ from bench import llama_server  # noqa: E402
 from bench.engine import greedy, long_prefix, stream, wait_ready  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
-ROUNDS, SLOTS, CONTEXT, RUNNING_TOKENS, JOIN_AFTER = 3, 2, 4096, 400, 20
+ROUNDS, SLOTS, CONTEXT, RUNNING_TOKENS, JOIN_AFTER = 3, 2, 4096, 800, 20
 
 
-def token_times(port: int, body: dict, model: str | None, started_at: list[float]) -> list[float]:
-    """The arrival time of each streamed token (perf_counter), the request's start in started_at[0]."""
+def token_times(port: int, body: dict, model: str | None, times: list[float]) -> None:
+    """Append the arrival time of each streamed token (perf_counter) to `times` as it comes."""
     payload = {**body, "stream": True} | ({"model": model} if model else {})
-    started, connection, response = common.post_stream(port, "/v1/chat/completions", json.dumps(payload), 600)
-    started_at.append(started)
-    times = []
+    _started, connection, response = common.post_stream(port, "/v1/chat/completions", json.dumps(payload), 600)
     for line in response:
         if line.startswith(b"data: {"):
             for choice in json.loads(line[6:]).get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     times.append(time.perf_counter())
     connection.close()
-    return times
 
 
-def one_round(port: int, model: str | None, nonce: str, eos: int) -> dict:
-    # the running stream cannot end early (its end of text is banned): it is still streaming when the prompt lands
+def one_round(port: int, model: str | None, nonce: str, eos: int, ends: set[int]) -> dict:
+    # the running stream cannot end early (its ends of text and of turn are banned): it still streams when the
+    # newcomer's prompt lands
     running = greedy(common.story(f"stall {nonce}"), eos, RUNNING_TOKENS)
+    running["logit_bias"] = {str(token): -100 for token in ends}
     long = greedy([{"role": "system", "content": long_prefix(nonce)},
                    {"role": "user", "content": "Which hour is the lamp logged?"}], eos, 8)
     times: list[float] = []
-    started: list[float] = []
-    runner = threading.Thread(target=lambda: times.extend(token_times(port, running, model, started)))
+    runner = threading.Thread(target=token_times, args=(port, running, model, times))
     runner.start()
     while len(times) < JOIN_AFTER and runner.is_alive():
         time.sleep(0.005)
     newcomer = stream(port, long, model)
     answered = time.perf_counter()
     runner.join()
-    assert times[-1] > answered, "the running stream ended before the newcomer's first token: raise RUNNING_TOKENS"
+    assert times[-1] > answered, f"the running stream ended ({len(times)} tokens) before the newcomer's first token"
     gaps = [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
     return {"max_gap_ms": max(gaps), "p99_gap_ms": sorted(gaps)[min(len(gaps) - 1, round(0.99 * (len(gaps) - 1)))],
             "newcomer_ttft_ms": newcomer["ttft"] * 1000, "running_tokens": len(times)}
@@ -69,7 +67,10 @@ def median_of(rounds: list[dict]) -> dict:
 def measure() -> dict:
     from llama_cpp import Llama
 
-    eos = Llama(model_path=str(bundled_model_file()), n_ctx=64, verbose=False, vocab_only=True).token_eos()
+    vocab = Llama(model_path=str(bundled_model_file()), n_ctx=64, verbose=False, vocab_only=True)
+    eos = vocab.token_eos()
+    ends = {eos, *(ids[0] for marker in (b"<|im_end|>", b"<|im_start|>")
+                   if len(ids := vocab.tokenize(marker, add_bos=False, special=True)) == 1)}
     home = common.temp_folder("lms-bench-stall-")
     env = common.lms_env(home, LMS_THREADS=str(common.threads()))
     lms_port, server_port = common.free_port(), common.free_port()
@@ -87,8 +88,8 @@ def measure() -> dict:
             stream(side_port, greedy(common.story("warm-up"), eos, 8), model)
         for round_ in range(ROUNDS):
             nonce = f"{time.time_ns()}-{round_}"
-            ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce, eos))
-            theirs.append(one_round(server_port, None, "server " + nonce, eos))
+            ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce, eos, ends))
+            theirs.append(one_round(server_port, None, "server " + nonce, eos, ends))
     finally:
         server.terminate()
         server.wait(30)

@@ -301,7 +301,7 @@ def test_a_file_the_catalog_cannot_describe_does_not_hide_the_others(tmp_path, m
     root = tmp_path / "models"
     write_gguf(root / "Pub" / "Good-GGUF" / "good-Q4_K_M.gguf")
     odd = write_gguf(root / "Pub" / "Odd-GGUF" / "odd-Q4_K_M.gguf", context_length=4096)
-    real_header = catalog._header
+    real_header = catalog.cached_header
 
     def header(path):
         found = real_header(path)
@@ -310,5 +310,5 @@ def test_a_file_the_catalog_cannot_describe_does_not_hide_the_others(tmp_path, m
             found.metadata["general.file_type"] = {"a": "dict"}
         return found
 
-    monkeypatch.setattr(catalog, "_header", header)
+    monkeypatch.setattr(catalog, "cached_header", header)
     assert [entry.model_key for entry in catalog.scan(root)] == ["pub/good"]

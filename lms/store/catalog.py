@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lms import config
-from lms.store.gguf import GGUFHeader, read_header
+from lms.store.gguf import GGUFHeader, cached_header
 from lms.store.mlx_dirs import describe, is_mlx_folder
 
 log = logging.getLogger("lms.catalog")
@@ -171,24 +171,6 @@ class AmbiguousModel(LookupError):
         super().__init__(f"'{query}' matches several models: {', '.join(candidates)}. Use the full model key.")
 
 
-_header_cache: dict[tuple[str, int, int], GGUFHeader | Exception] = {}
-
-
-def _header(path: Path) -> GGUFHeader:
-    """A file's GGUF header, read once per version of the file (a bad one fails again without a second read)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _header_cache:
-        try:
-            _header_cache[key] = read_header(path)
-        except (OSError, ValueError) as exc:  # GGUFError is a ValueError
-            _header_cache[key] = exc
-    found = _header_cache[key]
-    if isinstance(found, Exception):
-        raise found
-    return found
-
-
 _SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})$")
 
 
@@ -278,7 +260,7 @@ def survey(root: Path | None = None) -> Survey:
             base = repo_key if len(bases) == 1 else _strip_quant(path.stem).lower()
             key = f"{publisher.lower()}/{base}"
             try:
-                entry = _entry(key, path, root, publisher, _header(path), projector)
+                entry = _entry(key, path, root, publisher, cached_header(path), projector)
             except Exception as exc:  # noqa: BLE001 - one bad file (any way bad) must not hide the other models
                 rel = str(path.relative_to(root))
                 bad.append(UnreadableModel(key, path, rel, publisher, "gguf", _size(split_parts(path) or [path]),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lms.store.catalog import ModelEntry
-from lms.store.gguf import GGUFHeader, read_header
+from lms.store.gguf import GGUFHeader, cached_header
 
 MiB = 1024 * 1024
 WORKER_BASELINE = 46 * MiB  # Python, llama_cpp and numpy in a worker that holds no model
@@ -119,7 +119,7 @@ def estimate(entry: ModelEntry, context_length: int, gpu_ratio: float = 0.0, par
     compute buffers for `batch_size` tokens a step, with or without flash attention ("off" adds the scores)."""
     if entry.format == "mlx":
         return _mlx_estimate(entry, context_length, gpu_ratio)
-    header = header or read_header(entry.path)
+    header = header or cached_header(entry.path)
     if entry.type == "embedding":
         context = prefix_cache = 0
         compute = compute_bytes(header)
@@ -149,7 +149,7 @@ def largest_context(entry: ModelEntry, room: int, parallel: int = 1, kv_cache_ty
     """The longest context (a multiple of `granularity` when above it, at most the model's maximum) whose estimate
     fits in `room` bytes; 0 when not even one token does. The estimate grows with the context, so a bisection
     finds it."""
-    header = read_header(entry.path) if entry.format != "mlx" else None
+    header = cached_header(entry.path) if entry.format != "mlx" else None
 
     def fits(n: int) -> bool:
         return estimate(entry, n, 0.0, parallel, kv_cache_type, batch_size, flash_attention, header).total_bytes \

@@ -16,7 +16,7 @@ from lms.api.ollama.schemas import NamedModelBody
 from lms.api.ollama.wire import ollama_route, rfc3339
 from lms.manager.models import LoadedModel
 from lms.store.catalog import ModelEntry
-from lms.store.gguf import GGUFError, read_header
+from lms.store.gguf import GGUFError, cached_header
 from lms.store.vocab import fill_in_the_middle_tokens
 
 # The Ollama API version we follow. Clients compare it (GitHub Copilot needs at least 0.6.4).
@@ -88,7 +88,7 @@ def _model_info(entry: ModelEntry) -> dict:
             entry.max_context_length}
     if entry.format == "gguf":
         try:
-            header = read_header(entry.path)
+            header = cached_header(entry.path)
         except (OSError, GGUFError):
             return info
         info.update({key: value for key, value in header.metadata.items()
