@@ -15,6 +15,7 @@ import uvicorn
 from lms import config, db
 from lms.conversation.store import ResponseStore
 from lms.daemon.control import build_control_app
+from lms.daemon.control_events import StateWatch
 from lms.daemon.http_server import HTTP_PROTOCOL, HTTPServerController
 from lms.logs import BusHandler, DatedFileHandler, LogBus
 from lms.manager.models import ModelManager
@@ -47,6 +48,7 @@ class Daemon:
         self.downloads = DownloadManager(reserve_bytes=self.settings.download_reserve_bytes, database=self.database)
         self.authenticator = Authenticator(TokenStore(database=self.database), self.settings.api_token)
         self.http = HTTPServerController(self)
+        self.state_watch = StateWatch(self)  # what /lms/events sends as `state`, one watcher for every page
         self.control: uvicorn.Server | None = None
 
     def request_shutdown(self) -> None:

@@ -65,7 +65,7 @@ class SpareWorker:
         if worker is None or not worker.alive:
             return None
         if spare_path != import_path:  # another engine version was selected since it started
-            asyncio.create_task(worker.stop())
+            await worker.stop()
             return None
         log.info("loading in the spare worker (pid %d)", worker.pid)
         return worker
