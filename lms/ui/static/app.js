@@ -114,8 +114,16 @@ function setLive(state, error) {
   dispatch("connection", { state, message: error ? describeError(error) : null });
 }
 
-// Keeps a view's "waiting" line truthful until the first `state` arrives: why the feed is not there, if it is not.
-export function waitForState(ctx, node) {
+// A view draws every `state` with `render` (at once when one has come); until the first arrives, `node` says why
+// the feed is not there, if it is not.
+export function followState(ctx, render, node) {
+  ctx.on("state", render);
+  const current = ctx.latest("state");
+  if (current) render(current);
+  else waitForState(ctx, node);
+}
+
+function waitForState(ctx, node) {
   const show = ({ state, message }) => {
     if (ctx.latest("state")) return;
     node.classList.toggle("error", state !== "live");

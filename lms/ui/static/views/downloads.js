@@ -2,7 +2,7 @@
 // start a download (POST /lms/downloads); the jobs come live from the `state` event with progress, speed and ETA,
 // Cancel while running and Resume (start again) once cancelled or failed.
 
-import { el, waitForState, formatBytes, formatDuration, formatNumber, describeError } from "../app.js";
+import { el, followState, formatBytes, formatDuration, formatNumber, describeError } from "../app.js";
 
 const STATUS_BADGE = {
   downloading: "accent",
@@ -186,10 +186,7 @@ export function mount(root, ctx) {
     jobsStatus.textContent = "No downloads yet.";
   }
 
-  ctx.on("state", render);
-  const current = ctx.latest("state");
-  if (current) render(current);
-  else waitForState(ctx, jobsStatus);
+  followState(ctx, render, jobsStatus);
 }
 
 function jobRow(jobId, ctx) {

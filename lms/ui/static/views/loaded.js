@@ -1,7 +1,7 @@
 // Loaded: each loaded model, live from the `state` event: status, context, slots, queue, TTL left (counted down
 // here between updates), its worker's memory, engine and place; Unload.
 
-import { el, waitForState, formatBytes, formatDuration, formatNumber, describeError, unloadInstance } from "../app.js";
+import { el, followState, formatBytes, formatDuration, formatNumber, describeError, unloadInstance } from "../app.js";
 
 const STATUS_TEXT = {
   idle: "idle",
@@ -68,10 +68,7 @@ export function mount(root, ctx) {
     for (const row of rows.values()) row.tick();
   }, 1000);
 
-  ctx.on("state", render);
-  const current = ctx.latest("state");
-  if (current) render(current);
-  else waitForState(ctx, status);
+  followState(ctx, render, status);
 }
 
 function loadedRow(identifier, ctx) {

@@ -2,7 +2,7 @@
 // has a Load form whose memory estimate (POST /lms/estimate) is shown before loading, Unload for its loaded
 // instances, and Delete.
 
-import { el, waitForState, formatBytes, formatNumber, describeError, unloadInstance } from "../app.js";
+import { el, followState, formatBytes, formatNumber, describeError, unloadInstance } from "../app.js";
 
 const ESTIMATE_DELAY_MS = 350;
 
@@ -59,10 +59,7 @@ export function mount(root, ctx) {
     status.textContent = "No models downloaded yet. Find one in Downloads.";
   }
 
-  ctx.on("state", render);
-  const current = ctx.latest("state");
-  if (current) render(current);
-  else waitForState(ctx, status);
+  followState(ctx, render, status);
 }
 
 function capabilityBadges(entry) {
