@@ -144,7 +144,7 @@ def raw_llama(model: Path, context: int):
     """Bare llama-cpp-python on `model` with the benchmark's threads, and the model's chat template."""
     from llama_cpp import Llama
 
-    from lms.store.catalog import read_header
+    from lms.store.gguf import read_header
 
     llm = Llama(model_path=str(model), n_ctx=context, n_threads=threads(), n_threads_batch=threads(), verbose=False)
     return llm, read_header(model).metadata.get("tokenizer.chat_template")

@@ -1,10 +1,14 @@
 """Engine benchmark, side by side in one run: lms, raw llama-cpp-python and llama.cpp's own llama-server, on the same
-model, threads and prompts (issue: continuous batching, prefix cache, speculative decoding).
+model, threads and prompts (issue: continuous batching, prefix cache, speculative decoding). Both servers are up at
+once and alternate in every round, so that drift in the machine's speed (often 20% within minutes here) falls on
+both alike.
 
 Measured:
 - single-stream decode tok/s and time to first token (256-token greedy streams, end-of-text banned);
 - aggregate decode tok/s and per-request latency (p50/p99) at 1, 2, 4 and 8 concurrent streams, both servers
-  with 4 parallel slots (llama-server `-np 4`, lms `--parallel 4`), each slot with the same context;
+  with 4 parallel slots (llama-server `-np 4`, lms `--parallel 4`), each slot with the same context; and the CPU
+  time the serving processes spend per generated token (lms: the daemon and the worker), which shows what our
+  layers add to the same kernels;
 - a second request sharing a ~1,000-token prefix with an earlier one: its TTFT against the cold one;
 - speculative decoding: a larger same-vocabulary target (the bundled model requantized) alone and with the
   bundled Q4_1 as draft, on lms, with the texts compared.
@@ -14,15 +18,16 @@ Measured:
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -68,9 +73,15 @@ def stream(port: int, body: dict, model: str | None = None) -> dict:
             "tokens": tokens, "latency": ended - started, "text": "".join(text)}
 
 
-def concurrent(port: int, bodies: list[dict], model: str | None) -> dict:
-    """Send every body at once; aggregate tok/s over the wall time, and each request's latency."""
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def concurrent(port: int, bodies: list[dict], model: str | None, pids: list[int] = ()) -> dict:
+    """Send every body at once; aggregate tok/s over the wall time, each request's latency, and the CPU time the
+    serving processes (`pids`) spent per generated token."""
     results: list[dict] = [None] * len(bodies)
+    cpu_before = cpu_seconds(pids)
 
     def one(index: int) -> None:
         results[index] = stream(port, bodies[index], model)
@@ -82,8 +93,10 @@ def concurrent(port: int, bodies: list[dict], model: str | None) -> dict:
     for worker in workers:
         worker.join()
     wall = time.perf_counter() - started
-    return {"aggregate": sum(r["tokens"] for r in results) / wall, "latencies": [r["latency"] for r in results],
-            "last_ttft": max(r["ttft"] for r in results)}
+    tokens = sum(r["tokens"] for r in results)
+    return {"aggregate": tokens / wall, "latencies": [r["latency"] for r in results],
+            "last_ttft": max(r["ttft"] for r in results), "cpu_ms_per_token": (cpu_seconds(pids) - cpu_before)
+            / tokens * 1000}
 
 
 def greedy(messages: list[dict], eos: int, tokens: int = TOKENS) -> dict:
@@ -126,69 +139,66 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def serve_measure(port: int, model: str | None, eos: int) -> dict:
-    """Everything both servers are measured on."""
-    stream(port, greedy(common.story("warm-up"), eos, 16), model)
-    singles = [stream(port, greedy(common.story(f"single {time.time_ns()}"), eos), model) for _ in range(ROUNDS)]
-    result = {"decode": statistics.median(s["decode"] for s in singles),
-              "ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000, "streams": {}}
+@dataclass
+class Side:
+    """One server under measurement: its port, the model name to send (None: its only model) and the processes
+    that serve (their CPU time per token)."""
+    port: int
+    model: str | None
+    pids: list[int]
+
+
+def serve_measure(sides: dict[str, Side], eos: int) -> dict[str, dict]:
+    """Everything both servers are measured on, the servers alternated in every round (both are up at once), so
+    that the machine's drift, large here, falls on both alike."""
+    for side in sides.values():
+        stream(side.port, greedy(common.story("warm-up"), eos, 16), side.model)
+    singles: dict[str, list[dict]] = {name: [] for name in sides}
+    for _ in range(ROUNDS):
+        for name, side in sides.items():
+            singles[name].append(stream(side.port, greedy(common.story(f"single {time.time_ns()}"), eos),
+                                        side.model))
+    results = {name: {"decode": statistics.median(s["decode"] for s in runs),
+                      "ttft_ms": statistics.median(s["ttft"] for s in runs) * 1000, "streams": {}}
+               for name, runs in singles.items()}
     for count in CONCURRENCY:
-        rounds = [concurrent(port, [greedy(common.story(f"{count}-{i}-{time.time_ns()}"), eos)
-                                    for i in range(count)], model)
-                  for _ in range(2)]
-        latencies = [value for r in rounds for value in r["latencies"]]
-        result["streams"][count] = {"aggregate": statistics.median(r["aggregate"] for r in rounds),
-                                    "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99),
-                                    "last_ttft_ms": statistics.median(r["last_ttft"] for r in rounds) * 1000}
-    result["prefix"] = prefix_reuse(port, model, eos)
-    return result
-
-
-def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("llama-server exited at start")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("llama-server did not become ready")
-
-
-def measure_llama_server(model: Path, eos: int) -> dict:
-    binary = llama_server.binary()
-    port = common.free_port()
-    process = subprocess.Popen([str(binary), "-m", str(model), "-c", str(CONTEXT * SLOTS), "-np", str(SLOTS),
-                                "-t", str(common.threads()), "-tb", str(common.threads()), "--host", "127.0.0.1",
-                                "--port", str(port), "--no-webui"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(port, process)
-        return serve_measure(port, None, eos)
-    finally:
-        process.terminate()
-        process.wait(30)
+        rounds: dict[str, list[dict]] = {name: [] for name in sides}
+        for _ in range(ROUNDS):
+            for name, side in sides.items():
+                bodies = [greedy(common.story(f"{count}-{i}-{time.time_ns()}"), eos) for i in range(count)]
+                rounds[name].append(concurrent(side.port, bodies, side.model, side.pids))
+        for name, runs in rounds.items():
+            latencies = [value for r in runs for value in r["latencies"]]
+            results[name]["streams"][count] = {
+                "aggregate": statistics.median(r["aggregate"] for r in runs),
+                "aggregate_runs": [r["aggregate"] for r in runs],
+                "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99),
+                "last_ttft_ms": statistics.median(r["last_ttft"] for r in runs) * 1000,
+                "cpu_ms_per_token": statistics.median(r["cpu_ms_per_token"] for r in runs)}
+    for name, side in sides.items():
+        results[name]["prefix"] = prefix_reuse(side.port, side.model, eos)
+    return results
 
 
 def lms(env: dict, *args: str) -> str:
     return common.lms_cli(env, *args, via=common.LMS_SCRIPT)
 
 
-def measure_lms(eos: int) -> dict:
+def measure_servers(model: Path, eos: int) -> dict[str, dict]:
+    """lms (daemon and worker) and llama-server, both up, measured alternately; then lms's speculative decoding."""
     home = common.temp_folder("lms-bench-engine-")
     env = common.lms_env(home, LMS_THREADS=str(common.threads()), LMS_JIT_AUTO_EVICT="false")
     port = common.free_port()
     try:
         lms(env, "server", "start", "-p", str(port))
         lms(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "--parallel", str(SLOTS), "-y")
-        result = serve_measure(port, BUNDLED_KEY, eos)
-        result["speculative"] = speculative(env, home, port, eos)
-        return result
+        control = common.control(home)
+        pids = [control.get("/lms/status")["pid"], *(loaded["pid"] for loaded in control.get("/lms/ps"))]
+        with llama_server.serving(model, CONTEXT * SLOTS, SLOTS) as (server_port, server_pid):
+            results = serve_measure({"lms": Side(port, BUNDLED_KEY, pids),
+                                     "llama_server": Side(server_port, None, [server_pid])}, eos)
+        results["lms"]["speculative"] = speculative(env, home, port, eos)
+        return results
     finally:
         common.daemon_down(env, via=common.LMS_SCRIPT)
         shutil.rmtree(home, ignore_errors=True)
@@ -229,7 +239,7 @@ def measure() -> dict:
 
     eos = Llama(model_path=str(model), n_ctx=64, verbose=False, vocab_only=True).token_eos()
     return {"threads": common.threads(), "slots": SLOTS, "context_per_slot": CONTEXT, "tokens": TOKENS,
-            "raw": measure_raw(model, eos), "llama_server": measure_llama_server(model, eos), "lms": measure_lms(eos)}
+            "raw": measure_raw(model, eos), **measure_servers(model, eos)}
 
 
 def rows(results: dict) -> list[tuple[str, str, str]]:
@@ -245,12 +255,15 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         mine, theirs = ours["streams"][count], server["streams"][count]
         table.append((f"engine: {count} streams aggregate tok/s lms / llama-server",
                       f"{mine['aggregate']:.1f} / {theirs['aggregate']:.1f}", ""))
-        table.append((f"engine: {count} streams aggregate ratio", f"{mine['aggregate'] / theirs['aggregate']:.3f}",
-                      ">= 1.10" if count in (4, 8) else ""))
+        per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(mine["aggregate_runs"], theirs["aggregate_runs"]))
+        table.append((f"engine: {count} streams aggregate ratio (rounds {per_round})",
+                      f"{mine['aggregate'] / theirs['aggregate']:.3f}", ">= 1.10" if count in (4, 8) else ""))
         if count > 1:
             table.append((f"engine: {count} streams TTFT of the last to start, ms lms / llama-server",
                           f"{mine['last_ttft_ms']:.0f} / {theirs['last_ttft_ms']:.0f}",
                           "lms <= llama-server" if count == 4 else ""))
+        table.append((f"engine: {count} streams CPU ms per token, daemon and worker / llama-server",
+                      f"{mine['cpu_ms_per_token']:.1f} / {theirs['cpu_ms_per_token']:.1f}", ""))
         table.append((f"engine: {count} streams latency p50/p99 s lms | llama-server",
                       f"{mine['p50_s']:.1f}/{mine['p99_s']:.1f} | {theirs['p50_s']:.1f}/{theirs['p99_s']:.1f}", ""))
     for name, side in (("lms", ours), ("llama-server", server)):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as common  # noqa: E402
 from bench import llama_server  # noqa: E402
-from bench.engine import stream, wait_ready  # noqa: E402
+from bench.engine import stream  # noqa: E402
 from tools.qwen_coder_gguf import ensure_qwen_coder_gguf  # noqa: E402
 
 ROUNDS = 3
@@ -102,31 +101,13 @@ def measure_lms() -> dict:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def start_llama_server(model: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    port = common.free_port()
-    process = subprocess.Popen([str(llama_server.binary()), "-m", str(model), "-c", str(CONTEXT), "-np", "1",
-                                "-t", str(common.threads()), "-tb", str(common.threads()), "--host", "127.0.0.1",
-                                "--port", str(port), "--no-webui", "-fa", "off", *extra],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(port, process)
-    return process, port
-
-
 def measure_llama_server() -> dict:
     model = ensure_qwen_coder_gguf()
-    plain, plain_port = start_llama_server(model)
-    try:
-        drafted, drafted_port = start_llama_server(model, "--spec-type", "ngram-simple")
-        try:
-            for port in (plain_port, drafted_port):
-                stream(port, body(CHAT, 16))  # warm-up
-            return compare(plain_port, None, {}, {}, drafted_port)
-        finally:
-            drafted.terminate()
-            drafted.wait(30)
-    finally:
-        plain.terminate()
-        plain.wait(30)
+    with llama_server.serving(model, CONTEXT, 1, "-fa", "off") as (plain_port, _), \
+            llama_server.serving(model, CONTEXT, 1, "-fa", "off", "--spec-type", "ngram-simple") as (drafted_port, _):
+        for port in (plain_port, drafted_port):
+            stream(port, body(CHAT, 16))  # warm-up
+        return compare(plain_port, None, {}, {}, drafted_port)
 
 
 def measure() -> dict:

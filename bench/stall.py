@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as common  # noqa: E402
 from bench import llama_server  # noqa: E402
-from bench.engine import greedy, long_prefix, stream, wait_ready  # noqa: E402
+from bench.engine import greedy, long_prefix, stream  # noqa: E402
 from lms.store.catalog import BUNDLED_KEY, bundled_model_file  # noqa: E402
 
 ROUNDS, SLOTS, CONTEXT, RUNNING_TOKENS, JOIN_AFTER = 3, 2, 4096, 800, 20
@@ -73,26 +72,20 @@ def measure() -> dict:
                    if len(ids := vocab.tokenize(marker, add_bos=False, special=True)) == 1)}
     home = common.temp_folder("lms-bench-stall-")
     env = common.lms_env(home, LMS_THREADS=str(common.threads()))
-    lms_port, server_port = common.free_port(), common.free_port()
-    server = subprocess.Popen([str(llama_server.binary()), "-m", str(bundled_model_file()), "-c",
-                               str(CONTEXT * SLOTS), "-np", str(SLOTS), "-t", str(common.threads()), "-tb",
-                               str(common.threads()), "--host", "127.0.0.1", "--port", str(server_port),
-                               "--no-webui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lms_port = common.free_port()
     ours, theirs = [], []
     try:
         common.lms_cli(env, "server", "start", "-p", str(lms_port), via=common.LMS_SCRIPT)
         common.lms_cli(env, "load", BUNDLED_KEY, "-c", str(CONTEXT), "--parallel", str(SLOTS), "-y",
                        via=common.LMS_SCRIPT)
-        wait_ready(server_port, server)
-        for side_port, model in ((lms_port, BUNDLED_KEY), (server_port, None)):
-            stream(side_port, greedy(common.story("warm-up"), eos, 8), model)
-        for round_ in range(ROUNDS):
-            nonce = f"{time.time_ns()}-{round_}"
-            ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce, eos, ends))
-            theirs.append(one_round(server_port, None, "server " + nonce, eos, ends))
+        with llama_server.serving(bundled_model_file(), CONTEXT * SLOTS, SLOTS) as (server_port, _):
+            for side_port, model in ((lms_port, BUNDLED_KEY), (server_port, None)):
+                stream(side_port, greedy(common.story("warm-up"), eos, 8), model)
+            for round_ in range(ROUNDS):
+                nonce = f"{time.time_ns()}-{round_}"
+                ours.append(one_round(lms_port, BUNDLED_KEY, "lms " + nonce, eos, ends))
+                theirs.append(one_round(server_port, None, "server " + nonce, eos, ends))
     finally:
-        server.terminate()
-        server.wait(30)
         common.daemon_down(env, via=common.LMS_SCRIPT)
         shutil.rmtree(home, ignore_errors=True)
     return {"lms": median_of(ours), "llama_server": median_of(theirs), "rounds": ROUNDS}

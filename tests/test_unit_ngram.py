@@ -63,7 +63,23 @@ def test_the_length_is_capped_and_a_partial_take_sets_it_just_above():
 def test_a_new_job_in_the_same_slot_starts_a_fresh_index():
     lookup = PromptLookup()
     first = [1, 2, 3, 1, 2]
-    assert lookup.propose(0, first, 4) == [3, 1, 2]
+    assert lookup.propose(0, first, 4) == [3, 1, 2, 3]
     second = [7, 8, 9, 7, 8]
-    assert lookup.propose(0, second, 4) == [9, 7, 8]  # nothing from the first job's text
+    assert lookup.propose(0, second, 4) == [9, 7, 8, 9]  # nothing from the first job's text
     assert lookup.propose(1, [4, 5, 6], 4) == []  # sequences are apart
+
+
+def test_a_text_that_repeats_itself_is_carried_on_past_its_end():
+    lookup = PromptLookup()
+    loop = [20, 21, 22, 23, 24]
+    tokens = [1, 2, *loop, *loop, 20, 21]  # a loop of five tokens, two tokens into its third turn
+    state = lookup.sequences.setdefault(0, ngram._Sequence(tokens=tokens))
+    state.length = 12
+    assert lookup.propose(0, tokens, 12) == [22, 23, 24, 20, 21, 22, 23, 24, 20, 21, 22, 23]
+
+
+def test_a_draft_stops_after_a_token_that_ends_the_text():
+    end_of_turn = 99
+    lookup = PromptLookup(lambda token: token == end_of_turn)
+    tokens = [1, 2, 3, 4, end_of_turn, 50, 51, 52, 1, 2]  # the prompt's block ends its turn; the answer copies it
+    assert lookup.propose(0, tokens, 8) == [3, 4, end_of_turn]  # not the next turn's header after it

@@ -28,6 +28,15 @@ def test_a_free_slot_is_chosen_by_useful_prefix_then_empty_then_least_recently_u
     assert max([kept, stale], key=lambda s: Scheduler._fitness(s, job(other))) is stale
 
 
+def test_without_a_useful_prefix_a_slot_next_to_the_running_sequences_is_chosen():
+    near = Slot(1, tokens=list(range(700, 760)), used_at=2.0)
+    far = Slot(3, used_at=0.0)  # empty and long unused, but a step with sequences 0 and 3 spans four KV streams
+    assert max([far, near], key=lambda s: Scheduler._fitness(s, job(list(range(50))), running=[0])) is near
+    assert max([far, near], key=lambda s: Scheduler._fitness(s, job(list(range(50))))) is far  # nothing running
+    held = Slot(3, tokens=list(range(100)), used_at=0.0)
+    assert max([near, held], key=lambda s: Scheduler._fitness(s, job(list(range(100)) + [5]), running=[0])) is held
+
+
 def test_the_host_cache_finds_the_longest_prefix_and_keeps_the_useful_entry_last_out():
     cache = HostCache(1000)
     cache.entries = {1: Saved([1, 2, 3, 4], b"a" * 10), 2: Saved([1, 2, 9], b"b" * 10)}

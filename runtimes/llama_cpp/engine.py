@@ -100,7 +100,9 @@ class LlamaCppEngine:
         spec = DraftSpec(**draft) if draft else None
         self.default_draft = self._draft(spec) if spec else None
         self.default_draft_tokens = (spec.max_tokens if spec else None) or DEFAULT_DRAFT_TOKENS
-        self.lookup = PromptLookup()  # one for every slot: it keeps each sequence's index apart
+        vocab = self.vocab  # one lookup for every slot: it keeps each sequence's index apart
+        self.lookup = PromptLookup(lambda token: llama_cpp.llama_vocab_is_eog(vocab, token)
+                                   or llama_cpp.llama_vocab_is_control(vocab, token))
         self.speculative = speculative if speculative == "ngram" else None
 
     # --- model facts ----------------------------------------------------------------------------------------

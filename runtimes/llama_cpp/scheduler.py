@@ -19,7 +19,7 @@ import collections
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -145,7 +145,8 @@ class Scheduler:
                 if not free or not self.waiting:
                     return
                 job = self.waiting.popleft()
-            slot = max(free, key=lambda s: self._fitness(s, job))
+            running = [s.seq for s in self.slots if s.job]
+            slot = max(free, key=lambda s: self._fitness(s, job, running))
             try:
                 self._place(job, slot)
             except Exception as exc:  # e.g. an image that cannot be decoded: this request fails, alone
@@ -154,12 +155,17 @@ class Scheduler:
                 job.fail(exc)
 
     @staticmethod
-    def _fitness(slot: Slot, job: Job) -> tuple[int, bool, float]:
+    def _fitness(slot: Slot, job: Job, running: Sequence[int] = ()) -> tuple[int, int, bool, float]:
         """Which free slot a job takes: the one sharing a useful prefix with it (more than a chat template's
-        opening), else an empty one, else the least recently used, so that caches live as long as they can."""
+        opening), else the one that keeps the running sequences (`running`: their ids) closest together, else an
+        empty one, else the least recently used, so that caches live as long as they can. Closeness matters because
+        a step attends over every KV stream from the lowest sequence in it to the highest: measured on the bundled
+        model, sequences 0 and 3 take 19 ms a step, 0 and 1 (or 1 and 2) 15 ms."""
         shared = common_prefix(slot.tokens, job.tokens)
         useful = shared if shared >= max(SAVE_AT_LEAST, len(job.tokens) // 10) else 0
-        return useful, not slot.tokens, -slot.used_at
+        seqs = [*running, slot.seq]
+        spanned = max(seqs) - min(seqs) + 1
+        return useful, -spanned, not slot.tokens, -slot.used_at
 
     def _place(self, job: Job, slot: Slot) -> None:
         """Seat a job in a slot, starting from the longest prefix any cache holds."""
