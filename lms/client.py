@@ -17,7 +17,6 @@ import os
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -226,6 +225,8 @@ def connect() -> DaemonClient | None:
 
 def start_daemon(timeout: float = 60.0) -> int:
     """Start the daemon in the background (detached from this terminal) and wait until it answers."""
+    import subprocess  # only here: its import is a tenth of a listing's start-up
+
     log_path = config.logs_dir() / "daemon-stdio.log"
     log = config.open_private(log_path, "ab")
     written_before = log.tell()

@@ -3,7 +3,6 @@ lms/settings.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -70,6 +69,8 @@ def socket_path(for_home: Path | None = None) -> Path:
     path = base / ".internal" / "daemon.sock"
     if len(str(path)) < 100:
         return path
+    import hashlib  # rarely needed, and its OpenSSL import costs every command ~5 ms
+
     digest = hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:16]
     return Path(os.environ.get("TMPDIR", "/tmp")) / f"lms-{digest}.sock"
 

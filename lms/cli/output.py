@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
 
 from lms.sizes import file_size, memory_size  # noqa: F401  (the CLI prints sizes through this module)
+
+TYPE_CHECKING = False  # not typing's own: importing typing costs every command ~3 ms
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def info(message: str = "") -> None:
