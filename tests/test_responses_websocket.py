@@ -62,4 +62,11 @@ def test_bad_messages_get_an_error_and_the_socket_stays_open(served):
         assert json.loads(socket.recv(timeout=30))["error"]["code"] == "invalid_json"
         socket.send(json.dumps({"type": "response.cancel"}))
         assert json.loads(socket.recv(timeout=30))["error"]["code"] == "invalid_message"
+        socket.send(b"\xff\xfe not UTF-8")  # a binary frame: read as JSON like a text one
+        assert json.loads(socket.recv(timeout=30))["error"]["code"] == "invalid_json"
         assert turn(socket, input="Hi")[-1]["type"] in ("response.completed", "response.incomplete")
+        socket.send(json.dumps({"type": "response.create", "model": CHAT_MODEL, "input": "Hi",
+                                "max_output_tokens": 4}).encode())
+        while (event := json.loads(socket.recv(timeout=120)))["type"] not in ("response.completed",
+                                                                               "response.incomplete"):
+            assert event["type"] != "response.failed", event

@@ -52,6 +52,8 @@ def test_the_page_is_served_with_strict_headers_and_browsers_are_sent_to_it(serv
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{server.base_url}/ui/../lms.db").status_code == 404
     assert httpx.get(f"{server.base_url}/ui/%2e%2e/%2e%2e/pyproject.toml").status_code == 404
+    assert httpx.get(f"{server.base_url}/ui/%00").status_code == 404  # no file can have such a name
+    assert httpx.get(f"{server.base_url}/ui/{'a' * 300}.js").status_code == 404  # nor one this long
     browser_like = httpx.get(f"{server.base_url}/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert browser_like.status_code == 307 and browser_like.headers["location"] == "/ui/"
     assert httpx.get(f"{server.base_url}/").text == "Ollama is running"  # a program still gets Ollama's answer

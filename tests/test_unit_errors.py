@@ -1,8 +1,11 @@
-"""CatchUnexpected: a bug in a route is a 500 in the OpenAI shape on a connection that stays usable."""
+"""CatchUnexpected: a bug in a route is a 500 in the OpenAI shape on a connection that stays usable; a client that
+leaves before sending its whole request is no bug."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import threading
 import time
 
@@ -34,9 +37,14 @@ async def broken_midway(_request):
     return StreamingResponse(body())
 
 
+async def reads_body(request):
+    return JSONResponse({"size": len(await request.body())})
+
+
 @pytest.fixture(scope="module")
 def server():
-    app = Starlette(routes=[Route("/broken", broken), Route("/fine", fine), Route("/midway", broken_midway)],
+    app = Starlette(routes=[Route("/broken", broken), Route("/fine", fine), Route("/midway", broken_midway),
+                            Route("/body", reads_body, methods=["POST"])],
                     middleware=[Middleware(CatchUnexpected)], exception_handlers=EXCEPTION_HANDLERS)
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="critical")
     running = uvicorn.Server(config)
@@ -66,3 +74,20 @@ def test_a_bug_after_the_answer_started_cuts_it(server):
         with pytest.raises(httpx.HTTPError):
             client.get("/midway").read()
         assert client.get("/fine").json() == {"ok": True}
+
+
+def test_a_client_gone_before_its_whole_body_is_no_internal_error(server, caplog):
+    caplog.set_level(logging.INFO, logger="lms.server")
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n{\"a\":")
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while not any("went away" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    messages = [r.getMessage() for r in caplog.records if r.name == "lms.server"]
+    assert any("went away" in m for m in messages), messages
+    assert not any("Internal error" in m for m in messages), messages
+    with httpx.Client(base_url=server) as client:
+        assert client.post("/body", content=b"{}").json() == {"size": 2}

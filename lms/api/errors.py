@@ -10,7 +10,7 @@ import logging
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -128,6 +128,9 @@ class CatchUnexpected:
 
         try:
             await self.app(scope, receive, watched_send)
+        except ClientDisconnect:  # it left before its request was read whole: nobody to answer, nothing broken
+            log.info("%s %s: the client went away before sending its whole request", scope.get("method"),
+                     scope.get("path"))
         except Exception as exc:
             if started:
                 raise

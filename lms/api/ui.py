@@ -36,8 +36,12 @@ def is_ui_path(path: str) -> bool:
 
 async def _file(request: Request) -> Response:
     relative = request.path_params.get("path") or "index.html"
-    target = (STATIC / relative).resolve()
-    if not target.is_relative_to(STATIC) or not target.is_file():
+    try:
+        target = (STATIC / relative).resolve()
+        found = target.is_relative_to(STATIC) and target.is_file()
+    except (OSError, ValueError):  # a name no file can have (a NUL byte, one too long)
+        found = False
+    if not found:
         raise LmsError.not_found(f"No dashboard file '{relative}'.", code="not_found")
     return FileResponse(target, headers=SECURITY_HEADERS)
 

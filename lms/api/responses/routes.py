@@ -156,14 +156,16 @@ async def websocket(socket: WebSocket):
     opened = time.monotonic()
     try:
         while True:
-            message = await socket.receive_text()
+            message = await _next_message(socket)
+            if message is None:
+                return
             if time.monotonic() - opened > WEBSOCKET_LIFETIME_SECONDS:
                 await _ws_error(socket, LmsError.invalid("The connection reached its 60-minute limit; reconnect.",
                                                          code="websocket_connection_limit_reached"))
                 await socket.close()
                 return
             try:
-                data = parse_json_object(message.encode("utf-8", "surrogatepass"))
+                data = parse_json_object(message)
                 if data.get("type") != "response.create":
                     raise LmsError.invalid("Messages must be JSON objects of type 'response.create'.", "type",
                                            code="invalid_message")
@@ -182,6 +184,17 @@ async def websocket(socket: WebSocket):
                 await _ws_error(socket, exc)
     except WebSocketDisconnect:
         return
+
+
+async def _next_message(socket: WebSocket) -> bytes | None:
+    """The next message as bytes: a text frame's UTF-8, or a binary frame as sent (JSON either way, checked by
+    the caller); None once the client has gone."""
+    message = await socket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    if message.get("text") is not None:
+        return message["text"].encode("utf-8", "surrogatepass")
+    return message.get("bytes") or b""
 
 
 async def _ws_error(socket: WebSocket, error: LmsError) -> None:
