@@ -18,6 +18,7 @@ class Kind(StrEnum):
     NOT_FOUND = "not_found"  # a model, response, job or endpoint that does not exist
     CONFLICT = "conflict"  # the current state does not allow it (identifier in use, server not running)
     TOO_LARGE = "too_large"  # a body or file over its limit
+    TIMEOUT = "timeout"  # the request itself did not arrive in time (a body sent too slowly)
     MEDIA_TYPE = "media_type"  # a body that is not JSON where JSON is taken
     CANCELLED = "cancelled"  # the client went away
     UNAVAILABLE = "unavailable"  # retry later: a worker died, a model is going away
@@ -56,6 +57,7 @@ class LmsError(Exception):
     not_found = _constructor(Kind.NOT_FOUND, "not_found")
     conflict = _constructor(Kind.CONFLICT)
     too_large = _constructor(Kind.TOO_LARGE, "request_too_large")
+    timeout = _constructor(Kind.TIMEOUT, "request_timeout")
     media_type = _constructor(Kind.MEDIA_TYPE, "unsupported_media_type")
     unavailable = _constructor(Kind.UNAVAILABLE)
     upstream = _constructor(Kind.UPSTREAM)

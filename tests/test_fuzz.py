@@ -128,3 +128,28 @@ def test_no_input_is_a_server_error(served, endpoint):
                                   "/v1/responses/resp_x/input_items?limit=abc&order=up", "/api/v0/models/..%2f.."])
 def test_odd_paths_are_client_errors(served, path):
     assert httpx.get(served.base_url + path, timeout=30).status_code < 500
+
+
+def test_grammars_beyond_the_engine_are_refused_and_the_worker_lives(served):
+    """llama.cpp's grammar parser recurses once per nested group: 20,000 groups overflow the worker's stack. Such
+    grammars (written by hand, or by the schema converter for a long maxLength) are refused as bad requests."""
+    def worker_pid() -> int:
+        return next(m["pid"] for m in served.control().get("/lms/ps") if m["identifier"] == CHAT_MODEL)
+
+    def nested(depth: int) -> str:
+        return "root ::= " + "(" * depth + '"yes"' + ")" * depth
+
+    body = {"model": CHAT_MODEL, "messages": USER, "max_tokens": 4}
+    with httpx.Client(base_url=served.base_url, timeout=120) as client:
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        pid = worker_pid()
+        for refused in ({"grammar": nested(30_000)},
+                        {"response_format": {"type": "json_schema", "json_schema": {
+                            "name": "long", "schema": {"type": "string", "maxLength": 30_000}}}},
+                        {"response_format": {"type": "json_schema", "json_schema": {
+                            "name": "huge", "schema": {"type": "string", "minLength": 10**12}}}}):
+            answer = client.post("/v1/chat/completions", json={**body, **refused})
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_format", answer.text
+        deep_enough = client.post("/v1/chat/completions", json={**body, "grammar": nested(4_000)})
+        assert deep_enough.status_code == 200 and deep_enough.json()["choices"][0]["message"]["content"] == "yes"
+        assert worker_pid() == pid  # the same worker served them all

@@ -298,6 +298,8 @@ def test_native_download_endpoints(lms_hub, hub):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
     bad = httpx.post(f"{base}/api/v1/models/download", json={"model": f"{REPO_ID}", "quantization": "q3_k_s"})
     assert bad.status_code == 404 and "q4_1" in bad.json()["error"]["message"]
+    wrong = httpx.post(f"{base}/api/v1/models/download", json={"model": REPO_ID, "quantization": ["q4_1"]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "quantization"
 
 
 def test_an_mlx_repository_downloads_as_one_folder(lms_hub, hub):

@@ -18,9 +18,9 @@ from lms.errors import Kind, LmsError
 
 log = logging.getLogger("lms.server")
 
-STATUS = {Kind.INVALID: 400, Kind.UNAUTHORIZED: 401, Kind.FORBIDDEN: 403, Kind.NOT_FOUND: 404, Kind.CONFLICT: 409,
-          Kind.TOO_LARGE: 413, Kind.MEDIA_TYPE: 415, Kind.DEPENDENCY: 424, Kind.CANCELLED: 499, Kind.INTERNAL: 500,
-          Kind.UPSTREAM: 502, Kind.UNAVAILABLE: 503, Kind.STORAGE: 507}
+STATUS = {Kind.INVALID: 400, Kind.UNAUTHORIZED: 401, Kind.FORBIDDEN: 403, Kind.NOT_FOUND: 404, Kind.TIMEOUT: 408,
+          Kind.CONFLICT: 409, Kind.TOO_LARGE: 413, Kind.MEDIA_TYPE: 415, Kind.DEPENDENCY: 424, Kind.CANCELLED: 499,
+          Kind.INTERNAL: 500, Kind.UPSTREAM: 502, Kind.UNAVAILABLE: 503, Kind.STORAGE: 507}
 
 
 def status_of(exc: LmsError) -> int:

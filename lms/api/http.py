@@ -12,6 +12,10 @@ from starlette.responses import StreamingResponse
 
 from lms.errors import LmsError
 
+# A JSON body (32 MiB at most) that has not arrived in this time is a client holding the connection open, not a
+# slow network: it is answered 408 and the connection closed (the HTTP server itself has no deadline for bodies).
+BODY_SECONDS = 60
+
 
 def is_json(content_type: str) -> bool:
     media = content_type.split(";")[0].strip().lower()
@@ -33,10 +37,14 @@ async def read_json(request: Request, *, any_type_outside_browsers: bool = False
     if declared and declared.isdigit() and int(declared) > limit:
         raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise LmsError.too_large(f"Request body is larger than the limit of {limit} bytes.")
+    except TimeoutError:
+        raise LmsError.timeout(f"The request body did not arrive within {BODY_SECONDS} seconds.") from None
     return parse_json_object(bytes(body))
 
 

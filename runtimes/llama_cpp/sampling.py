@@ -4,39 +4,16 @@ Python over the vocabulary (penalties, logit bias, grammar, top-k, top-p, min-p,
 from __future__ import annotations
 
 import ctypes
-import json
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from lms.errors import LmsError
 from lms.generation.request import GenerationRequest
 from runtimes.common import format_param, token_entry
+from runtimes.llama_cpp.grammar import grammar_text
 
 PENALTY_WINDOW = 64  # generated tokens the repeat/frequency/presence penalties look back over
-# llama-cpp-python's schema converter lets a string hold raw control characters (a newline, a tab), which no JSON
-# parser accepts; its own JSON grammar, and llama.cpp's converter, exclude them.
-LOOSE_STRING_CHAR = r'char ::= [^"\\] |'
-STRICT_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
-
-
-def schema_grammar(schema: dict) -> str:
-    """The GBNF of a JSON schema, with strings that stay valid JSON."""
-    return json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_STRING_CHAR, STRICT_STRING_CHAR)
-
-
-def grammar_text(request: GenerationRequest) -> str | None:
-    """The GBNF a request's output format asks for, if any."""
-    try:
-        if request.grammar:
-            return request.grammar
-        if request.json_schema is not None:
-            return schema_grammar(request.json_schema)
-    except Exception as exc:
-        raise LmsError.invalid(f"cannot build a grammar for the requested format: {exc}", format_param(request),
-                               code="invalid_format") from exc
-    return JSON_GBNF if request.json_object else None
 
 
 def _logit_bias(values: dict, n_vocab: int):
