@@ -101,3 +101,8 @@ def test_structured_output_and_forced_tools_on_mlx(mlx_client):
 def test_what_mlx_cannot_do_is_a_clear_error(mlx_lms):
     embed = httpx.post(f"{mlx_lms.base_url}/v1/embeddings", json={"model": MLX_KEY, "input": "x"}, timeout=60)
     assert embed.status_code == 400 and json.loads(embed.text)["error"]["message"]
+    deep = "root ::= " + "(" * 30_000 + '" yes"' + ")" * 30_000  # too deep to translate: refused, not a 500
+    refused = httpx.post(f"{mlx_lms.base_url}/v1/completions", timeout=60,
+                         json={"model": MLX_KEY, "prompt": "Is Paris in France? Answer:", "max_tokens": 4,
+                               "grammar": deep})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_format", refused.text

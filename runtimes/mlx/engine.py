@@ -190,9 +190,9 @@ class MlxEngine(SerialEngine):
             if self._grammar_index is None:
                 self._grammar_index = TokenizerIndex(self.tokenizer)
             return GrammarProcessor(self._grammar_index, grammar, fed_prompt)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: GBNF nested too deep to translate
             raise LmsError.invalid(f"The grammar cannot be used: {exc}", format_param(request),
-                                   code="invalid_grammar") from exc
+                                   code="invalid_format") from exc
 
     def _logprobs(self, token: int, logprobs, top: int) -> dict:
         import mlx.core as mx
