@@ -132,7 +132,8 @@ def test_odd_paths_are_client_errors(served, path):
 
 def test_grammars_beyond_the_engine_are_refused_and_the_worker_lives(served):
     """llama.cpp's grammar parser recurses once per nested group: 20,000 groups overflow the worker's stack. Such
-    grammars (written by hand, or by the schema converter for a long maxLength) are refused as bad requests."""
+    grammars (written by hand, or by the schema converter for a long maxLength) are refused as bad requests; so is
+    one that allows no token at some point (llama.cpp throws through its C API there, which aborts the process)."""
     def worker_pid() -> int:
         return next(m["pid"] for m in served.control().get("/lms/ps") if m["identifier"] == CHAT_MODEL)
 
@@ -144,6 +145,8 @@ def test_grammars_beyond_the_engine_are_refused_and_the_worker_lives(served):
         assert client.post("/v1/chat/completions", json=body).status_code == 200
         pid = worker_pid()
         for refused in ({"grammar": nested(30_000)},
+                        {"grammar": 'root ::= "\\x00"'},  # no token holds NUL: llama.cpp would abort on it
+                        {"grammar": 'root ::= "a" [\\U0010FFFF-\\U00000000]'},  # a range of nothing, after "a"
                         {"response_format": {"type": "json_schema", "json_schema": {
                             "name": "long", "schema": {"type": "string", "maxLength": 30_000}}}},
                         {"response_format": {"type": "json_schema", "json_schema": {

@@ -4,6 +4,7 @@ Python over the vocabulary (penalties, logit bias, grammar, top-k, top-p, min-p,
 from __future__ import annotations
 
 import ctypes
+import math
 
 import llama_cpp
 import numpy as np
@@ -30,6 +31,25 @@ def _logit_bias(values: dict, n_vocab: int):
     return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(entries), array)
 
 
+class Candidates:
+    """A reusable candidate array over the whole vocabulary (llama.cpp's `llama_token_data_array`)."""
+
+    def __init__(self, n_vocab: int):
+        self.data = (llama_cpp.llama_token_data * n_vocab)()
+        self.view = np.ctypeslib.as_array(self.data)  # fields id, logit, p
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.array = llama_cpp.llama_token_data_array(data=self.data, size=n_vocab, selected=-1, sorted=False)
+
+    def fill(self, logits: np.ndarray):
+        """Every token with its logit, unsorted and unselected, as a sampler chain expects them."""
+        self.view["id"] = self.ids  # samplers sort and shrink the array in place
+        self.view["logit"] = logits
+        self.view["p"] = 0.0
+        array = self.array
+        array.size, array.selected, array.sorted = len(self.ids), -1, False
+        return array
+
+
 class SamplerChain:
     """A request's sampler chain. `sample(ctx, i)` picks from the i-th output row of the last decode and records the
     token in the chain (penalty history, grammar state)."""
@@ -45,6 +65,8 @@ class SamplerChain:
         grammar = grammar_text(request)
         self.plain_greedy = sampling.temperature <= 0 and grammar is None and \
             self.penalties == (1.0, 0.0, 0.0)
+        self.candidates = Candidates(n_vocab) if grammar is not None else None
+        self.format_param = format_param(request)
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = llama_cpp.llama_sampler_chain_init(params)
@@ -80,9 +102,27 @@ class SamplerChain:
     def sample(self, ctx, index: int) -> int:
         if not self.chain:  # a request that already ended: never hand llama.cpp a freed chain
             raise LmsError.internal("sampling after the request ended", code="internal_error")
+        if self.candidates is not None:
+            return self._sample_in_grammar(ctx, index)
         if not self.plain_greedy:
             return llama_cpp.llama_sampler_sample(self.chain, ctx, index)
         return self.guess(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,)), [])
+
+    def _sample_in_grammar(self, ctx, index: int) -> int:
+        """What `llama_sampler_sample` does, with a check between choosing and accepting: when the grammar allows
+        no token at all (it wants a character no token holds, such as NUL), the choice is a token it rejected,
+        and accepting that throws a C++ exception through the C API, which aborts the worker."""
+        candidates = self.candidates
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        array = candidates.fill(logits)
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+        picked = array.data[array.selected] if 0 <= array.selected < array.size else None
+        if picked is None or not math.isfinite(picked.logit):
+            raise LmsError.invalid("The grammar allows no token here: it asks for text no token of this model "
+                                   "can write.", self.format_param, code="invalid_format")
+        token = picked.id
+        llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
 
     def guess(self, logits: np.ndarray, recent: list[int]) -> int:
         """A draft's best guess at the token this chain would pick greedily: the same logit bias and the same
