@@ -15,16 +15,20 @@ from lms.api.errors import status_of
 from lms.errors import LmsError
 from lms.outbound import private
 from lms.pipeline import images
+from lms.pipeline.image_header import dimensions
 from lms.pipeline.images import decode_data_url, load_image
 
 
-def png(width: int = 2, height: int = 2) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+def png(width: int = 2, height: int = 2, pixel: bytes = b"\xff\x00\x00") -> bytes:
+    """An RGB PNG of one colour, compressed row by row (a large one costs little memory to make)."""
+    row, packer = b"\x00" + pixel * width, zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b""))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -127,3 +131,27 @@ def test_private_addresses(address, forbidden):
 def test_other_schemes_are_refused():
     with pytest.raises(LmsError):
         load("file:///etc/passwd")
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
+
+
+def test_dimensions_are_read_from_the_header_alone():
+    assert dimensions(png(5, 7)) == (5, 7)
+    assert dimensions(b"GIF89a" + struct.pack("<HH", 640, 480) + b"\x00" * 10) == (640, 480)
+    assert dimensions(b"BM" + b"\x00" * 16 + struct.pack("<ii", 300, -200) + b"\x00" * 30) == (300, 200)
+    assert dimensions(jpeg_header(4000, 3000)) == (4000, 3000)
+    assert dimensions(b"\x89PNG\r\n\x1a\n\x00") is None  # cut short
+    assert dimensions(b"RIFF....WEBPVP8 ") is None  # not read here: the engine decides
+
+
+def test_an_image_declaring_more_pixels_than_any_photo_is_refused_before_decoding():
+    bomb = png(2, 2)[:16] + struct.pack(">II", 40_000, 40_000) + png(2, 2)[24:]  # 4.8 GB once decoded
+    with pytest.raises(LmsError) as refused:
+        load("data:image/png;base64," + base64.b64encode(bomb).decode())
+    assert refused.value.code == "invalid_image" and "40000 x 40000" in refused.value.message
+    photo = jpeg_header(8000, 6000)  # 48 megapixels: a phone's photo
+    assert load("data:image/jpeg;base64," + base64.b64encode(photo).decode()) == photo

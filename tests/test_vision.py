@@ -56,3 +56,15 @@ def test_undecodable_image_is_a_400(served):
     response = httpx.post(served.base_url + "/v1/responses", timeout=60, json={
         "model": VISION_MODEL, "input": [{"role": "user", "content": [{"type": "input_image", "image_url": garbage}]}]})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
+
+
+def test_an_image_too_large_to_decode_safely_is_a_400_before_the_engine_sees_it(served):
+    """8,000 x 7,000 black pixels: 160 KB as a PNG, 56 megapixels (168 MB) decoded, over the 50-megapixel cap; the
+    cap keeps a few megabytes of PNG from declaring 40,000 x 40,000 pixels (4.8 GB decoded)."""
+    image = png(8_000, 7_000, pixel=b"\x00\x00\x00")
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    response = httpx.post(served.base_url + "/v1/chat/completions", timeout=60, json={
+        "model": VISION_MODEL, "max_tokens": 4,
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
+    assert "8000 x 7000" in response.json()["error"]["message"]

@@ -14,8 +14,10 @@ from urllib.parse import urljoin, urlsplit
 
 from lms.errors import LmsError
 from lms.outbound import checked_address
+from lms.pipeline.image_header import dimensions
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 50_000_000  # a 48-megapixel photo passes; decoded, an image takes 3 bytes a pixel
 FETCH_TIMEOUT_SECONDS = 10.0
 MAX_REDIRECTS = 3
 MAX_IMAGES = 16  # per request: each one is a fetch and a projector pass
@@ -90,7 +92,15 @@ async def fetch_image(url: str, param: str, allowed_hosts: set[str] = frozenset(
     raise _invalid(f"Too many redirects fetching the image (more than {MAX_REDIRECTS}).", param)
 
 
+def check_size(data: bytes, param: str) -> bytes:
+    """Refuse an image that would take more memory decoded than any photo needs (see lms/pipeline/image_header)."""
+    size = dimensions(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise _invalid(f"The image is {size[0]} x {size[1]} pixels; at most {MAX_IMAGE_PIXELS // 1_000_000} "
+                       f"megapixels are taken.", param)
+    return data
+
+
 async def load_image(url: str, param: str, allowed_hosts: set[str] = frozenset()) -> bytes:
-    if url.startswith("data:"):
-        return decode_data_url(url, param)
-    return await fetch_image(url, param, allowed_hosts)
+    data = decode_data_url(url, param) if url.startswith("data:") else await fetch_image(url, param, allowed_hosts)
+    return check_size(data, param)
