@@ -48,6 +48,14 @@ async def read_json(request: Request, *, any_type_outside_browsers: bool = False
     return parse_json_object(bytes(body))
 
 
+def optional_text(body: dict, name: str) -> str | None:
+    """A JSON body's string field, None when absent: another type is a 400 here, not a surprise further on."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise LmsError.invalid(f"'{name}' must be a string", name)
+    return value
+
+
 MAX_DEPTH = 64  # real requests nest a few levels; a deep one only costs recursion
 # A lone surrogate can only come from a \uD800-\uDFFF escape (raw bytes of one are not UTF-8, which json refuses):
 # without such an escape the strings need no check, and a large image data URL is not copied to check it.

@@ -8,37 +8,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lms.api.http import read_json
+from lms.api.http import optional_text, read_json
 from lms.daemon import listings
 from lms.errors import LmsError
 from lms.store import catalog, hub, removal
 from lms.store.get import download, formats_of, variants
 
 
-def _text(body: dict, name: str) -> str:
-    """A string field ('' when absent): any other type is refused here, not sent on to the Hub."""
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise LmsError.invalid(f"'{name}' must be a string", name)
-    return value or ""
-
-
 def _hub_options(body: dict) -> dict:
     """The CLI sends its own HF_ENDPOINT and HF_TOKEN, so the daemon uses what the user's shell says."""
-    return {"endpoint": _text(body, "endpoint") or None, "token": _text(body, "token") or None}
+    return {"endpoint": optional_text(body, "endpoint") or None, "token": optional_text(body, "token") or None}
 
 
 async def hub_search(request: Request):
     body = await read_json(request)
     options = _hub_options(body)
-    results = await asyncio.to_thread(hub.search, _text(body, "query"), formats_of(body.get("formats")),
+    results = await asyncio.to_thread(hub.search, optional_text(body, "query") or "", formats_of(body.get("formats")),
                                       **options)
     return JSONResponse(results)
 
 
 async def hub_variants(request: Request):
     body = await read_json(request)
-    repo = await variants(_text(body, "repo_id"), formats_of(body.get("formats")), **_hub_options(body))
+    repo = await variants(optional_text(body, "repo_id") or "", formats_of(body.get("formats")), **_hub_options(body))
     for variant in repo.variants:
         variant.downloaded = removal.downloaded(repo.repo_id, variant.files)
     active = [j for j in request.app.state.downloads.jobs.values()
@@ -48,7 +40,8 @@ async def hub_variants(request: Request):
 
 async def start_job(request: Request):
     body = await read_json(request)
-    job = await download(request.app.state.downloads, _text(body, "model"), variant=_text(body, "variant") or None,
+    job = await download(request.app.state.downloads, optional_text(body, "model") or "",
+                         variant=optional_text(body, "variant") or None,
                          formats=formats_of(body.get("formats")), **_hub_options(body))
     return JSONResponse(job.status_dict())
 

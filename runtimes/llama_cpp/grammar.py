@@ -3,8 +3,8 @@
 The parser recurses once per nested group, so a grammar nested tens of thousands of groups deep (written by hand,
 or by the schema converter for a `maxLength` in the tens of thousands) overflows the worker's stack and kills it,
 with every request it was serving. The converter also writes out each repetition a schema asks for, so a count in
-the billions fills the memory before llama.cpp could refuse it. Both are refused here as bad requests; llama.cpp
-itself refuses repetitions of more than a few thousand rules, so nothing it would accept is refused.
+the billions fills the memory before llama.cpp could refuse it. Both are refused here as bad requests, at bounds
+far beyond real use: llama.cpp itself refuses repetitions of more than a few thousand rules.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lms.api.http import read_json
+from lms.api.http import optional_text, read_json
 from lms.errors import LmsError
 from lms.store.get import download
 
@@ -17,10 +17,7 @@ async def start_download(request: Request):
     body = await read_json(request)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise LmsError.invalid("'model' is required", "model", code="missing_required_parameter")
-    quantization = body.get("quantization")
-    if quantization is not None and not isinstance(quantization, str):
-        raise LmsError.invalid("'quantization' must be a string, such as \"Q4_K_M\"", "quantization")
-    job = await download(request.app.state.downloads, body["model"], quantization=quantization)
+    job = await download(request.app.state.downloads, body["model"], quantization=optional_text(body, "quantization"))
     status = job.status_dict()
     shown = {k: status[k] for k in ("job_id", "status", "total_size_bytes", "started_at")}
     if job.status == "completed":
